@@ -1,0 +1,113 @@
+import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { homeToStoragePath } from '../paths.js';
+import type { StoragePath } from '../storage/types.js';
+
+/** A stored password: an scrypt hash from the users file, or a plain one from FTP_PASSWORD. */
+export type PasswordSecret =
+  | { kind: 'scrypt'; N: number; r: number; p: number; salt: Buffer; hash: Buffer }
+  | { kind: 'plain'; value: string };
+
+export interface User {
+  name: string;
+  password: PasswordSecret;
+  /** Storage path that is this user's '/'. */
+  home: StoragePath;
+}
+
+const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 };
+const KEY_LENGTH = 32;
+export const MAX_USER_BYTES = 128;
+export const MAX_PASSWORD_BYTES = 1024;
+
+function scryptAsync(password: string, salt: Buffer, keylen: number, options: ScryptOptions): Promise<Buffer> {
+  return new Promise((resolve, reject) =>
+    scrypt(password, salt, keylen, { ...options, maxmem: 256 * options.N! * options.r! }, (err, key) =>
+      err ? reject(err) : resolve(key),
+    ),
+  );
+}
+
+/** Hashes a password into the `scrypt$N$r$p$salt$hash` form the users file takes. */
+export async function hashPassword(password: string): Promise<string> {
+  const salt = randomBytes(16);
+  const { N, r, p } = SCRYPT_DEFAULTS;
+  const hash = await scryptAsync(password, salt, KEY_LENGTH, { N, r, p });
+  return `scrypt$${N}$${r}$${p}$${salt.toString('base64')}$${hash.toString('base64')}`;
+}
+
+/** Parses a hash made by hashPassword; throws on anything else. */
+export function parsePasswordHash(text: string): PasswordSecret {
+  const parts = text.split('$');
+  const [kind, n, r, p, salt, hash] = parts;
+  if (parts.length !== 6 || kind !== 'scrypt' || !salt || !hash) {
+    throw new Error('password hash must look like scrypt$N$r$p$salt$hash (see "npm run hash-password")');
+  }
+  const params = [n, r, p].map(Number);
+  if (!params.every((x) => Number.isInteger(x) && x > 0) || (params[0]! & (params[0]! - 1)) !== 0) {
+    throw new Error('scrypt parameters are not valid');
+  }
+  return {
+    kind: 'scrypt',
+    N: params[0]!,
+    r: params[1]!,
+    p: params[2]!,
+    salt: Buffer.from(salt, 'base64'),
+    hash: Buffer.from(hash, 'base64'),
+  };
+}
+
+/** Compares in constant time; false for any mismatch. */
+export async function verifyPassword(secret: PasswordSecret, password: string): Promise<boolean> {
+  if (secret.kind === 'plain') {
+    const a = Buffer.from(secret.value);
+    const b = Buffer.from(password);
+    return a.length === b.length && timingSafeEqual(a, b);
+  }
+  const candidate = await scryptAsync(password, secret.salt, secret.hash.length, {
+    N: secret.N,
+    r: secret.r,
+    p: secret.p,
+  });
+  return timingSafeEqual(candidate, secret.hash);
+}
+
+/**
+ * Parses a users file: `{ "users": [ { "name", "password": "scrypt$…", "home": "/alice" } ] }`.
+ * Throws with a message that names the entry at fault.
+ */
+export function parseUsersFile(text: string): User[] {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`not valid JSON: ${(err as Error).message}`);
+  }
+  const list = (doc as { users?: unknown })?.users;
+  if (!Array.isArray(list)) throw new Error('expected an object with a "users" array');
+  const seen = new Set<string>();
+  return list.map((entry: unknown, i) => {
+    const e = entry as Record<string, unknown>;
+    const where = `users[${i}]`;
+    if (typeof e?.name !== 'string' || !/^[\w.@-]{1,128}$/.test(e.name)) {
+      throw new Error(`${where}.name must be 1-128 letters, digits or ._@-`);
+    }
+    if (seen.has(e.name)) throw new Error(`${where}.name "${e.name}" appears twice`);
+    seen.add(e.name);
+    if (typeof e.password !== 'string') throw new Error(`${where}.password must be a hash string`);
+    let password: PasswordSecret;
+    try {
+      password = parsePasswordHash(e.password);
+    } catch (err) {
+      throw new Error(`${where}.password: ${(err as Error).message}`);
+    }
+    const home = e.home ?? '/';
+    if (typeof home !== 'string') throw new Error(`${where}.home must be a path`);
+    let homePath: StoragePath;
+    try {
+      homePath = homeToStoragePath(home);
+    } catch (err) {
+      throw new Error(`${where}.home: ${(err as Error).message}`);
+    }
+    return { name: e.name, password, home: homePath };
+  });
+}

@@ -1,0 +1,61 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { verifyPassword } from '../auth/users.js';
+import { Reply } from '../replies.js';
+import type { Session } from '../session/session.js';
+import { StorageError } from '../storage/types.js';
+
+/** Failed logins before the connection is closed (vsftpd's max_login_fails). */
+const MAX_LOGIN_FAILURES = 3;
+/** Base delay after a failed login; it grows with each failure on the connection. */
+const FAILED_LOGIN_DELAY_MS = 500;
+
+export function user(s: Session, arg: string): void {
+  if (s.user) {
+    s.reply(Reply.NotLoggedIn, "Can't change to another user.");
+    return;
+  }
+  s.pendingUser = arg.trim();
+  // Same answer for every name, so USER does not reveal which accounts exist.
+  s.reply(Reply.NeedPassword, 'Please specify the password.');
+}
+
+export async function pass(s: Session, arg: string): Promise<void> {
+  if (s.user) {
+    s.reply(Reply.LoggedIn, 'Already logged in.');
+    return;
+  }
+  const name = s.pendingUser;
+  if (name === undefined) {
+    s.reply(Reply.BadSequence, 'Login with USER first.');
+    return;
+  }
+  s.pendingUser = undefined;
+  const account = s.server.users.get(name);
+  const ok = account !== undefined && (await verifyPassword(account.password, arg));
+  if (!ok || !account) {
+    s.failedLogins++;
+    s.log.warn({ event: 'login-failed', user: name.slice(0, 128), failures: s.failedLogins });
+    await sleep(FAILED_LOGIN_DELAY_MS * s.failedLogins);
+    if (s.failedLogins >= MAX_LOGIN_FAILURES) {
+      s.close(Reply.ServiceNotAvailable, 'Too many failed logins.');
+    } else {
+      s.reply(Reply.NotLoggedIn, 'Login incorrect.');
+    }
+    return;
+  }
+  try {
+    await s.storage.stat(account.home);
+  } catch (err) {
+    if (!(err instanceof StorageError && err.code === 'NotFound')) throw err;
+    // Like SFTPGo, and unlike vsftpd, a missing home is created rather than refused.
+    await s.storage.mkdirAll(account.home);
+  }
+  s.user = account;
+  s.cwd = '/';
+  s.log.info({ event: 'login', user: account.name });
+  s.reply(Reply.LoggedIn, 'Login successful.');
+}
+
+export function quit(s: Session): void {
+  s.close(Reply.ClosingControl, 'Goodbye.');
+}

@@ -1,0 +1,56 @@
+import { ftpTime } from '../listing.js';
+import { quotePath, Reply } from '../replies.js';
+import type { Session } from '../session/session.js';
+import { StorageError } from '../storage/types.js';
+
+export async function mkd(s: Session, arg: string): Promise<void> {
+  const target = s.resolve(arg);
+  await s.storage.mkdir(target.storage);
+  s.reply(Reply.PathCreated, `${quotePath(target.ftp)} created.`);
+}
+
+export async function rmd(s: Session, arg: string): Promise<void> {
+  const target = s.resolve(arg);
+  if (target.ftp === '/') throw new StorageError('Denied', 'cannot remove the root');
+  await s.storage.rmdir(target.storage);
+  s.reply(Reply.FileActionOkay, 'Remove directory operation successful.');
+}
+
+export async function dele(s: Session, arg: string): Promise<void> {
+  await s.storage.delete(s.resolve(arg).storage);
+  s.reply(Reply.FileActionOkay, 'Delete operation successful.');
+}
+
+export async function rnfr(s: Session, arg: string): Promise<void> {
+  const source = s.resolve(arg);
+  if (source.ftp === '/') throw new StorageError('Denied', 'cannot rename the root');
+  await s.storage.stat(source.storage);
+  s.renameFrom = source;
+  s.reply(Reply.PendingFurtherInfo, 'Ready for RNTO.');
+}
+
+export async function rnto(s: Session, arg: string): Promise<void> {
+  const source = s.renameFrom;
+  s.renameFrom = undefined;
+  if (!source) {
+    s.reply(Reply.BadSequence, 'RNFR required first.');
+    return;
+  }
+  const target = s.resolve(arg);
+  if (target.ftp === '/') throw new StorageError('InvalidName', 'cannot rename onto the root');
+  await s.storage.rename(source.storage, target.storage);
+  s.log.info({ event: 'rename', from: source.ftp, to: target.ftp });
+  s.reply(Reply.FileActionOkay, 'Rename successful.');
+}
+
+export async function size(s: Session, arg: string): Promise<void> {
+  const info = await s.storage.stat(s.resolve(arg).storage);
+  if (info.isDirectory) throw new StorageError('IsADirectory', 'not a plain file');
+  s.reply(Reply.FileStatus, String(info.size));
+}
+
+export async function mdtm(s: Session, arg: string): Promise<void> {
+  const info = await s.storage.stat(s.resolve(arg).storage);
+  if (info.isDirectory) throw new StorageError('IsADirectory', 'not a plain file');
+  s.reply(Reply.FileStatus, ftpTime(info.mtime));
+}

@@ -1,0 +1,84 @@
+import { Readable } from 'node:stream';
+import { runTransfer, sendStream } from '../data/transfer.js';
+import { formatFacts, formatListLine, unlistable } from '../listing.js';
+import { Reply } from '../replies.js';
+import type { ResolvedPath, Session } from '../session/session.js';
+import { joinPath, StorageError, type FileInfo } from '../storage/types.js';
+import { dataReady } from './transfer.js';
+
+type Format = (info: FileInfo, dir: ResolvedPath) => string;
+
+export async function list(s: Session, arg: string): Promise<void> {
+  await sendListing(s, stripListOptions(arg), (info) => formatListLine(info));
+}
+
+export async function nlst(s: Session, arg: string): Promise<void> {
+  await sendListing(s, stripListOptions(arg), (info) => info.name);
+}
+
+export async function mlsd(s: Session, arg: string): Promise<void> {
+  await sendListing(
+    s,
+    arg,
+    (info, dir) => `${formatFacts(info, joinPath(dir.storage, info.name), s.mlstFacts)} ${info.name}`,
+    true,
+  );
+}
+
+export async function mlst(s: Session, arg: string): Promise<void> {
+  const target = s.resolve(arg.trim() === '' ? '.' : arg);
+  const info = await s.storage.stat(target.storage);
+  s.reply(Reply.FileActionOkay, [
+    `Listing ${target.ftp}`,
+    `${formatFacts(info, target.storage, s.mlstFacts)} ${target.ftp}`,
+    'End',
+  ]);
+}
+
+/**
+ * Streams a directory listing page by page: the first page is fetched before
+ * the 150 reply (so a missing directory answers 550), and every later page is
+ * written to the data connection as it arrives. A file argument lists that one
+ * file, except for MLSD, which RFC 3659 reserves for directories.
+ */
+async function sendListing(s: Session, arg: string, format: Format, dirOnly = false): Promise<void> {
+  if (!dataReady(s)) return;
+  const dir = s.resolve(arg.trim() === '' ? '.' : arg);
+  let pages: AsyncIterator<FileInfo[]>;
+  let first: IteratorResult<FileInfo[]>;
+  try {
+    pages = s.storage.list(dir.storage)[Symbol.asyncIterator]();
+    first = await pages.next();
+  } catch (err) {
+    if (dirOnly || !(err instanceof StorageError && err.code === 'NotADirectory')) throw err;
+    const info = await s.storage.stat(dir.storage);
+    pages = (async function* () {})();
+    first = { done: false, value: [{ ...info, name: arg.trim() }] };
+  }
+  const lines = async function* (): AsyncGenerator<Buffer> {
+    let page = first;
+    while (!page.done) {
+      const text = page.value
+        .filter((info) => !unlistable(info.name))
+        .map((info) => `${format(info, dir)}\r\n`)
+        .join('');
+      if (text) yield Buffer.from(text);
+      page = await pages.next();
+    }
+  };
+  const source = Readable.from(lines());
+  await runTransfer(s, {
+    direction: 'list',
+    path: dir.ftp,
+    opening: 'Here comes the directory listing.',
+    run: (socket, signal, count) => sendStream(source, socket, { signal, count }),
+  }).finally(() => {
+    source.destroy();
+    void pages.return?.();
+  });
+}
+
+/** `LIST -la dir` is what many clients send; the options are ls's, not part of the path. */
+export function stripListOptions(arg: string): string {
+  return arg.replace(/^(\s*-[a-zA-Z]+)+\s*/, '');
+}

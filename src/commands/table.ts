@@ -1,0 +1,96 @@
+import type { Session } from '../session/session.js';
+import type { StorageCapabilities } from '../storage/types.js';
+import * as auth from './auth.js';
+import * as files from './files.js';
+import * as info from './info.js';
+import * as listing from './listing.js';
+import * as navigation from './navigation.js';
+import * as transfer from './transfer.js';
+
+export type Handler = (session: Session, arg: string) => void | Promise<void>;
+
+export interface CommandSpec {
+  /** Absent for verbs we know and deliberately do not implement (502). */
+  handler?: Handler;
+  needsLogin: boolean;
+  arg: 'none' | 'optional' | 'required';
+  /** Syntax shown by HELP. */
+  help: string;
+  /** Answered at once while a transfer runs, instead of waiting behind it. */
+  duringTransfer?: boolean;
+  /** Offered (HELP) and run only when the storage has this capability; else 502. */
+  capability?: keyof StorageCapabilities;
+}
+
+const pre = { needsLogin: false } as const;
+const post = { needsLogin: true } as const;
+
+/** Every verb the server knows. The session's preflight reads this before any handler runs. */
+export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
+  // Login and session
+  USER: { ...pre, arg: 'required', help: 'USER <name>', handler: auth.user },
+  PASS: { ...pre, arg: 'optional', help: 'PASS <password>', handler: auth.pass },
+  QUIT: { ...pre, arg: 'none', help: 'QUIT', handler: auth.quit },
+  // Information
+  SYST: { ...pre, arg: 'none', help: 'SYST', handler: info.syst },
+  FEAT: { ...pre, arg: 'none', help: 'FEAT', handler: info.feat },
+  HELP: { ...pre, arg: 'optional', help: 'HELP [<command>]', handler: info.help },
+  NOOP: { ...pre, arg: 'none', help: 'NOOP', handler: info.noop },
+  OPTS: { ...post, arg: 'required', help: 'OPTS UTF8 ON | OPTS MLST <facts>', handler: info.opts },
+  STAT: { ...post, arg: 'optional', help: 'STAT [<path>]', handler: info.stat, duringTransfer: true },
+  ALLO: { ...post, arg: 'optional', help: 'ALLO <size>', handler: info.allo },
+  // Navigation
+  PWD: { ...post, arg: 'none', help: 'PWD', handler: navigation.pwd },
+  XPWD: { ...post, arg: 'none', help: 'XPWD', handler: navigation.pwd },
+  CWD: { ...post, arg: 'required', help: 'CWD <path>', handler: navigation.cwd },
+  XCWD: { ...post, arg: 'required', help: 'XCWD <path>', handler: navigation.cwd },
+  CDUP: { ...post, arg: 'none', help: 'CDUP', handler: navigation.cdup },
+  XCUP: { ...post, arg: 'none', help: 'XCUP', handler: navigation.cdup },
+  // Listings
+  LIST: { ...post, arg: 'optional', help: 'LIST [<path>]', handler: listing.list },
+  NLST: { ...post, arg: 'optional', help: 'NLST [<path>]', handler: listing.nlst },
+  MLSD: { ...post, arg: 'optional', help: 'MLSD [<path>]', handler: listing.mlsd },
+  MLST: { ...post, arg: 'optional', help: 'MLST [<path>]', handler: listing.mlst },
+  // Directories and files
+  MKD: { ...post, arg: 'required', help: 'MKD <path>', handler: files.mkd },
+  XMKD: { ...post, arg: 'required', help: 'XMKD <path>', handler: files.mkd },
+  RMD: { ...post, arg: 'required', help: 'RMD <path>', handler: files.rmd },
+  XRMD: { ...post, arg: 'required', help: 'XRMD <path>', handler: files.rmd },
+  DELE: { ...post, arg: 'required', help: 'DELE <path>', handler: files.dele },
+  RNFR: { ...post, arg: 'required', help: 'RNFR <path>', handler: files.rnfr },
+  RNTO: { ...post, arg: 'required', help: 'RNTO <path>', handler: files.rnto },
+  SIZE: { ...post, arg: 'required', help: 'SIZE <path>', handler: files.size },
+  MDTM: { ...post, arg: 'required', help: 'MDTM <path>', handler: files.mdtm },
+  // Transfers
+  RETR: { ...post, arg: 'required', help: 'RETR <path>', handler: transfer.retr },
+  STOR: { ...post, arg: 'required', help: 'STOR <path>', handler: transfer.stor },
+  APPE: { ...post, arg: 'required', help: 'APPE <path>', handler: transfer.appe, capability: 'resumeUpload' },
+  REST: { ...post, arg: 'required', help: 'REST <offset>', handler: transfer.rest },
+  ABOR: { ...post, arg: 'none', help: 'ABOR', handler: transfer.abor, duringTransfer: true },
+  TYPE: { ...post, arg: 'required', help: 'TYPE A | I', handler: transfer.type },
+  MODE: { ...post, arg: 'required', help: 'MODE S', handler: transfer.mode },
+  STRU: { ...post, arg: 'required', help: 'STRU F', handler: transfer.stru },
+  PASV: { ...post, arg: 'none', help: 'PASV', handler: transfer.pasv },
+  EPSV: { ...post, arg: 'optional', help: 'EPSV [1 | ALL]', handler: transfer.epsv },
+  PORT: { ...post, arg: 'required', help: 'PORT h1,h2,h3,h4,p1,p2', handler: transfer.port },
+  EPRT: { ...post, arg: 'required', help: 'EPRT |1|address|port|', handler: transfer.eprt },
+  // Known, deliberately not implemented: 502.
+  ACCT: { ...post, arg: 'optional', help: 'ACCT' },
+  SMNT: { ...post, arg: 'optional', help: 'SMNT' },
+  REIN: { ...post, arg: 'optional', help: 'REIN' },
+  STOU: { ...post, arg: 'optional', help: 'STOU' },
+  SITE: { ...post, arg: 'optional', help: 'SITE' },
+  LPRT: { ...post, arg: 'optional', help: 'LPRT' },
+  LPSV: { ...post, arg: 'optional', help: 'LPSV' },
+  AUTH: { ...pre, arg: 'optional', help: 'AUTH' },
+  PBSZ: { ...post, arg: 'optional', help: 'PBSZ' },
+  PROT: { ...post, arg: 'optional', help: 'PROT' },
+  CCC: { ...post, arg: 'optional', help: 'CCC' },
+  ADAT: { ...post, arg: 'optional', help: 'ADAT' },
+  MIC: { ...post, arg: 'optional', help: 'MIC' },
+  CONF: { ...post, arg: 'optional', help: 'CONF' },
+  ENC: { ...post, arg: 'optional', help: 'ENC' },
+  MFMT: { ...post, arg: 'optional', help: 'MFMT' },
+  MFF: { ...post, arg: 'optional', help: 'MFF' },
+  HASH: { ...post, arg: 'optional', help: 'HASH' },
+};

@@ -1,0 +1,255 @@
+import { isIPv4 } from 'node:net';
+import { PassThrough } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ActiveChannel } from '../data/active.js';
+import { fromNetworkAscii, toNetworkAscii } from '../data/ascii.js';
+import { plainAddress } from '../data/channel.js';
+import { openPassive, PassivePortsExhausted } from '../data/passive.js';
+import { asStorageError, counter, runTransfer, sendStream } from '../data/transfer.js';
+import { Reply } from '../replies.js';
+import type { Session } from '../session/session.js';
+import { baseName, StorageError } from '../storage/types.js';
+
+/** Lowest port PORT/EPRT may name (RFC 2577: no bounces to privileged services). */
+const MIN_ACTIVE_PORT = 1024;
+
+export async function retr(s: Session, arg: string): Promise<void> {
+  if (!dataReady(s)) return;
+  const target = s.resolve(arg);
+  const offset = takeRest(s);
+  const info = await s.storage.stat(target.storage);
+  if (info.isDirectory) throw new StorageError('IsADirectory', 'not a plain file');
+  if (offset > info.size) throw new StorageError('InvalidRange', 'offset beyond end of file');
+  const source = await s.storage.read(target.storage, { start: offset });
+  const total = info.size - offset;
+  await runTransfer(s, {
+    direction: 'download',
+    path: target.ftp,
+    total,
+    opening: `Opening ${modeName(s)} mode data connection for ${baseName(target.storage)} (${total} bytes).`,
+    run: (socket, signal, count) =>
+      sendStream(source, socket, { signal, count, transform: s.type === 'A' ? toNetworkAscii() : undefined }),
+  }).finally(() => source.destroy());
+}
+
+export async function stor(s: Session, arg: string): Promise<void> {
+  await upload(s, arg, false);
+}
+
+export async function appe(s: Session, arg: string): Promise<void> {
+  await upload(s, arg, true);
+}
+
+async function upload(s: Session, arg: string, append: boolean): Promise<void> {
+  if (!dataReady(s)) return;
+  const target = s.resolve(arg);
+  const offset = takeRest(s);
+  if (offset > 0 && !s.storage.capabilities.resumeUpload) {
+    s.reply(Reply.InvalidRestart, 'Resuming uploads is not supported by this storage.');
+    return;
+  }
+  await runTransfer(s, {
+    direction: 'upload',
+    path: target.ftp,
+    opening: 'Ok to send data.',
+    async run(socket, signal, count) {
+      const body = new PassThrough();
+      const stages = s.type === 'A' ? [fromNetworkAscii()] : [];
+      // Whichever side fails first explains the failure: the data connection (426) or the storage (451/55x).
+      let firstError: unknown;
+      const received = pipeline(socket, counter(count), ...stages, body, { signal }).catch((err: unknown) => {
+        firstError ??= err;
+        throw err;
+      });
+      const written = s.storage
+        .write(target.storage, body, {
+          offset: append ? undefined : offset,
+          append,
+          signal,
+          metadata: { 'uploaded-by': s.user?.name ?? '', 'client-address': s.clientAddress },
+        })
+        .catch((err: unknown) => {
+          firstError ??= asStorageError(err);
+          socket.destroy();
+          throw err;
+        });
+      const results = await Promise.allSettled([received, written]);
+      if (results.some((r) => r.status === 'rejected')) throw firstError;
+    },
+  });
+}
+
+export function rest(s: Session, arg: string): void {
+  const text = arg.trim();
+  const offset = Number(text);
+  if (!/^\d+$/.test(text) || !Number.isSafeInteger(offset)) {
+    s.reply(Reply.SyntaxErrorInArguments, 'REST needs a byte offset.');
+    return;
+  }
+  s.restOffset = offset;
+  s.reply(Reply.PendingFurtherInfo, `Restart position accepted (${offset}).`);
+}
+
+export async function abor(s: Session): Promise<void> {
+  const transfer = s.transfer;
+  if (!transfer) {
+    s.setDataChannel(undefined);
+    s.reply(Reply.NoTransferToAbort, 'No transfer to abort.');
+    return;
+  }
+  transfer.abort();
+  await transfer.done;
+  s.reply(Reply.TransferComplete, 'Abort successful.');
+}
+
+export function type(s: Session, arg: string): void {
+  const words = arg.trim().toUpperCase().split(/\s+/);
+  const [code, param] = words;
+  if (words.length > 2 || !code) {
+    s.reply(Reply.SyntaxErrorInArguments, 'Unrecognised TYPE command.');
+  } else if (code === 'A' && (param === undefined || param === 'N')) {
+    s.type = 'A';
+    s.reply(Reply.CommandOkay, 'Switching to ASCII mode.');
+  } else if ((code === 'I' && param === undefined) || (code === 'L' && param === '8')) {
+    s.type = 'I';
+    s.reply(Reply.CommandOkay, 'Switching to Binary mode.');
+  } else if (['A', 'E', 'I', 'L'].includes(code)) {
+    s.reply(Reply.ParameterNotImplemented, `TYPE ${arg.trim()} not implemented.`);
+  } else {
+    s.reply(Reply.SyntaxErrorInArguments, 'Unrecognised TYPE command.');
+  }
+}
+
+export function mode(s: Session, arg: string): void {
+  oneOption(s, arg, 'S', ['B', 'C'], 'MODE');
+}
+
+export function stru(s: Session, arg: string): void {
+  oneOption(s, arg, 'F', ['R', 'P'], 'STRU');
+}
+
+function oneOption(s: Session, arg: string, supported: string, known: string[], verb: string): void {
+  const value = arg.trim().toUpperCase();
+  if (value === supported) s.reply(Reply.CommandOkay, `${verb} set to ${supported}.`);
+  else if (known.includes(value)) s.reply(Reply.ParameterNotImplemented, `${verb} ${value} not implemented.`);
+  else s.reply(Reply.SyntaxErrorInArguments, `Unrecognised ${verb} command.`);
+}
+
+export async function pasv(s: Session): Promise<void> {
+  if (s.epsvAll) {
+    s.reply(Reply.SyntaxErrorInArguments, 'EPSV ALL is in effect; use EPSV.');
+    return;
+  }
+  const local = plainAddress(s.socket.localAddress);
+  const advertised = s.server.config.pasvAddress ?? local;
+  if (!isIPv4(advertised)) {
+    s.reply(Reply.SyntaxErrorInArguments, 'PASV needs IPv4; use EPSV.');
+    return;
+  }
+  const port = await listenPassive(s);
+  if (port === undefined) return;
+  s.reply(Reply.EnteringPassive, `Entering Passive Mode (${advertised.replace(/\./g, ',')},${port >> 8},${port & 255}).`);
+}
+
+export async function epsv(s: Session, arg: string): Promise<void> {
+  const param = arg.trim().toUpperCase();
+  if (param === 'ALL') {
+    s.epsvAll = true;
+    s.reply(Reply.CommandOkay, 'EPSV ALL ok.');
+    return;
+  }
+  if (param !== '' && param !== '1' && param !== '2') {
+    s.reply(Reply.NetworkProtocolNotSupported, 'Network protocol not supported, use (1,2).');
+    return;
+  }
+  const port = await listenPassive(s);
+  if (port === undefined) return;
+  s.reply(Reply.EnteringExtendedPassive, `Entering Extended Passive Mode (|||${port}|).`);
+}
+
+async function listenPassive(s: Session): Promise<number | undefined> {
+  s.setDataChannel(undefined);
+  try {
+    const { port, channel } = await openPassive({
+      host: s.socket.localAddress ?? '127.0.0.1',
+      range: s.server.config.pasvPorts,
+      clientAddress: s.clientAddress,
+      timeoutMs: s.server.config.dataTimeoutMs,
+      log: s.log,
+    });
+    s.setDataChannel(channel);
+    return port;
+  } catch (err) {
+    if (!(err instanceof PassivePortsExhausted)) throw err;
+    s.log.warn({ err }, 'passive ports exhausted');
+    s.reply(Reply.CantOpenDataConnection, 'No passive port available, try again later.');
+    return undefined;
+  }
+}
+
+export function port(s: Session, arg: string): void {
+  const parts = arg.trim().split(',');
+  const nums = parts.map((p) => (/^\d{1,3}$/.test(p.trim()) ? Number(p) : NaN));
+  if (nums.length !== 6 || nums.some((n) => !(n >= 0 && n <= 255))) {
+    s.reply(Reply.SyntaxErrorInArguments, 'Illegal PORT command.');
+    return;
+  }
+  active(s, nums.slice(0, 4).join('.'), nums[4]! * 256 + nums[5]!, 'PORT');
+}
+
+export function eprt(s: Session, arg: string): void {
+  const text = arg.trim();
+  const delim = text[0];
+  const fields = delim ? text.split(delim) : [];
+  // |af|address|port| splits into ['', af, address, port, ''].
+  const [, af, address, portText] = fields;
+  if (fields.length !== 5 || !address || !/^\d{1,5}$/.test(portText ?? '')) {
+    s.reply(Reply.SyntaxErrorInArguments, 'Illegal EPRT command.');
+    return;
+  }
+  if (af !== '1' && af !== '2') {
+    s.reply(Reply.NetworkProtocolNotSupported, 'Network protocol not supported, use (1,2).');
+    return;
+  }
+  active(s, address, Number(portText), 'EPRT');
+}
+
+function active(s: Session, host: string, port: number, verb: string): void {
+  if (s.epsvAll) {
+    s.reply(Reply.SyntaxErrorInArguments, 'EPSV ALL is in effect; use EPSV.');
+    return;
+  }
+  // RFC 2577: data may only go back to the client itself, and never to a privileged port.
+  if (plainAddress(host) !== s.clientAddress || port < MIN_ACTIVE_PORT || port > 65535) {
+    s.log.warn({ event: 'port-refused', host, port });
+    s.reply(Reply.ParameterNotImplemented, `${verb} refused: only your own address and ports >= ${MIN_ACTIVE_PORT}.`);
+    return;
+  }
+  s.setDataChannel(
+    new ActiveChannel({
+      host,
+      port,
+      localAddress: plainAddress(s.socket.localAddress),
+      timeoutMs: s.server.config.dataTimeoutMs,
+    }),
+  );
+  s.reply(Reply.CommandOkay, `${verb} command successful. Consider using PASV.`);
+}
+
+/** True when a data channel is prepared; otherwise answers 425 and forgets a pending REST. */
+export function dataReady(s: Session): boolean {
+  if (s.data) return true;
+  s.restOffset = 0;
+  s.reply(Reply.CantOpenDataConnection, 'Use PORT, PASV or EPSV first.');
+  return false;
+}
+
+function takeRest(s: Session): number {
+  const offset = s.restOffset;
+  s.restOffset = 0;
+  return offset;
+}
+
+function modeName(s: Session): string {
+  return s.type === 'A' ? 'ASCII' : 'BINARY';
+}

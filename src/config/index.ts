@@ -1,0 +1,202 @@
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { parseUsersFile, type User } from '../auth/users.js';
+import { homeToStoragePath } from '../paths.js';
+
+/** A configuration problem; the message names the variable at fault. */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface LocalStorageConfig {
+  kind: 'local';
+  /** Absolute directory that is the storage root. */
+  dataDir: string;
+}
+
+export interface S3StorageConfig {
+  kind: 's3';
+  bucket: string;
+  /** Key prefix that is the storage root ('' or ending without '/'). */
+  prefix: string;
+  endpoint?: string;
+  region: string;
+  forcePathStyle: boolean;
+  /** Explicit credentials; otherwise the AWS default chain (environment, profile, role). */
+  credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Multipart part size in bytes; memory per upload is about partSize × (queueSize + 1). */
+  partSize: number;
+  queueSize: number;
+  /** Deadline for one S3 request, in ms. */
+  requestTimeoutMs: number;
+}
+
+export type StorageConfig = LocalStorageConfig | S3StorageConfig;
+
+export interface Config {
+  host: string;
+  port: number;
+  /** Passive ports to listen on; undefined means any free port. */
+  pasvPorts?: { min: number; max: number };
+  /** Address advertised in PASV replies; default: the control connection's local address. */
+  pasvAddress?: string;
+  users: User[];
+  /** Set when no user was configured and one was made up at start. */
+  generatedPassword?: string;
+  storage: StorageConfig;
+  logLevel: string;
+  logPretty: boolean;
+  /** Idle control connections are closed after this many ms. */
+  idleTimeoutMs: number;
+  /** A data connection must be opened, and must move bytes, within this many ms. */
+  dataTimeoutMs: number;
+  /** Longest accepted command line in bytes. */
+  maxCommandBytes: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/**
+ * Reads the configuration from environment variables. Throws ConfigError with
+ * one message naming the variable at fault; never returns a half-valid config.
+ */
+export function loadConfig(env: Env = process.env): Config {
+  const users = loadUsers(env);
+  return {
+    host: host(env, 'FTP_HOST', '127.0.0.1'),
+    port: int(env, 'FTP_PORT', 2121, 0, 65535),
+    pasvPorts: portRange(env, 'FTP_PASV_PORTS'),
+    pasvAddress: optionalIPv4(env, 'FTP_PASV_ADDRESS'),
+    users: users.users,
+    generatedPassword: users.generatedPassword,
+    storage: loadStorage(env),
+    logLevel: oneOf(env, 'LOG_LEVEL', 'info', LOG_LEVELS),
+    logPretty: bool(env, 'LOG_PRETTY', false),
+    idleTimeoutMs: int(env, 'FTP_IDLE_TIMEOUT', 300, 1, 86400) * 1000,
+    dataTimeoutMs: int(env, 'FTP_DATA_TIMEOUT', 60, 1, 86400) * 1000,
+    maxCommandBytes: int(env, 'FTP_MAX_COMMAND_BYTES', 4096, 512, 65536),
+  };
+}
+
+function loadStorage(env: Env): StorageConfig {
+  const bucket = env.S3_BUCKET?.trim();
+  if (!bucket) {
+    return { kind: 'local', dataDir: resolve(env.DATA_DIR?.trim() || './data') };
+  }
+  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+    throw new ConfigError(`S3_BUCKET: "${bucket}" is not a valid bucket name`);
+  }
+  const endpoint = env.S3_ENDPOINT?.trim() || undefined;
+  if (endpoint !== undefined) {
+    try {
+      const url = new URL(endpoint);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('scheme');
+    } catch {
+      throw new ConfigError(`S3_ENDPOINT: "${endpoint}" is not an http(s) URL`);
+    }
+  }
+  return {
+    kind: 's3',
+    bucket,
+    prefix: homeToStoragePathOrThrow(env.S3_PREFIX ?? '', 'S3_PREFIX'),
+    endpoint,
+    region: env.S3_REGION?.trim() || env.AWS_REGION?.trim() || 'us-east-1',
+    forcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined),
+    partSize: int(env, 'S3_PART_SIZE_MB', 8, 5, 5120) * 1024 * 1024,
+    queueSize: int(env, 'S3_QUEUE_SIZE', 4, 1, 64),
+    requestTimeoutMs: int(env, 'S3_REQUEST_TIMEOUT', 30, 1, 3600) * 1000,
+  };
+}
+
+function loadUsers(env: Env): { users: User[]; generatedPassword?: string } {
+  const file = env.FTP_USERS_FILE?.trim();
+  const name = env.FTP_USER?.trim();
+  const password = env.FTP_PASSWORD;
+  const users: User[] = [];
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`FTP_USERS_FILE: cannot read ${file}: ${(err as Error).message}`);
+    }
+    try {
+      users.push(...parseUsersFile(text));
+    } catch (err) {
+      throw new ConfigError(`FTP_USERS_FILE: ${file}: ${(err as Error).message}`);
+    }
+  }
+  if (name !== undefined || password !== undefined) {
+    if (!name) throw new ConfigError('FTP_USER: must be set when FTP_PASSWORD is');
+    if (!password) throw new ConfigError('FTP_PASSWORD: must be set when FTP_USER is');
+    if (users.some((u) => u.name === name)) {
+      throw new ConfigError(`FTP_USER: "${name}" is also defined in FTP_USERS_FILE`);
+    }
+    users.push({ name, password: { kind: 'plain', value: password }, home: '' });
+  }
+  return { users };
+}
+
+function homeToStoragePathOrThrow(value: string, variable: string): string {
+  try {
+    return homeToStoragePath(value);
+  } catch (err) {
+    throw new ConfigError(`${variable}: ${(err as Error).message}`);
+  }
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name}: "${raw}" is not a whole number`);
+  const value = Number(raw);
+  if (value < min || value > max) {
+    throw new ConfigError(`${name}: ${value} is outside ${min}-${max}`);
+  }
+  return value;
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name]?.trim().toLowerCase();
+  if (!raw) return fallback;
+  if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
+  if (['0', 'false', 'no', 'off'].includes(raw)) return false;
+  throw new ConfigError(`${name}: "${raw}" is not true or false`);
+}
+
+function oneOf(env: Env, name: string, fallback: string, allowed: string[]): string {
+  const raw = env[name]?.trim().toLowerCase();
+  if (!raw) return fallback;
+  if (!allowed.includes(raw)) throw new ConfigError(`${name}: "${raw}" is not one of ${allowed.join(', ')}`);
+  return raw;
+}
+
+function host(env: Env, name: string, fallback: string): string {
+  const raw = env[name]?.trim();
+  if (!raw) return fallback;
+  if (isIP(raw) === 0) throw new ConfigError(`${name}: "${raw}" is not an IP address`);
+  return raw;
+}
+
+function optionalIPv4(env: Env, name: string): string | undefined {
+  const raw = env[name]?.trim();
+  if (!raw) return undefined;
+  if (isIP(raw) !== 4) throw new ConfigError(`${name}: "${raw}" is not an IPv4 address`);
+  return raw;
+}
+
+function portRange(env: Env, name: string): { min: number; max: number } | undefined {
+  const raw = env[name]?.trim();
+  if (!raw) return undefined;
+  const m = /^(\d+)\s*-\s*(\d+)$/.exec(raw);
+  const min = Number(m?.[1]);
+  const max = Number(m?.[2]);
+  if (!m || min < 1024 || max > 65535 || min > max) {
+    throw new ConfigError(`${name}: "${raw}" is not a port range such as 30000-30100 (ports 1024-65535)`);
+  }
+  return { min, max };
+}
+

@@ -1,0 +1,119 @@
+import type { Readable } from 'node:stream';
+
+/**
+ * Storage paths: normalised POSIX paths relative to the storage root, with no
+ * leading or trailing slash. The root itself is ''. They never contain '.', '..',
+ * empty segments, NUL or backslash: src/paths.ts guarantees that before any
+ * driver sees one.
+ */
+export type StoragePath = string;
+
+/** One directory entry or the result of a stat. */
+export interface FileInfo {
+  /** Base name (the last path segment); '' for the root. */
+  name: string;
+  isDirectory: boolean;
+  /** Bytes; 0 for directories. */
+  size: number;
+  /** Last modification; for S3 prefixes without a marker, the epoch. */
+  mtime: Date;
+}
+
+/** Why a storage call failed, in terms the protocol layer can answer. */
+export type StorageErrorCode =
+  | 'NotFound'
+  | 'Exists'
+  | 'NotEmpty'
+  | 'NotADirectory'
+  | 'IsADirectory'
+  | 'Denied'
+  | 'InvalidName'
+  | 'InvalidRange'
+  | 'QuotaExceeded'
+  | 'Unavailable';
+
+/** The only error type drivers throw; `code` is stable, `cause` keeps the driver's error. */
+export class StorageError extends Error {
+  constructor(
+    readonly code: StorageErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'StorageError';
+  }
+}
+
+export interface ReadOptions {
+  /** Byte offset to start from (REST). */
+  start?: number;
+  signal?: AbortSignal;
+}
+
+export interface WriteOptions {
+  /**
+   * Keep the first `offset` bytes of the existing object and write the body after
+   * them (REST + STOR). With `append`, the offset is the current size (APPE).
+   */
+  offset?: number;
+  append?: boolean;
+  signal?: AbortSignal;
+  /** Recorded with the object where the driver can (who uploaded it, from where). */
+  metadata?: Record<string, string>;
+}
+
+export interface WriteResult {
+  /** Size of the stored object after the write. */
+  size: number;
+}
+
+export interface StorageCapabilities {
+  /** APPE and REST+STOR are offered (FEAT, HELP) only when true. */
+  resumeUpload: boolean;
+}
+
+/**
+ * A storage backend. Every method either succeeds or throws StorageError.
+ * Writes are atomic: the object becomes visible (or replaced) only when the
+ * returned promise resolves; a failed or aborted write leaves the previous
+ * object, if any, untouched and nothing partial behind.
+ */
+export interface Storage {
+  readonly capabilities: StorageCapabilities;
+  stat(path: StoragePath): Promise<FileInfo>;
+  /**
+   * The entries of a directory, page by page as the backend yields them.
+   * Throws NotFound (no such directory) or NotADirectory before the first page.
+   */
+  list(path: StoragePath, signal?: AbortSignal): AsyncIterable<FileInfo[]>;
+  read(path: StoragePath, options?: ReadOptions): Promise<Readable>;
+  write(path: StoragePath, body: Readable, options?: WriteOptions): Promise<WriteResult>;
+  /** Creates one directory; its parent must exist. */
+  mkdir(path: StoragePath): Promise<void>;
+  /** Ensures a directory and its parents exist (user homes). */
+  mkdirAll(path: StoragePath): Promise<void>;
+  /** Removes an empty directory. */
+  rmdir(path: StoragePath): Promise<void>;
+  /** Removes one file. */
+  delete(path: StoragePath): Promise<void>;
+  /** Moves a file, or a directory and everything under it. */
+  rename(from: StoragePath, to: StoragePath): Promise<void>;
+  /** Releases clients and sockets. */
+  close(): Promise<void>;
+}
+
+/** Joins a directory and a name into a storage path. */
+export function joinPath(dir: StoragePath, name: string): StoragePath {
+  return dir === '' ? name : `${dir}/${name}`;
+}
+
+/** The parent of a storage path ('' for top-level names and the root). */
+export function parentPath(path: StoragePath): StoragePath {
+  const i = path.lastIndexOf('/');
+  return i < 0 ? '' : path.slice(0, i);
+}
+
+/** The last segment of a storage path. */
+export function baseName(path: StoragePath): string {
+  return path.slice(path.lastIndexOf('/') + 1);
+}

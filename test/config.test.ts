@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { hashPassword, parsePasswordHash, parseUsersFile, verifyPassword } from '../src/auth/users.js';
+import { ConfigError, loadConfig } from '../src/config/index.js';
+import { tempDir } from './helpers/server.js';
+
+const run = promisify(execFile);
+const main = fileURLToPath(new URL('../src/main.js', import.meta.url));
+
+test('defaults: loopback, port 2121, local ./data, no user', () => {
+  const config = loadConfig({});
+  assert.equal(config.host, '127.0.0.1');
+  assert.equal(config.port, 2121);
+  assert.equal(config.storage.kind, 'local');
+  assert.deepEqual(config.users, []);
+});
+
+test('S3_BUCKET selects the S3 driver with its options', () => {
+  const config = loadConfig({ S3_BUCKET: 'my-bucket', S3_PREFIX: '/drops/', S3_ENDPOINT: 'http://127.0.0.1:9000', S3_REGION: 'eu-west-1' });
+  assert.deepEqual(
+    { ...config.storage, partSize: undefined, queueSize: undefined, requestTimeoutMs: undefined },
+    { kind: 's3', bucket: 'my-bucket', prefix: 'drops', endpoint: 'http://127.0.0.1:9000', region: 'eu-west-1', forcePathStyle: true, partSize: undefined, queueSize: undefined, requestTimeoutMs: undefined },
+  );
+});
+
+test('every invalid setting fails with one message naming the variable', () => {
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ FTP_PORT: 'abc' }, 'FTP_PORT'],
+    [{ FTP_PORT: '70000' }, 'FTP_PORT'],
+    [{ FTP_HOST: 'example.com' }, 'FTP_HOST'],
+    [{ FTP_PASV_PORTS: '3000' }, 'FTP_PASV_PORTS'],
+    [{ FTP_PASV_PORTS: '40000-30000' }, 'FTP_PASV_PORTS'],
+    [{ FTP_PASV_ADDRESS: '::1' }, 'FTP_PASV_ADDRESS'],
+    [{ FTP_USER: 'bob' }, 'FTP_PASSWORD'],
+    [{ FTP_PASSWORD: 'pw' }, 'FTP_USER'],
+    [{ FTP_USERS_FILE: '/nonexistent/users.json' }, 'FTP_USERS_FILE'],
+    [{ S3_BUCKET: 'Bad_Bucket' }, 'S3_BUCKET'],
+    [{ S3_BUCKET: 'ok-bucket', S3_ENDPOINT: 'ftp://x' }, 'S3_ENDPOINT'],
+    [{ S3_BUCKET: 'ok-bucket', S3_FORCE_PATH_STYLE: 'maybe' }, 'S3_FORCE_PATH_STYLE'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+  ];
+  for (const [env, variable] of cases) {
+    assert.throws(() => loadConfig(env), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${variable}:`), JSON.stringify(env));
+  }
+});
+
+test('the users file takes scrypt hashes and homes', async () => {
+  const hash = await hashPassword('s3cret');
+  const file = join(tempDir(), 'users.json');
+  writeFileSync(file, JSON.stringify({ users: [{ name: 'alice', password: hash, home: '/alice' }, { name: 'bob', password: hash }] }));
+  const config = loadConfig({ FTP_USERS_FILE: file, FTP_USER: 'carol', FTP_PASSWORD: 'pw' });
+  assert.deepEqual(config.users.map((u) => [u.name, u.home]), [['alice', 'alice'], ['bob', ''], ['carol', '']]);
+  assert.equal(await verifyPassword(config.users[0]!.password, 's3cret'), true);
+  assert.equal(await verifyPassword(config.users[0]!.password, 'wrong'), false);
+  assert.equal(await verifyPassword(config.users[2]!.password, 'pw'), true);
+  assert.throws(() => parseUsersFile('{"users":[{"name":"x","password":"plain"}]}'), /users\[0\]\.password/);
+  assert.throws(() => parseUsersFile('{"users":[{"name":"x y","password":"' + hash + '"}]}'), /users\[0\]\.name/);
+  assert.throws(() => parsePasswordHash('scrypt$3$8$1$AA$AA'), /scrypt parameters/);
+});
+
+test('the server refuses to start on bad configuration, naming the variable', async () => {
+  await assert.rejects(run(process.execPath, [main], { env: { ...process.env, FTP_PORT: 'x' } }), (err: { code: number; stderr: string }) => {
+    assert.equal(err.code, 2);
+    assert.equal(err.stderr.trim(), 's3ftp: invalid configuration: FTP_PORT: "x" is not a whole number');
+    return true;
+  });
+});
+
+test('hash-password prints a hash the users file accepts', async () => {
+  const { stdout } = await run(process.execPath, [main, 'hash-password', 'pw'], {});
+  const secret = parsePasswordHash(stdout.trim());
+  assert.equal(await verifyPassword(secret, 'pw'), true);
+});

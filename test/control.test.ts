@@ -1,0 +1,27 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { formatReply, quotePath, Reply } from '../src/replies.js';
+import { LineReader, parseCommand } from '../src/session/lines.js';
+
+test('replies are single or multi-line per RFC 959, and never carry a raw CR or LF', () => {
+  assert.equal(formatReply(Reply.CommandOkay, 'ok'), '200 ok\r\n');
+  assert.equal(formatReply(Reply.SystemStatus, ['a', '211 b', 'end']), '211-a\r\n 211 b\r\n211 end\r\n');
+  assert.equal(formatReply(Reply.PathCreated, `${quotePath('/evil\r\n230 ok')} created.`), '257 "/evil  230 ok" created.\r\n');
+  assert.equal(quotePath('/say "hi"'), '"/say ""hi"""');
+});
+
+test('LineReader splits on CRLF, CR or LF, and strips Telnet IAC sequences', () => {
+  const reader = new LineReader(64);
+  const lines = (chunk: Buffer) => reader.push(chunk).map((e) => ('line' in e ? e.line : '<too long>'));
+  assert.deepEqual(lines(Buffer.from('USER a\r\nPASS b\nNOOP\rNO')), ['USER a', 'PASS b', 'NOOP']);
+  assert.deepEqual(lines(Buffer.from('OP\r\n')), ['NOOP']);
+  // IAC IP IAC DM ABOR, as clients send it with urgent data; IAC WILL x is negotiation.
+  assert.deepEqual(lines(Buffer.from([0xff, 0xf4, 0xff, 0xf2, ...Buffer.from('ABOR\r\n'), 0xff, 0xfb, 0x01, ...Buffer.from('NOOP\r\n')])), ['ABOR', 'NOOP']);
+  assert.deepEqual(lines(Buffer.from(`${'x'.repeat(100)}\r\nNOOP\r\n`)), ['<too long>', 'NOOP']);
+  assert.deepEqual(lines(Buffer.from('CWD dossier été\r\n')), ['CWD dossier été']);
+});
+
+test('parseCommand upper-cases the verb and keeps the argument as sent', () => {
+  assert.deepEqual(parseCommand('stor  two  spaces '), { verb: 'STOR', arg: ' two  spaces ' });
+  assert.deepEqual(parseCommand('noop'), { verb: 'NOOP', arg: '' });
+});

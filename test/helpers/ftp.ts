@@ -1,0 +1,172 @@
+import { once } from 'node:events';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { Client, type FTPContext, type FTPResponse } from 'basic-ftp';
+
+export interface FtpReply {
+  code: number;
+  /** Every line of the reply, without line ends. */
+  lines: string[];
+  /** The text of the last line after the code. */
+  text: string;
+}
+
+/**
+ * A bare control connection for asserting exact reply codes: it sends what it
+ * is told, byte for byte, and parses replies per RFC 959 (multi-line included).
+ */
+export class RawFtp {
+  readonly socket: Socket;
+  #buffer = '';
+  #replies: FtpReply[] = [];
+  #waiters: Array<(reply: FtpReply) => void> = [];
+  #pending: string[] = [];
+  #closed = false;
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.setEncoding('utf8');
+    socket.on('data', (text: string) => this.#onData(text));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      this.#closed = true;
+      for (const waiter of this.#waiters.splice(0)) waiter({ code: 0, lines: [], text: 'closed' });
+    });
+  }
+
+  /** Connects and reads the 220 greeting. */
+  static async connect(port: number, host = '127.0.0.1'): Promise<RawFtp> {
+    const socket = connect({ port, host });
+    await once(socket, 'connect');
+    const ftp = new RawFtp(socket);
+    const greeting = await ftp.read();
+    if (greeting.code !== 220) throw new Error(`unexpected greeting ${greeting.lines.join('|')}`);
+    return ftp;
+  }
+
+  /** Connects and logs in (USER, PASS), asserting 331 and 230. */
+  static async login(port: number, user: string, password: string): Promise<RawFtp> {
+    const ftp = await RawFtp.connect(port);
+    await ftp.expect(`USER ${user}`, 331);
+    await ftp.expect(`PASS ${password}`, 230);
+    return ftp;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Sends one command line and returns its (first) reply. */
+  async send(line: string): Promise<FtpReply> {
+    this.socket.write(`${line}\r\n`);
+    return this.read();
+  }
+
+  /** Sends a command and fails unless the reply has the expected code. */
+  async expect(line: string, code: number): Promise<FtpReply> {
+    const reply = await this.send(line);
+    if (reply.code !== code) {
+      throw new Error(`${line.split(' ')[0]}: expected ${code}, got ${reply.code} ${reply.lines.join(' | ')}`);
+    }
+    return reply;
+  }
+
+  /** The next reply (a closed connection reads as code 0). */
+  read(timeoutMs = 20_000): Promise<FtpReply> {
+    const next = this.#replies.shift();
+    if (next) return Promise.resolve(next);
+    if (this.#closed) return Promise.resolve({ code: 0, lines: [], text: 'closed' });
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no reply within timeout')), timeoutMs);
+      this.#waiters.push((reply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      });
+    });
+  }
+
+  /** Opens a passive data connection (EPSV) and returns the socket. */
+  async passive(): Promise<Socket> {
+    const reply = await this.expect('EPSV', 229);
+    const port = Number(/\(\|\|\|(\d+)\|\)/.exec(reply.text)?.[1]);
+    const socket = connect({ port, host: '127.0.0.1' });
+    await once(socket, 'connect');
+    return socket;
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+
+  #onData(text: string): void {
+    this.#buffer += text;
+    let end: number;
+    while ((end = this.#buffer.indexOf('\r\n')) >= 0) {
+      this.#pending.push(this.#buffer.slice(0, end));
+      this.#buffer = this.#buffer.slice(end + 2);
+      const first = this.#pending[0]!;
+      const last = this.#pending[this.#pending.length - 1]!;
+      const code = first.slice(0, 3);
+      const multi = first[3] === '-';
+      if (!multi || (this.#pending.length > 1 && last.startsWith(`${code} `))) {
+        const reply = { code: Number(code), lines: this.#pending, text: last.slice(4) };
+        this.#pending = [];
+        const waiter = this.#waiters.shift();
+        if (waiter) waiter(reply);
+        else this.#replies.push(reply);
+      }
+    }
+  }
+}
+
+/** Reads a socket to its end. */
+export async function readAll(socket: Socket): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of socket) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/**
+ * basic-ftp speaks only passive mode; this strategy makes it use active mode.
+ * It sends a real PORT: the server connects to our listener, and a loopback
+ * relay hands that connection's bytes to the socket basic-ftp reads and writes.
+ */
+export function activeMode(client: Client): void {
+  client.prepareTransfer = async (ftp: FTPContext): Promise<FTPResponse> => {
+    const fromServer = createServer({ pauseOnConnect: true });
+    const relay = createServer({ pauseOnConnect: true });
+    await Promise.all([listen(fromServer), listen(relay)]);
+    const port = (fromServer.address() as AddressInfo).port;
+    const res = await ftp.request(`PORT 127,0,0,1,${port >> 8},${port & 255}`);
+    const relayed = once(relay, 'connection') as Promise<[Socket]>;
+    const local = connect({ port: (relay.address() as AddressInfo).port, host: '127.0.0.1' });
+    await once(local, 'connect');
+    const [inner] = await relayed;
+    relay.close();
+    fromServer.once('connection', (outer: Socket) => {
+      fromServer.close();
+      outer.on('error', () => inner.destroy());
+      inner.on('error', () => outer.destroy());
+      outer.pipe(inner);
+      inner.pipe(outer);
+    });
+    // If the server never connects (the command failed), do not keep the port open.
+    local.once('close', () => {
+      fromServer.close();
+      inner.destroy();
+    });
+    ftp.dataSocket = local;
+    return res;
+  };
+}
+
+function listen(server: ReturnType<typeof createServer>): Promise<void> {
+  return new Promise((resolve) => server.listen({ port: 0, host: '127.0.0.1' }, resolve));
+}
+
+/** A logged-in basic-ftp client in passive or active mode. */
+export async function basicFtp(port: number, user: string, password: string, mode: 'passive' | 'active'): Promise<Client> {
+  const client = new Client(20_000);
+  await client.access({ host: '127.0.0.1', port, user, password });
+  if (mode === 'active') activeMode(client);
+  return client;
+}

@@ -1,0 +1,246 @@
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import {
+  AbortMultipartUploadCommand,
+  CreateBucketCommand,
+  DeleteBucketCommand,
+  DeleteObjectsCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  S3Client,
+} from '@aws-sdk/client-s3';
+import type { S3StorageConfig } from '../../src/config/index.js';
+
+export interface S3TestEnv {
+  endpoint: string;
+  region: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  bucket: string;
+  client: S3Client;
+}
+
+const REGION = 'us-east-1';
+const START_TIMEOUT_MS = 60_000;
+/** A cold build of MinIO takes several minutes. */
+const BUILD_TIMEOUT_MS = 30 * 60_000;
+/** This file runs as dist/test/helpers/minio.js, three levels below the repository root. */
+const BUILD_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'scripts', 'build-minio.sh');
+
+let env: Promise<S3TestEnv | undefined> | undefined;
+
+/**
+ * Starts (once per process) a real MinIO on 127.0.0.1 on a free port with a temp
+ * data dir (or uses S3_TEST_ENDPOINT + S3_TEST_ACCESS_KEY/S3_TEST_SECRET_KEY when
+ * set), creates a fresh bucket for this run, returns env. Returns undefined when
+ * MinIO cannot be had and CI is not set (tests then skip with a visible reason);
+ * when process.env.CI is set, failure to get MinIO throws — never a skip.
+ */
+export function getS3(): Promise<S3TestEnv | undefined> {
+  env ??= connect().catch((err: unknown) => {
+    if (process.env.CI) throw err;
+    process.stderr.write(`# S3 tests skipped: ${(err as Error).message}\n`);
+    return undefined;
+  });
+  return env;
+}
+
+/** S3StorageConfig for a fresh, unique prefix in the run's bucket (so test files don't see each other's objects). */
+export function s3StorageConfig(env: S3TestEnv, prefix: string): S3StorageConfig {
+  return {
+    kind: 's3',
+    bucket: env.bucket,
+    prefix: `${prefix}-${randomBytes(4).toString('hex')}`,
+    endpoint: env.endpoint,
+    region: env.region,
+    forcePathStyle: true,
+    credentials: { accessKeyId: env.accessKeyId, secretAccessKey: env.secretAccessKey },
+    // The S3 minimum, so tests reach multipart uploads with small bodies.
+    partSize: 5 * 1024 * 1024,
+    queueSize: 2,
+    requestTimeoutMs: 30_000,
+  };
+}
+
+/** Lists in-progress multipart uploads under a prefix (for "no dangling upload" assertions). */
+export async function listMultipartUploads(env: S3TestEnv, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  let keyMarker: string | undefined;
+  let uploadIdMarker: string | undefined;
+  do {
+    const page = await env.client.send(
+      new ListMultipartUploadsCommand({ Bucket: env.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+    );
+    for (const upload of page.Uploads ?? []) keys.push(`${upload.Key ?? ''} (${upload.UploadId ?? ''})`);
+    keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+    uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+  } while (keyMarker);
+  return keys;
+}
+
+async function connect(): Promise<S3TestEnv> {
+  const external = process.env.S3_TEST_ENDPOINT;
+  const server = external
+    ? {
+        endpoint: external,
+        accessKeyId: required('S3_TEST_ACCESS_KEY'),
+        secretAccessKey: required('S3_TEST_SECRET_KEY'),
+      }
+    : await startMinio();
+  const client = new S3Client({
+    endpoint: server.endpoint,
+    region: REGION,
+    forcePathStyle: true,
+    credentials: { accessKeyId: server.accessKeyId, secretAccessKey: server.secretAccessKey },
+    requestHandler: { requestTimeout: 30_000, throwOnRequestTimeout: true, connectionTimeout: 5_000 },
+  });
+  const bucket = `s3ftp-test-${randomBytes(6).toString('hex')}`;
+  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  // A MinIO of our own dies with the process; on a shared endpoint, remove what we made.
+  if (external) process.once('beforeExit', () => void removeBucket(client, bucket).catch(() => undefined));
+  return { ...server, region: REGION, bucket, client };
+}
+
+function required(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} must be set when S3_TEST_ENDPOINT is`);
+  return value;
+}
+
+async function startMinio(): Promise<{ endpoint: string; accessKeyId: string; secretAccessKey: string }> {
+  const binary = await minioBinary();
+  // The free port may be taken by someone else before MinIO binds it; try again then.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await launch(binary);
+    } catch (err) {
+      if (attempt >= 3) throw err;
+    }
+  }
+}
+
+async function launch(binary: string): Promise<{ endpoint: string; accessKeyId: string; secretAccessKey: string }> {
+  const accessKeyId = `test${randomBytes(6).toString('hex')}`;
+  const secretAccessKey = randomBytes(18).toString('hex');
+  const dataDir = mkdtempSync(join(tmpdir(), 's3ftp-minio-'));
+  const [port, consolePort] = [await freePort(), await freePort()];
+  const child = spawn(
+    binary,
+    ['server', dataDir, '--quiet', '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`],
+    {
+      env: {
+        ...process.env,
+        MINIO_ROOT_USER: accessKeyId,
+        MINIO_ROOT_PASSWORD: secretAccessKey,
+        MINIO_BROWSER: 'off',
+        MINIO_UPDATE: 'off',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  const output = keepTail(child);
+  const cleanup = registerCleanup(child, dataDir);
+  // Neither MinIO nor its pipes may keep the test process alive.
+  child.unref();
+  const endpoint = `http://127.0.0.1:${port}`;
+  try {
+    await waitLive(endpoint, child);
+  } catch (err) {
+    cleanup();
+    throw new Error(`MinIO did not start: ${(err as Error).message}\n${output()}`);
+  }
+  return { endpoint, accessKeyId, secretAccessKey };
+}
+
+/** Runs scripts/build-minio.sh (a no-op once built) and returns the binary path it prints last. */
+async function minioBinary(): Promise<string> {
+  try {
+    const { stdout } = await promisify(execFile)('bash', [BUILD_SCRIPT], { timeout: BUILD_TIMEOUT_MS, maxBuffer: 16 << 20 });
+    const binary = stdout.trim().split('\n').pop();
+    if (!binary) throw new Error('build-minio.sh printed no path');
+    return binary;
+  } catch (err) {
+    const stderr = String((err as { stderr?: string }).stderr ?? '').trim().split('\n').slice(-5).join('\n');
+    throw new Error(`cannot build MinIO with ${BUILD_SCRIPT}: ${(err as Error).message.split('\n')[0]}\n${stderr}`);
+  }
+}
+
+/** Keeps the last few KB of MinIO's output for error messages, and drains the pipes. */
+function keepTail(child: ChildProcess): () => string {
+  let tail = '';
+  for (const stream of [child.stdout, child.stderr]) {
+    stream?.setEncoding('utf8');
+    stream?.on('data', (text: string) => {
+      tail = (tail + text).slice(-4096);
+    });
+    (stream as unknown as { unref?: () => void } | null)?.unref?.();
+  }
+  return () => tail;
+}
+
+/** Kills MinIO and removes its data when the process ends (or right away, via the returned function). */
+function registerCleanup(child: ChildProcess, dataDir: string): () => void {
+  const cleanup = (): void => {
+    child.kill('SIGKILL');
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  process.once('exit', cleanup);
+  // A signal skips 'exit'; clean up, then die of the same signal as we would have.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(signal, () => {
+      cleanup();
+      process.kill(process.pid, signal);
+    });
+  }
+  return cleanup;
+}
+
+async function waitLive(endpoint: string, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + START_TIMEOUT_MS;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`minio exited (${child.exitCode ?? child.signalCode})`);
+    }
+    try {
+      const res = await fetch(`${endpoint}/minio/health/live`, { signal: AbortSignal.timeout(1000) });
+      if (res.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`no answer from ${endpoint}/minio/health/live within ${START_TIMEOUT_MS / 1000} s`);
+}
+
+/** A port that was free a moment ago; MinIO binds it right after. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+async function removeBucket(client: S3Client, bucket: string): Promise<void> {
+  for (const upload of (await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? []) {
+    await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: upload.Key, UploadId: upload.UploadId }));
+  }
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, ContinuationToken: token }));
+    const objects = (page.Contents ?? []).map((o) => ({ Key: o.Key }));
+    if (objects.length > 0) await client.send(new DeleteObjectsCommand({ Bucket: bucket, Delete: { Objects: objects } }));
+    token = page.NextContinuationToken;
+  } while (token);
+  await client.send(new DeleteBucketCommand({ Bucket: bucket }));
+}

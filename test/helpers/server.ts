@@ -1,0 +1,95 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import type { User } from '../../src/auth/users.js';
+import type { Config, StorageConfig } from '../../src/config/index.js';
+import { startServer, type FtpServer } from '../../src/server/server.js';
+import { createStorage } from '../../src/storage/index.js';
+import type { Storage } from '../../src/storage/types.js';
+import { getS3, listMultipartUploads, s3StorageConfig, type S3TestEnv } from './minio.js';
+
+export const USER = 'alice';
+export const PASSWORD = 'correct horse battery staple';
+
+/** One storage backend the protocol tests run against. */
+export interface Driver {
+  name: 'local' | 's3';
+  /** Set when the driver cannot run here (never under CI: getS3 throws instead). */
+  skip?: string;
+  /** A storage config rooted at a fresh, empty place. */
+  storageConfig(): StorageConfig;
+  /** In-progress multipart uploads left behind under the config's root (always [] on local). */
+  danglingUploads(config: StorageConfig): Promise<string[]>;
+  s3?: S3TestEnv;
+}
+
+let counter = 0;
+const tempDirs: string[] = [];
+process.once('exit', () => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh temporary directory, removed when the process exits. */
+export function tempDir(label = 's3ftp-test-'): string {
+  const dir = mkdtempSync(join(tmpdir(), label));
+  tempDirs.push(dir);
+  return dir;
+}
+
+/** The local driver and the S3 driver on real MinIO. */
+export async function drivers(): Promise<Driver[]> {
+  const s3 = await getS3();
+  const local: Driver = {
+    name: 'local',
+    storageConfig: () => ({ kind: 'local', dataDir: tempDir() }),
+    danglingUploads: async () => [],
+  };
+  const remote: Driver = {
+    name: 's3',
+    skip: s3 ? undefined : 'MinIO is not available (set CI=true to make this a failure)',
+    storageConfig: () => s3StorageConfig(s3!, `t${process.pid}-${++counter}`),
+    danglingUploads: (config) => listMultipartUploads(s3!, config.kind === 's3' ? config.prefix : ''),
+    s3,
+  };
+  return [local, remote];
+}
+
+export interface TestServer {
+  port: number;
+  storage: Storage;
+  storageConfig: StorageConfig;
+  config: Config;
+  close(): Promise<void>;
+}
+
+/** Starts an s3ftp server on 127.0.0.1, port 0, with user alice, on the given driver. */
+export async function startTestServer(driver: Driver, overrides: Partial<Config> = {}): Promise<TestServer> {
+  const storageConfig = driver.storageConfig();
+  const users: User[] = [{ name: USER, password: { kind: 'plain', value: PASSWORD }, home: '' }];
+  const config: Config = {
+    host: '127.0.0.1',
+    port: 0,
+    users,
+    storage: storageConfig,
+    logLevel: process.env.TEST_LOG_LEVEL ?? 'silent',
+    logPretty: false,
+    idleTimeoutMs: 60_000,
+    dataTimeoutMs: 15_000,
+    maxCommandBytes: 4096,
+    ...overrides,
+  };
+  const log = pino({ level: config.logLevel });
+  const storage = createStorage(storageConfig, log);
+  const server: FtpServer = await startServer(config, storage, log);
+  return {
+    port: server.address.port,
+    storage,
+    storageConfig,
+    config,
+    async close() {
+      await server.close();
+      await storage.close();
+    },
+  };
+}

@@ -1,0 +1,146 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { basicFtp, RawFtp, readAll } from './helpers/ftp.js';
+import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
+
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+for (const driver of await drivers()) {
+  describe(`robustness (${driver.name})`, { skip: driver.skip }, () => {
+    let server: TestServer;
+    before(async () => {
+      server = await startTestServer(driver);
+    });
+    after(async () => {
+      await server?.close();
+    });
+
+    /** Stores content with a raw client and checks 226. */
+    async function put(name: string, content: Buffer): Promise<void> {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      const data = await raw.passive();
+      await raw.expect(`STOR ${name}`, 150);
+      data.end(content);
+      assert.equal((await raw.read()).code, 226);
+      raw.close();
+    }
+
+    async function get(name: string): Promise<Buffer> {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      const data = await raw.passive();
+      await raw.expect(`RETR ${name}`, 150);
+      const body = await readAll(data);
+      assert.equal((await raw.read()).code, 226);
+      raw.close();
+      return body;
+    }
+
+    // More than one 8 MiB part, so the S3 driver is in the middle of a multipart upload.
+    const CUT_AFTER = 12 * 1024 * 1024;
+
+    for (const how of ['data connection reset', 'control connection closed', 'ABOR'] as const) {
+      test(`a STOR cut off in the middle (${how}) keeps the previous content and leaves no upload behind`, async () => {
+        const name = `cut-${how.replace(/ /g, '-')}.bin`;
+        const original = randomBytes(1000);
+        await put(name, original);
+        const raw = await RawFtp.login(server.port, USER, PASSWORD);
+        const data = await raw.passive();
+        await raw.expect(`STOR ${name}`, 150);
+        await new Promise<void>((resolve) => data.write(randomBytes(CUT_AFTER), () => resolve()));
+        await new Promise((r) => setTimeout(r, 500));
+        if (how === 'data connection reset') {
+          data.resetAndDestroy();
+          assert.equal((await raw.read()).code, 426);
+        } else if (how === 'ABOR') {
+          raw.socket.write('ABOR\r\n');
+          assert.equal((await raw.read()).code, 426);
+          assert.equal((await raw.read()).code, 226);
+          data.destroy();
+        } else {
+          raw.close();
+          data.destroy();
+        }
+        raw.close();
+        // The abort runs asynchronously after the client is gone; give it a bounded moment.
+        const deadline = Date.now() + 10_000;
+        let dangling = await driver.danglingUploads(server.storageConfig);
+        while (dangling.length > 0 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 200));
+          dangling = await driver.danglingUploads(server.storageConfig);
+        }
+        assert.deepEqual(dangling, []);
+        assert.deepEqual(await get(name), original);
+      });
+    }
+
+    test('16 concurrent sessions each store and fetch their own file', async () => {
+      const results = await Promise.all(
+        Array.from({ length: 16 }, async (_, i) => {
+          const client = await basicFtp(server.port, USER, PASSWORD, i % 2 ? 'active' : 'passive');
+          const body = randomBytes(256 * 1024 + i);
+          await client.uploadFrom(Readable.from([body]), `concurrent-${i}.bin`);
+          const chunks: Buffer[] = [];
+          await client.downloadTo(
+            new Writable({
+              write(chunk: Buffer, _e, done) {
+                chunks.push(chunk);
+                done();
+              },
+            }),
+            `concurrent-${i}.bin`,
+          );
+          client.close();
+          return sha256(Buffer.concat(chunks)) === sha256(body);
+        }),
+      );
+      assert.deepEqual(results, Array(16).fill(true));
+    });
+
+    test('a client that vanishes mid-RETR does not disturb the others', async () => {
+      await put('vanish.bin', randomBytes(4 * 1024 * 1024));
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      const data = await raw.passive();
+      await raw.expect('RETR vanish.bin', 150);
+      data.destroy();
+      raw.close();
+      const other = await RawFtp.login(server.port, USER, PASSWORD);
+      await other.expect('NOOP', 200);
+      assert.equal((await get('vanish.bin')).length, 4 * 1024 * 1024);
+      other.close();
+    });
+  });
+}
+
+describe('storage failures', () => {
+  test('an unreachable S3 endpoint answers 451 and the session stays usable', async () => {
+    const server = await startTestServer(
+      {
+        name: 's3',
+        storageConfig: () => ({
+          kind: 's3',
+          bucket: 'unreachable',
+          prefix: '',
+          endpoint: 'http://127.0.0.1:9',
+          region: 'us-east-1',
+          forcePathStyle: true,
+          credentials: { accessKeyId: 'x', secretAccessKey: 'y' },
+          partSize: 5 * 1024 * 1024,
+          queueSize: 1,
+          requestTimeoutMs: 2000,
+        }),
+        danglingUploads: async () => [],
+      },
+    );
+    try {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('CWD somewhere', 451);
+      await raw.expect('MKD something', 451);
+      await raw.expect('NOOP', 200);
+      raw.close();
+    } finally {
+      await server.close();
+    }
+  });
+});

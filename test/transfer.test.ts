@@ -1,0 +1,226 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { Readable, Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import type { Client } from 'basic-ftp';
+import { basicFtp, RawFtp, readAll } from './helpers/ftp.js';
+import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
+
+/** Collects a download into memory. */
+function sink(): { stream: Writable; data: () => Buffer } {
+  const chunks: Buffer[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      chunks.push(chunk);
+      done();
+    },
+  });
+  return { stream, data: () => Buffer.concat(chunks) };
+}
+
+async function download(client: Client, path: string, startAt = 0): Promise<Buffer> {
+  const out = sink();
+  await client.downloadTo(out.stream, path, startAt);
+  return out.data();
+}
+
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+for (const driver of await drivers()) {
+  describe(`transfers (${driver.name})`, { skip: driver.skip }, () => {
+    let server: TestServer;
+    before(async () => {
+      server = await startTestServer(driver);
+    });
+    after(async () => {
+      await server?.close();
+    });
+
+    for (const mode of ['passive', 'active'] as const) {
+      describe(`basic-ftp, ${mode} mode`, () => {
+        let client: Client;
+        const root = `/${mode}`;
+        before(async () => {
+          client = await basicFtp(server.port, USER, PASSWORD, mode);
+          await client.send(`MKD ${root}`);
+        });
+        after(() => client?.close());
+
+        test('upload, list, download and delete a file with UTF-8 and spaces in its name', async () => {
+          const dir = `${root}/dossier été`;
+          const name = 'naïve file ✓ (1).txt';
+          const body = Buffer.from('hello, wörld\n');
+          assert.equal((await client.send(`MKD ${dir}`)).code, 257);
+          assert.equal((await client.cd(dir)).code, 250);
+          assert.equal((await client.uploadFrom(Readable.from([body]), name)).code, 226);
+          const entries = await client.list();
+          const entry = entries.find((e) => e.name === name);
+          assert.ok(entry, `listed: ${entries.map((e) => e.name).join(', ')}`);
+          assert.equal(entry.size, body.length);
+          assert.ok(entry.isFile);
+          assert.deepEqual(await download(client, name), body);
+          assert.equal(await client.size(name), body.length);
+          const modified = await client.lastMod(name);
+          assert.ok(Math.abs(modified.getTime() - Date.now()) < 120_000, `MDTM ${modified.toISOString()}`);
+          assert.equal((await client.remove(name)).code, 250);
+          assert.deepEqual(await client.list(), []);
+          await client.cd('/');
+        });
+
+        test('LIST in ls -l format, NLST names only', async () => {
+          const dir = `${root}/formats`;
+          await client.send(`MKD ${dir}`);
+          await client.send(`MKD ${dir}/sub`);
+          await client.uploadFrom(Readable.from([Buffer.from('12345')]), `${dir}/five bytes.bin`);
+          // basic-ftp prefers MLSD; make it parse LIST too.
+          const viaList = await client.list(`${dir}`);
+          assert.deepEqual(viaList.map((e) => [e.name, e.isDirectory, e.size]).sort(), [['five bytes.bin', false, 5], ['sub', true, 0]]);
+          const raw = await RawFtp.login(server.port, USER, PASSWORD);
+          for (const [verb, pattern] of [
+            ['LIST', /^-rw-r--r-- 1 ftp ftp +5 [A-Z][a-z]{2} [ \d]\d \d\d:\d\d five bytes\.bin\r\n/m],
+            ['LIST -la', /^drwxr-xr-x 1 ftp ftp +0 [A-Z][a-z]{2} [ \d]\d ( \d{4}|\d\d:\d\d) sub\r\n/m],
+            ['NLST', /^five bytes\.bin\r\nsub\r\n$|^sub\r\nfive bytes\.bin\r\n$/],
+            ['MLSD', /^type=file;size=5;modify=\d{14};perm=adfrw;unique=[0-9a-f]+; five bytes\.bin\r\n/m],
+          ] as const) {
+            const data = await raw.passive();
+            await raw.expect(`${verb} ${dir}`, 150);
+            assert.match((await readAll(data)).toString(), pattern, verb);
+            assert.equal((await raw.read()).code, 226);
+          }
+          const data = await raw.passive();
+          await raw.expect(`LIST ${dir}/five bytes.bin`, 150);
+          assert.match((await readAll(data)).toString(), /five bytes\.bin\r\n$/);
+          assert.equal((await raw.read()).code, 226);
+          const missing = await raw.passive();
+          await raw.expect(`MLSD ${dir}/nosuch`, 550);
+          missing.destroy();
+          raw.close();
+        });
+
+        test('REST then RETR resumes a download', async () => {
+          const body = randomBytes(100_000);
+          await client.uploadFrom(Readable.from([body]), `${root}/resume.bin`);
+          assert.deepEqual(await download(client, `${root}/resume.bin`, 40_000), body.subarray(40_000));
+          assert.deepEqual(await download(client, `${root}/resume.bin`, 100_000), Buffer.alloc(0));
+        });
+
+        test('APPE appends; REST then STOR overwrites from an offset', async () => {
+          await client.uploadFrom(Readable.from([Buffer.from('first,')]), `${root}/append.txt`);
+          assert.equal((await client.appendFrom(Readable.from([Buffer.from('second')]), `${root}/append.txt`)).code, 226);
+          assert.equal((await download(client, `${root}/append.txt`)).toString(), 'first,second');
+          assert.equal((await client.appendFrom(Readable.from([Buffer.from('new')]), `${root}/appended-new.txt`)).code, 226);
+          assert.equal((await download(client, `${root}/appended-new.txt`)).toString(), 'new');
+        });
+
+        test('rename a file, and a directory with nested files', async () => {
+          const dir = `${root}/tree`;
+          await client.send(`MKD ${dir}`);
+          await client.send(`MKD ${dir}/a`);
+          await client.send(`MKD ${dir}/a/b`);
+          await client.uploadFrom(Readable.from([Buffer.from('one')]), `${dir}/a/one.txt`);
+          await client.uploadFrom(Readable.from([Buffer.from('two')]), `${dir}/a/b/two.txt`);
+          assert.equal((await client.rename(`${dir}/a/one.txt`, `${dir}/a/uno.txt`)).code, 250);
+          assert.equal((await client.rename(`${dir}/a`, `${dir}/moved a`)).code, 250);
+          assert.equal((await download(client, `${dir}/moved a/uno.txt`)).toString(), 'one');
+          assert.equal((await download(client, `${dir}/moved a/b/two.txt`)).toString(), 'two');
+          await assert.rejects(client.cd(`${dir}/a`), /550/);
+          assert.deepEqual((await client.list(dir)).map((e) => e.name), ['moved a']);
+        });
+
+        test('RMD of a non-empty directory gets 550; of an empty one 250', async () => {
+          const dir = `${root}/full`;
+          await client.send(`MKD ${dir}`);
+          await client.uploadFrom(Readable.from([Buffer.from('x')]), `${dir}/x`);
+          await assert.rejects(client.send(`RMD ${dir}`), /550/);
+          await client.remove(`${dir}/x`);
+          assert.equal((await client.send(`RMD ${dir}`)).code, 250);
+        });
+      });
+    }
+
+    test('a 50 MiB round trip keeps every byte', async () => {
+      const client = await basicFtp(server.port, USER, PASSWORD, 'passive');
+      const body = randomBytes(50 * 1024 * 1024);
+      assert.equal((await client.uploadFrom(Readable.from([body]), 'big.bin')).code, 226);
+      assert.equal(await client.size('big.bin'), body.length);
+      assert.equal(sha256(await download(client, 'big.bin')), sha256(body));
+      await client.remove('big.bin');
+      client.close();
+    });
+
+    test('TYPE A turns CRLF into LF on STOR and back on RETR', async () => {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('TYPE A', 200);
+      let data = await raw.passive();
+      await raw.expect('STOR ascii.txt', 150);
+      data.end('line one\r\nline two\r\nbare\rcr\r\n');
+      assert.equal((await raw.read()).code, 226);
+      await raw.expect('TYPE I', 200);
+      assert.equal((await raw.expect('SIZE ascii.txt', 213)).text, String('line one\nline two\nbare\rcr\n'.length));
+      data = await raw.passive();
+      await raw.expect('RETR ascii.txt', 150);
+      assert.equal((await readAll(data)).toString(), 'line one\nline two\nbare\rcr\n');
+      assert.equal((await raw.read()).code, 226);
+      await raw.expect('TYPE A', 200);
+      data = await raw.passive();
+      await raw.expect('RETR ascii.txt', 150);
+      assert.equal((await readAll(data)).toString(), 'line one\r\nline two\r\nbare\rcr\r\n');
+      assert.equal((await raw.read()).code, 226);
+      raw.close();
+    });
+
+    test('REST beyond the end of a file gets 554', async () => {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      let data = await raw.passive();
+      await raw.expect('STOR short.txt', 150);
+      data.end('12345');
+      assert.equal((await raw.read()).code, 226);
+      data = await raw.passive();
+      await raw.expect('REST 6', 350);
+      await raw.expect('RETR short.txt', 554);
+      data.destroy();
+      data = await raw.passive();
+      await raw.expect('REST 9', 350);
+      await raw.expect('STOR short.txt', 150);
+      data.end('x');
+      assert.equal((await raw.read()).code, 554);
+      data = await raw.passive();
+      await raw.expect('REST 3', 350);
+      await raw.expect('STOR short.txt', 150);
+      data.end('XY');
+      assert.equal((await raw.read()).code, 226);
+      data = await raw.passive();
+      await raw.expect('RETR short.txt', 150);
+      assert.equal((await readAll(data)).toString(), '123XY');
+      assert.equal((await raw.read()).code, 226);
+      raw.close();
+    });
+
+    test('STAT during a transfer reports progress; ABOR stops it with 426 then 226', async () => {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      const original = Buffer.from('the previous content');
+      let data = await raw.passive();
+      await raw.expect('STOR aborted.bin', 150);
+      data.end(original);
+      assert.equal((await raw.read()).code, 226);
+      data = await raw.passive();
+      await raw.expect('STOR aborted.bin', 150);
+      data.write(randomBytes(1024 * 1024));
+      await new Promise((r) => setTimeout(r, 300));
+      const status = await raw.send('STAT');
+      assert.equal(status.code, 213);
+      assert.match(status.text, /upload of \/aborted\.bin: \d+ bytes transferred/);
+      raw.socket.write('ABOR\r\n');
+      assert.equal((await raw.read()).code, 426);
+      assert.equal((await raw.read()).code, 226);
+      data.destroy();
+      data = await raw.passive();
+      await raw.expect('RETR aborted.bin', 150);
+      assert.deepEqual(await readAll(data), original);
+      assert.equal((await raw.read()).code, 226);
+      assert.deepEqual(await driver.danglingUploads(server.storageConfig), []);
+      raw.close();
+    });
+  });
+}
