@@ -59,7 +59,9 @@ for (const driver of await drivers()) {
           assert.equal((await raw.read()).code, 226);
           data.destroy();
         } else {
+          // The client vanishes; its data connection is left open, then dropped.
           raw.close();
+          await new Promise((r) => setTimeout(r, 300));
           data.destroy();
         }
         raw.close();

@@ -1,6 +1,7 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -34,6 +35,8 @@ const BUILD_TIMEOUT_MS = 30 * 60_000;
 const BUILD_SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'scripts', 'build-minio.sh');
 
 let env: Promise<S3TestEnv | undefined> | undefined;
+/** Data directory of the MinIO this process started, if it started one. */
+let ownDataDir: string | undefined;
 
 /**
  * Starts (once per process) a real MinIO on 127.0.0.1 on a free port with a temp
@@ -68,8 +71,14 @@ export function s3StorageConfig(env: S3TestEnv, prefix: string): S3StorageConfig
   };
 }
 
-/** Lists in-progress multipart uploads under a prefix (for "no dangling upload" assertions). */
+/**
+ * Lists in-progress multipart uploads under a prefix (for "no dangling upload" assertions).
+ * MinIO lists uploads only for an exact key, never by prefix, so on the harness's own
+ * MinIO this reports every upload in its data directory instead: stricter, never weaker
+ * (each test file has its own MinIO, and its tests run one at a time).
+ */
 export async function listMultipartUploads(env: S3TestEnv, prefix: string): Promise<string[]> {
+  if (ownDataDir !== undefined) return uploadsOnDisk(ownDataDir);
   const keys: string[] = [];
   let keyMarker: string | undefined;
   let uploadIdMarker: string | undefined;
@@ -82,6 +91,16 @@ export async function listMultipartUploads(env: S3TestEnv, prefix: string): Prom
     uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
   } while (keyMarker);
   return keys;
+}
+
+/** MinIO keeps each upload in .minio.sys/multipart/<sha256(bucket/key)>/<upload>/. */
+async function uploadsOnDisk(dataDir: string): Promise<string[]> {
+  const root = join(dataDir, '.minio.sys', 'multipart');
+  const uploads: string[] = [];
+  for (const object of await readdir(root).catch(() => [])) {
+    for (const upload of await readdir(join(root, object)).catch(() => [])) uploads.push(`${object}/${upload}`);
+  }
+  return uploads;
 }
 
 async function connect(): Promise<S3TestEnv> {
@@ -155,6 +174,7 @@ async function launch(binary: string): Promise<{ endpoint: string; accessKeyId: 
     cleanup();
     throw new Error(`MinIO did not start: ${(err as Error).message}\n${output()}`);
   }
+  ownDataDir = dataDir;
   return { endpoint, accessKeyId, secretAccessKey };
 }
 

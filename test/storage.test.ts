@@ -1,0 +1,582 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { LocalStorage } from '../src/storage/local.js';
+import { S3Storage } from '../src/storage/s3.js';
+import { StorageError, type FileInfo, type Storage, type StorageErrorCode, type WriteOptions } from '../src/storage/types.js';
+import { getS3, listMultipartUploads, s3StorageConfig, type S3TestEnv } from './helpers/minio.js';
+
+const MiB = 1024 * 1024;
+/** Small pages, so every listing and directory rename in these tests spans several. */
+const PAGE_SIZE = 3;
+const T = { timeout: 90_000 };
+
+/** One driver set up on a fresh, empty root. */
+interface Fixture {
+  storage: Storage;
+  /** What a failed write could have left behind: multipart uploads on S3, temp files locally. */
+  leftovers(): Promise<string[]>;
+  /** The object key of a path (S3 only). */
+  key?(path: string): string;
+  /** The root directory (local only). */
+  dataDir?: string;
+  dispose(): Promise<void>;
+}
+
+interface Driver {
+  name: string;
+  skip: string | false;
+  setup(): Promise<Fixture>;
+}
+
+const s3 = await getS3();
+
+const drivers: Driver[] = [
+  {
+    name: 'LocalStorage',
+    skip: false,
+    async setup() {
+      const dir = mkdtempSync(join(tmpdir(), 's3ftp-storage-'));
+      const storage = new LocalStorage({ kind: 'local', dataDir: dir }, { pageSize: PAGE_SIZE });
+      return {
+        storage,
+        dataDir: dir,
+        leftovers: async () => readdirSafe(join(dir, '.s3ftp-partial')),
+        dispose: async () => rmSync(dir, { recursive: true, force: true }),
+      };
+    },
+  },
+  {
+    name: 'S3Storage',
+    skip: s3 ? false : 'MinIO is not available (set CI=true to make this a failure)',
+    async setup() {
+      const env = s3 as S3TestEnv;
+      const config = s3StorageConfig(env, 'storage');
+      // A low copy threshold sends 12 MiB renames through the multipart copy path.
+      const storage = new S3Storage(config, { pageSize: PAGE_SIZE, multipartCopyThreshold: 5 * MiB });
+      return {
+        storage,
+        leftovers: () => listMultipartUploads(env, config.prefix),
+        key: (path) => `${config.prefix}/${path}`,
+        dispose: () => storage.close(),
+      };
+    },
+  },
+];
+
+for (const driver of drivers) {
+  describe(driver.name, { skip: driver.skip }, () => {
+    let fx: Fixture;
+    let storage: Storage;
+    beforeEach(async () => {
+      fx = await driver.setup();
+      storage = fx.storage;
+    });
+    afterEach(async () => {
+      await fx.dispose();
+    });
+
+    it('reports capabilities', () => {
+      assert.deepEqual(storage.capabilities, { resumeUpload: true });
+    });
+
+    describe('stat', () => {
+      it('sees the root as a directory', T, async () => {
+        const root = await storage.stat('');
+        assert.equal(root.isDirectory, true);
+        assert.equal(root.name, '');
+      });
+
+      it('describes files and directories', T, async () => {
+        await storage.mkdir('dir');
+        const before = Date.now();
+        await put(storage, 'dir/file.txt', 'hello');
+        const file = await storage.stat('dir/file.txt');
+        assert.deepEqual({ ...file, mtime: undefined }, { name: 'file.txt', isDirectory: false, size: 5, mtime: undefined });
+        assert.ok(Math.abs(file.mtime.getTime() - before) < 60_000, 'mtime is about now');
+        const dir = await storage.stat('dir');
+        assert.deepEqual({ ...dir, mtime: undefined }, { name: 'dir', isDirectory: true, size: 0, mtime: undefined });
+      });
+
+      it('answers NotFound for missing paths', T, async () => {
+        await rejectsWith(storage.stat('missing'), 'NotFound');
+        await rejectsWith(storage.stat('missing/deeper'), 'NotFound');
+        await put(storage, 'file', 'x');
+        await rejectsWith(storage.stat('file/child'), 'NotFound');
+      });
+    });
+
+    describe('list', () => {
+      it('lists files and directories with sizes', T, async () => {
+        await storage.mkdir('d');
+        await storage.mkdir('d/sub');
+        await put(storage, 'd/a.txt', 'abc');
+        await put(storage, 'd/sub/deep.txt', 'zzz');
+        const entries = await listAll(storage, 'd');
+        assert.deepEqual(
+          entries.map((e) => [e.name, e.isDirectory, e.size]),
+          [
+            ['a.txt', false, 3],
+            ['sub', true, 0],
+          ],
+        );
+      });
+
+      it('lists an empty directory and an empty root as no entries', T, async () => {
+        assert.deepEqual(await listAll(storage, ''), []);
+        await storage.mkdir('empty');
+        assert.deepEqual(await listAll(storage, 'empty'), []);
+        assert.deepEqual(await names(storage, ''), ['empty/']);
+      });
+
+      it('yields a long listing in several pages, each entry once', T, async () => {
+        const expected: string[] = [];
+        for (let i = 0; i < 8; i++) {
+          await put(storage, `f${i}`, String(i));
+          expected.push(`f${i}`);
+        }
+        for (let i = 0; i < 3; i++) {
+          await storage.mkdir(`d${i}`);
+          expected.push(`d${i}/`);
+        }
+        let pages = 0;
+        const seen: string[] = [];
+        for await (const page of storage.list('')) {
+          pages++;
+          assert.ok(page.length <= PAGE_SIZE, `page of ${page.length} entries`);
+          seen.push(...page.map(entryName));
+        }
+        assert.ok(pages > 1, `expected several pages, got ${pages}`);
+        assert.deepEqual(seen.sort(), expected.sort());
+      });
+
+      it('throws NotFound or NotADirectory before the first page', T, async () => {
+        await rejectsWith(listAll(storage, 'missing'), 'NotFound');
+        await put(storage, 'file', 'x');
+        await rejectsWith(listAll(storage, 'file'), 'NotADirectory');
+      });
+    });
+
+    describe('read', () => {
+      beforeEach(async () => {
+        await put(storage, 'ten', '0123456789');
+      });
+
+      it('reads a whole file and from an offset', T, async () => {
+        assert.equal(await get(storage, 'ten'), '0123456789');
+        assert.equal(await get(storage, 'ten', 4), '456789');
+        assert.equal(await get(storage, 'ten', 9), '9');
+      });
+
+      it('reads nothing from the end, and refuses beyond it', T, async () => {
+        assert.equal(await get(storage, 'ten', 10), '');
+        await rejectsWith(storage.read('ten', { start: 11 }), 'InvalidRange');
+        await put(storage, 'empty', '');
+        assert.equal(await get(storage, 'empty'), '');
+        await rejectsWith(storage.read('empty', { start: 1 }), 'InvalidRange');
+      });
+
+      it('answers NotFound and IsADirectory', T, async () => {
+        await rejectsWith(storage.read('missing'), 'NotFound');
+        await rejectsWith(storage.read('missing', { start: 3 }), 'NotFound');
+        await storage.mkdir('dir');
+        await rejectsWith(storage.read('dir'), 'IsADirectory');
+      });
+    });
+
+    describe('write', () => {
+      it('creates and replaces files, returning the stored size', T, async () => {
+        assert.deepEqual(await put(storage, 'f', 'first'), { size: 5 });
+        assert.deepEqual(await put(storage, 'f', 'second!'), { size: 7 });
+        assert.equal(await get(storage, 'f'), 'second!');
+        assert.deepEqual(await put(storage, 'empty', ''), { size: 0 });
+        assert.equal((await storage.stat('empty')).size, 0);
+      });
+
+      it('stores a multi-part body intact', T, async () => {
+        const data = pattern(12 * MiB + 123);
+        assert.deepEqual(await storage.write('big', chunked(data)), { size: data.length });
+        assert.equal(sha(await getBuffer(storage, 'big')), sha(data));
+      });
+
+      it('needs an existing parent directory and refuses directories', T, async () => {
+        await rejectsWith(put(storage, 'nodir/f', 'x'), 'NotFound');
+        await put(storage, 'file', 'x');
+        await rejectsWith(put(storage, 'file/f', 'x'), 'NotFound');
+        await storage.mkdir('dir');
+        await rejectsWith(put(storage, 'dir', 'x'), 'IsADirectory');
+        await rejectsWith(put(storage, '', 'x'), 'IsADirectory');
+      });
+
+      it('keeps the first offset bytes (REST + STOR) and appends (APPE)', T, async () => {
+        await put(storage, 'f', 'hello world');
+        assert.deepEqual(await put(storage, 'f', '!!!', { offset: 5 }), { size: 8 });
+        assert.equal(await get(storage, 'f'), 'hello!!!');
+        assert.deepEqual(await put(storage, 'f', '??', { append: true }), { size: 10 });
+        assert.equal(await get(storage, 'f'), 'hello!!!??');
+        assert.deepEqual(await put(storage, 'f', '-end', { offset: 10 }), { size: 14 });
+        assert.equal(await get(storage, 'f'), 'hello!!!??-end');
+        assert.deepEqual(await put(storage, 'f', 'new', { offset: 0 }), { size: 3 });
+        assert.equal(await get(storage, 'f'), 'new');
+      });
+
+      it('refuses an offset beyond the end', T, async () => {
+        await put(storage, 'f', 'abc');
+        await rejectsWith(put(storage, 'f', 'x', { offset: 4 }), 'InvalidRange');
+        assert.equal(await get(storage, 'f'), 'abc');
+        await rejectsWith(put(storage, 'missing', 'x', { offset: 1 }), 'InvalidRange');
+        await rejectsWith(storage.stat('missing'), 'NotFound');
+      });
+
+      it('treats offset 0 and append on a missing file as a plain write', T, async () => {
+        assert.deepEqual(await put(storage, 'a', 'one', { offset: 0 }), { size: 3 });
+        assert.deepEqual(await put(storage, 'b', 'two', { append: true }), { size: 3 });
+        assert.equal(await get(storage, 'b'), 'two');
+      });
+
+      it('resumes a multi-part object at an offset', T, async () => {
+        const first = pattern(7 * MiB, 1);
+        const rest = pattern(6 * MiB, 2);
+        await storage.write('big', chunked(first));
+        const offset = 6 * MiB;
+        assert.deepEqual(await storage.write('big', chunked(rest), { offset }), { size: offset + rest.length });
+        assert.equal(sha(await getBuffer(storage, 'big')), sha(Buffer.concat([first.subarray(0, offset), rest])));
+      });
+
+      it('leaves the old content and nothing else when aborted mid-upload', T, async () => {
+        await put(storage, 'f', 'original');
+        const controller = new AbortController();
+        // Abort once the whole body was taken in, while parts are in flight.
+        const body = endless(12 * MiB, () => setTimeout(() => controller.abort(), 50));
+        const started = Date.now();
+        await rejectsWith(storage.write('f', body, { signal: controller.signal }), 'Unavailable');
+        assert.ok(Date.now() - started < 20_000, 'rejects promptly');
+        assert.equal(await get(storage, 'f'), 'original');
+        assert.deepEqual(await fx.leftovers(), []);
+      });
+
+      it('leaves nothing when a small write is aborted', T, async () => {
+        const controller = new AbortController();
+        const body = endless(10, () => controller.abort());
+        await rejectsWith(storage.write('new', body, { signal: controller.signal }), 'Unavailable');
+        await rejectsWith(storage.stat('new'), 'NotFound');
+        assert.deepEqual(await fx.leftovers(), []);
+        const aborted = AbortSignal.abort();
+        await rejectsWith(put(storage, 'new', 'x', { signal: aborted }), 'Unavailable');
+        await rejectsWith(storage.stat('new'), 'NotFound');
+      });
+
+      it('leaves the old content and nothing else when the body fails midway', T, async () => {
+        await put(storage, 'f', 'original');
+        const body = failing(12 * MiB);
+        await assert.rejects(storage.write('f', body), StorageError);
+        assert.equal(await get(storage, 'f'), 'original');
+        assert.deepEqual(await fx.leftovers(), []);
+      });
+
+      it('leaves the old content when an appending write fails', T, async () => {
+        await put(storage, 'f', 'original');
+        await assert.rejects(storage.write('f', failing(6 * MiB), { append: true }), StorageError);
+        assert.equal(await get(storage, 'f'), 'original');
+        assert.deepEqual(await fx.leftovers(), []);
+      });
+    });
+
+    describe('mkdir, mkdirAll and rmdir', () => {
+      it('creates a directory once, under an existing parent', T, async () => {
+        await storage.mkdir('d');
+        assert.equal((await storage.stat('d')).isDirectory, true);
+        await rejectsWith(storage.mkdir('d'), 'Exists');
+        await put(storage, 'f', 'x');
+        await rejectsWith(storage.mkdir('f'), 'Exists');
+        await rejectsWith(storage.mkdir(''), 'Exists');
+        await rejectsWith(storage.mkdir('missing/d'), 'NotFound');
+        await rejectsWith(storage.mkdir('f/d'), 'NotFound');
+      });
+
+      it('creates all missing levels, idempotently', T, async () => {
+        await storage.mkdirAll('a/b/c');
+        await storage.mkdirAll('a/b/c');
+        await storage.mkdirAll('');
+        assert.deepEqual(await names(storage, 'a'), ['b/']);
+        assert.deepEqual(await names(storage, 'a/b'), ['c/']);
+        // Every level is a directory of its own, not just a prefix of the leaf.
+        await storage.rmdir('a/b/c');
+        assert.deepEqual(await names(storage, 'a/b'), []);
+        await put(storage, 'f', 'x');
+        await rejectsWith(storage.mkdirAll('f/g'), 'NotADirectory');
+      });
+
+      it('removes only empty directories', T, async () => {
+        await storage.mkdir('d');
+        await put(storage, 'd/f', 'x');
+        await rejectsWith(storage.rmdir('d'), 'NotEmpty');
+        await storage.delete('d/f');
+        await storage.mkdir('d/sub');
+        await rejectsWith(storage.rmdir('d'), 'NotEmpty');
+        await storage.rmdir('d/sub');
+        await storage.rmdir('d');
+        await rejectsWith(storage.stat('d'), 'NotFound');
+      });
+
+      it('answers NotFound, NotADirectory and Denied', T, async () => {
+        await rejectsWith(storage.rmdir('missing'), 'NotFound');
+        await put(storage, 'f', 'x');
+        await rejectsWith(storage.rmdir('f'), 'NotADirectory');
+        await rejectsWith(storage.rmdir(''), 'Denied');
+      });
+    });
+
+    describe('delete', () => {
+      it('removes a file', T, async () => {
+        await put(storage, 'f', 'x');
+        await storage.delete('f');
+        await rejectsWith(storage.stat('f'), 'NotFound');
+      });
+
+      it('answers NotFound and IsADirectory', T, async () => {
+        await rejectsWith(storage.delete('missing'), 'NotFound');
+        await storage.mkdir('d');
+        await rejectsWith(storage.delete('d'), 'IsADirectory');
+        assert.equal((await storage.stat('d')).isDirectory, true);
+      });
+    });
+
+    describe('rename', () => {
+      it('moves a file, replacing an existing file', T, async () => {
+        await storage.mkdir('d');
+        await put(storage, 'a', 'content');
+        await storage.rename('a', 'd/b');
+        await rejectsWith(storage.stat('a'), 'NotFound');
+        assert.equal(await get(storage, 'd/b'), 'content');
+        await put(storage, 'c', 'other');
+        await storage.rename('c', 'd/b');
+        assert.equal(await get(storage, 'd/b'), 'other');
+        assert.deepEqual(await names(storage, ''), ['d/']);
+      });
+
+      it('moves a large file intact', T, async () => {
+        const data = pattern(12 * MiB, 3);
+        await storage.write('big', chunked(data), { metadata: { uploader: 'ålice' } });
+        await storage.rename('big', 'moved');
+        assert.equal(sha(await getBuffer(storage, 'moved')), sha(data));
+        await rejectsWith(storage.stat('big'), 'NotFound');
+        assert.deepEqual(await fx.leftovers(), []);
+      });
+
+      it('moves a directory with everything under it', T, async () => {
+        await storage.mkdir('d');
+        await storage.mkdir('d/empty');
+        await storage.mkdir('d/sub');
+        await storage.mkdir('d/sub/deeper');
+        for (let i = 0; i < 5; i++) await put(storage, `d/f${i}`, `file ${i}`);
+        await put(storage, 'd/sub/deeper/x', 'deep');
+        await storage.mkdir('target');
+        await storage.rename('d', 'target/moved');
+        await rejectsWith(storage.stat('d'), 'NotFound');
+        assert.deepEqual(await names(storage, 'target/moved'), ['empty/', 'f0', 'f1', 'f2', 'f3', 'f4', 'sub/']);
+        assert.deepEqual(await names(storage, 'target/moved/empty'), []);
+        assert.deepEqual(await names(storage, 'target/moved/sub'), ['deeper/']);
+        assert.equal(await get(storage, 'target/moved/sub/deeper/x'), 'deep');
+        assert.equal(await get(storage, 'target/moved/f3'), 'file 3');
+        assert.deepEqual(await names(storage, ''), ['target/']);
+      });
+
+      it('refuses bad sources and targets', T, async () => {
+        await storage.mkdir('d');
+        await storage.mkdir('d/sub');
+        await storage.mkdir('other');
+        await put(storage, 'f', 'x');
+        await rejectsWith(storage.rename('missing', 'x'), 'NotFound');
+        await rejectsWith(storage.rename('f', 'missing/f'), 'NotFound');
+        await rejectsWith(storage.rename('f', 'other'), 'Exists');
+        await rejectsWith(storage.rename('d', 'other'), 'Exists');
+        await rejectsWith(storage.rename('d', 'f'), 'Exists');
+        await rejectsWith(storage.rename('d', 'd/sub/inside'), 'InvalidName');
+        await rejectsWith(storage.rename('f', 'f'), 'InvalidName');
+        await rejectsWith(storage.rename('', 'x'), 'Denied');
+        assert.deepEqual(await names(storage, ''), ['d/', 'f', 'other/']);
+        assert.equal(await get(storage, 'f'), 'x');
+      });
+    });
+
+    describe('names', () => {
+      const odd = ['with space.txt', 'ünïcødé 日本語.txt', 'plus+percent%hash#question?amp&eq=', "quote'paren(1)*!~"];
+
+      it('stores, lists, reads, renames and deletes names with spaces, UTF-8 and URL characters', T, async () => {
+        await storage.mkdir('dir with space ü');
+        for (const name of odd) await put(storage, `dir with space ü/${name}`, name);
+        assert.deepEqual(await names(storage, 'dir with space ü'), [...odd].sort());
+        for (const name of odd) {
+          const path = `dir with space ü/${name}`;
+          assert.equal((await storage.stat(path)).size, Buffer.byteLength(name));
+          assert.deepEqual(await getBuffer(storage, path, 3), Buffer.from(name).subarray(3));
+          await storage.rename(path, `${path} renamed`);
+          assert.equal(await get(storage, `${path} renamed`), name);
+        }
+        await storage.rename('dir with space ü', 'ñew dir+%');
+        for (const name of odd) {
+          assert.equal(await get(storage, `ñew dir+%/${name} renamed`), name);
+          await storage.delete(`ñew dir+%/${name} renamed`);
+        }
+        await storage.rmdir('ñew dir+%');
+        assert.deepEqual(await names(storage, ''), []);
+      });
+    });
+
+    if (driver.name === 'S3Storage') {
+      describe('S3 specifics', () => {
+        it('keeps user metadata, URL-encoded, through a multipart copy', T, async () => {
+          const env = s3 as S3TestEnv;
+          const data = pattern(6 * MiB, 4);
+          await storage.write('m', chunked(data), { metadata: { uploader: 'ålice', 'client-ip': '127.0.0.1' } });
+          await storage.rename('m', 'n');
+          const head = await env.client.send(new HeadObjectCommand({ Bucket: env.bucket, Key: fx.key?.('n') }));
+          assert.equal(head.ContentLength, data.length);
+          assert.equal(decodeURIComponent(head.Metadata?.uploader ?? ''), 'ålice');
+          assert.equal(head.Metadata?.['client-ip'], '127.0.0.1');
+        });
+
+        it('answers InvalidName for keys longer than 1024 bytes', T, async () => {
+          const long = Array.from({ length: 5 }, () => 'x'.repeat(250)).join('/');
+          await rejectsWith(storage.stat(long), 'InvalidName');
+          await rejectsWith(put(storage, long, 'x'), 'InvalidName');
+        });
+      });
+    }
+
+    if (driver.name === 'LocalStorage') {
+      describe('local specifics', () => {
+        it('never follows symbolic links', T, async () => {
+          const outside = mkdtempSync(join(tmpdir(), 's3ftp-outside-'));
+          try {
+            writeFileSync(join(outside, 'secret'), 'secret');
+            const root = fx.dataDir as string;
+            symlinkSync(outside, join(root, 'link'));
+            symlinkSync(join(outside, 'secret'), join(root, 'file-link'));
+            mkdirSync(join(root, 'real'));
+            await put(storage, 'real/f', 'x');
+            symlinkSync(join(root, 'real'), join(root, 'inside-link'));
+            assert.deepEqual(await names(storage, ''), ['real/']);
+            for (const path of ['link', 'link/secret', 'file-link', 'inside-link/f']) {
+              await rejectsWith(storage.stat(path), 'NotFound');
+              await rejectsWith(storage.read(path), 'NotFound');
+            }
+            await rejectsWith(listAll(storage, 'link'), 'NotFound');
+            await rejectsWith(put(storage, 'link/new', 'x'), 'NotFound');
+            await rejectsWith(storage.delete('link/secret'), 'NotFound');
+            assert.deepEqual(readdirSync(outside), ['secret']);
+          } finally {
+            rmSync(outside, { recursive: true, force: true });
+          }
+        });
+
+        it('hides its temporary directory', T, async () => {
+          await put(storage, 'f', 'x');
+          await assert.rejects(storage.write('g', failing(10)), StorageError);
+          assert.deepEqual(await names(storage, ''), ['f']);
+        });
+      });
+    }
+  });
+}
+
+function put(storage: Storage, path: string, content: string, options?: WriteOptions): Promise<{ size: number }> {
+  return storage.write(path, Readable.from([Buffer.from(content)]), options);
+}
+
+async function getBuffer(storage: Storage, path: string, start?: number): Promise<Buffer> {
+  const stream = await storage.read(path, { start });
+  return Buffer.concat((await stream.toArray()) as Buffer[]);
+}
+
+async function get(storage: Storage, path: string, start?: number): Promise<string> {
+  return (await getBuffer(storage, path, start)).toString();
+}
+
+async function listAll(storage: Storage, path: string): Promise<FileInfo[]> {
+  const entries: FileInfo[] = [];
+  for await (const page of storage.list(path)) entries.push(...page);
+  return entries.sort((a, b) => (a.name < b.name ? -1 : 1));
+}
+
+/** Sorted entry names, directories marked with a trailing slash. */
+async function names(storage: Storage, path: string): Promise<string[]> {
+  return (await listAll(storage, path)).map(entryName).sort();
+}
+
+function entryName(entry: FileInfo): string {
+  return entry.isDirectory ? `${entry.name}/` : entry.name;
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: StorageErrorCode): Promise<void> {
+  await assert.rejects(promise, (err: unknown) => {
+    assert.ok(err instanceof StorageError, `expected a StorageError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    return true;
+  });
+}
+
+/** Deterministic, non-repeating-looking bytes, so misplaced parts change the hash. */
+function pattern(length: number, seed = 0): Buffer {
+  const buf = Buffer.alloc(length);
+  for (let i = 0; i < length; i += 4) buf.writeUInt32LE((Math.imul(i + seed, 2654435761) ^ seed) >>> 0, Math.min(i, length - 4));
+  return buf;
+}
+
+function chunked(data: Buffer, size = 256 * 1024): Readable {
+  const chunks: Buffer[] = [];
+  for (let i = 0; i < data.length; i += size) chunks.push(data.subarray(i, i + size));
+  return Readable.from(chunks);
+}
+
+function sha(data: Buffer): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** `bytes` of data, then it stalls without ending (a client that stopped sending); calls onStall once. */
+function endless(bytes: number, onStall: () => void): Readable {
+  let sent = 0;
+  let stalled = false;
+  return new Readable({
+    read() {
+      if (sent < bytes) {
+        const n = Math.min(MiB, bytes - sent);
+        sent += n;
+        this.push(Buffer.alloc(n, 0x61));
+      } else if (!stalled) {
+        stalled = true;
+        onStall();
+      }
+    },
+  });
+}
+
+/** `bytes` of data, then an error (a data connection that broke). */
+function failing(bytes: number): Readable {
+  let sent = 0;
+  return new Readable({
+    read() {
+      if (sent < bytes) {
+        const n = Math.min(MiB, bytes - sent);
+        sent += n;
+        this.push(Buffer.alloc(n, 0x62));
+      } else {
+        this.destroy(new Error('data connection broke'));
+      }
+    },
+  });
+}
+
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
