@@ -24,6 +24,7 @@ import {
 const PARTIAL_DIR = `${RESERVED_PREFIX}partial`;
 const DEFAULT_PAGE_SIZE = 1000;
 
+/** Optional LocalStorage settings; the defaults suit production. */
 export interface LocalStorageOptions {
   /** Entries per listing page; tests lower it to exercise paging. */
   pageSize?: number;
@@ -179,7 +180,11 @@ export class LocalStorage implements Storage {
 
   /** The root with symbolic links resolved, so resolve() can compare real paths. */
   private root(): Promise<string> {
-    this.realRoot ??= fsCall('open data directory', () => realpath(this.config.dataDir));
+    // The data directory is created on first use, so `npm start` works in a fresh clone.
+    this.realRoot ??= fsCall('open data directory', async () => {
+      await mkdir(this.config.dataDir, { recursive: true });
+      return realpath(this.config.dataDir);
+    });
     return this.realRoot;
   }
 

@@ -39,10 +39,13 @@ const MAX_SINGLE_COPY_BYTES = 5 * 1024 ** 3;
 const MAX_PARTS = 10_000;
 /** DeleteObjects takes at most 1000 keys per request. */
 const DELETE_BATCH = 1000;
-/** Parallel server-side copies during a directory rename or a multipart copy. */
+/** Parallel server-side copies of objects during a directory rename. */
 const COPY_CONCURRENCY = 8;
+/** Parallel UploadPartCopy calls within one large object's copy (nested inside COPY_CONCURRENCY). */
+const PART_COPY_CONCURRENCY = 4;
 const EPOCH = new Date(0);
 
+/** Optional S3Storage settings; the defaults suit production. */
 export interface S3StorageOptions {
   logger?: Logger;
   /** MaxKeys per ListObjectsV2 page; tests lower it to exercise paging. */
@@ -363,7 +366,7 @@ export class S3Storage implements Storage {
       for (let start = 0, n = 1; start < size; start += partSize, n++) {
         ranges.push({ number: n, range: `bytes=${start}-${Math.min(start + partSize, size) - 1}` });
       }
-      const parts = await mapLimit(ranges, COPY_CONCURRENCY, async ({ number, range }) => {
+      const parts = await mapLimit(ranges, PART_COPY_CONCURRENCY, async ({ number, range }) => {
         const out = await this.client.send(
           new UploadPartCopyCommand({
             Bucket: this.bucket,

@@ -48,7 +48,7 @@ let ownDataDir: string | undefined;
 export function getS3(): Promise<S3TestEnv | undefined> {
   env ??= connect().catch((err: unknown) => {
     if (process.env.CI) throw err;
-    process.stderr.write(`# S3 tests skipped: ${(err as Error).message}\n`);
+    process.stderr.write(`S3 tests skipped: ${(err as Error).message}\n`);
     return undefined;
   });
   return env;

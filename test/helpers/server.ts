@@ -64,7 +64,11 @@ export interface TestServer {
 }
 
 /** Starts an s3ftp server on 127.0.0.1, port 0, with user alice, on the given driver. */
-export async function startTestServer(driver: Driver, overrides: Partial<Config> = {}): Promise<TestServer> {
+export async function startTestServer(
+  driver: Driver,
+  overrides: Partial<Config> = {},
+  options: { logLines?: string[] } = {},
+): Promise<TestServer> {
   const storageConfig = driver.storageConfig();
   const users: User[] = [{ name: USER, password: { kind: 'plain', value: PASSWORD }, home: '' }];
   const config: Config = {
@@ -79,7 +83,9 @@ export async function startTestServer(driver: Driver, overrides: Partial<Config>
     maxCommandBytes: 4096,
     ...overrides,
   };
-  const log = pino({ level: config.logLevel });
+  const log = options.logLines
+    ? pino({ level: 'info' }, { write: (line: string) => void options.logLines!.push(line) })
+    : pino({ level: config.logLevel });
   const storage = createStorage(storageConfig, log);
   const server: FtpServer = await startServer(config, storage, log);
   return {
