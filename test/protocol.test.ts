@@ -206,3 +206,57 @@ for (const driver of await drivers()) {
     });
   });
 }
+
+for (const driver of await drivers()) {
+  describe(`homes and passive settings (${driver.name})`, { skip: driver.skip }, () => {
+    let server: TestServer;
+    before(async () => {
+      server = await startTestServer(driver, {
+        users: [
+          { name: USER, password: { kind: 'plain', value: PASSWORD }, home: '' },
+          { name: 'bob', password: { kind: 'plain', value: 'bobpw' }, home: 'homes/bob' },
+        ],
+        pasvPorts: { min: 40100, max: 40101 },
+        pasvAddress: '127.0.0.1',
+      });
+    });
+    after(async () => {
+      await server?.close();
+    });
+
+    test('a user with a home sees only that home, whatever the path', async () => {
+      const admin = await RawFtp.login(server.port, USER, PASSWORD);
+      await admin.expect('MKD secret', 257);
+      const bob = await RawFtp.login(server.port, 'bob', 'bobpw');
+      await bob.expect('MKD mine', 257);
+      for (const arg of ['..', '../..', '/..', '../secret', '/homes', '../../secret']) {
+        await bob.expect(`CWD ${arg}`, arg.includes('secret') || arg === '/homes' ? 550 : 250);
+        assert.equal((await bob.expect('PWD', 257)).text, '"/" is the current directory.', arg);
+      }
+      await bob.expect('RMD ../../secret', 550);
+      await bob.expect('CWD mine', 250);
+      // The home was created at login, and bob's "/mine" is "/homes/bob/mine" for a user rooted higher.
+      await admin.expect('CWD /homes/bob/mine', 250);
+      const data = await bob.passive();
+      await bob.expect('NLST /', 150);
+      assert.equal((await readAll(data)).toString(), 'mine\r\n');
+      assert.equal((await bob.read()).code, 226);
+      admin.close();
+      bob.close();
+    });
+
+    test('PASV uses the configured port range and advertised address', async () => {
+      const ftp = await RawFtp.login(server.port, USER, PASSWORD);
+      for (let i = 0; i < 4; i++) {
+        const reply = await ftp.expect('PASV', 227);
+        const m = /\((\d+,\d+,\d+,\d+),(\d+),(\d+)\)/.exec(reply.text)!;
+        assert.equal(m[1], '127,0,0,1');
+        const port = Number(m[2]) * 256 + Number(m[3]);
+        assert.ok(port === 40100 || port === 40101, String(port));
+      }
+      const epsv = await ftp.expect('EPSV', 229);
+      assert.match(epsv.text, /\(\|\|\|4010[01]\|\)/);
+      ftp.close();
+    });
+  });
+}
