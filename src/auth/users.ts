@@ -1,5 +1,6 @@
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { homeToStoragePath } from '../paths.js';
+import { parsePermissions, type PermissionRules } from './permissions.js';
 import type { StoragePath } from '../storage/types.js';
 
 /** A stored password: an scrypt hash from the users file, or a plain one from FTP_PASSWORD. */
@@ -12,6 +13,11 @@ export interface User {
   password: PasswordSecret;
   /** Storage path that is this user's '/'. */
   home: StoragePath;
+  /** What the user may do where; full access when absent. */
+  permissions?: PermissionRules;
+  /** Per-user overrides of the FTPS requirements (FTPS_REQUIRE_TLS, FTPS_REQUIRE_PROT_P). */
+  requireTls?: boolean;
+  requireProtP?: boolean;
 }
 
 const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 };
@@ -108,6 +114,22 @@ export function parseUsersFile(text: string): User[] {
     } catch (err) {
       throw new Error(`${where}.home: ${(err as Error).message}`);
     }
-    return { name: e.name, password, home: homePath };
+    let permissions: PermissionRules;
+    try {
+      permissions = parsePermissions(e.permissions);
+    } catch (err) {
+      throw new Error(`${where}.permissions: ${(err as Error).message}`);
+    }
+    for (const flag of ['requireTls', 'requireProtP'] as const) {
+      if (e[flag] !== undefined && typeof e[flag] !== 'boolean') throw new Error(`${where}.${flag} must be true or false`);
+    }
+    return {
+      name: e.name,
+      password,
+      home: homePath,
+      permissions,
+      requireTls: e.requireTls as boolean | undefined,
+      requireProtP: e.requireProtP as boolean | undefined,
+    };
   });
 }

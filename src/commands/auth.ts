@@ -3,18 +3,26 @@ import { verifyPassword } from '../auth/users.js';
 import { Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
 import { StorageError } from '../storage/types.js';
+import { tlsRequiredForLogin } from './security.js';
 
 /** Failed logins before the connection is closed (vsftpd's max_login_fails). */
 const MAX_LOGIN_FAILURES = 3;
 /** Base delay after a failed login; it grows with each failure on the connection. */
 const FAILED_LOGIN_DELAY_MS = 500;
+const MAX_FAILED_LOGIN_DELAY_MS = 5000;
 
 export function user(s: Session, arg: string): void {
   if (s.user) {
     s.reply(Reply.NotLoggedIn, "Can't change to another user.");
     return;
   }
-  s.pendingUser = arg.trim();
+  const name = arg.trim();
+  // Refuse before the password crosses the network in clear text.
+  if (tlsRequiredForLogin(s, s.server.users.get(name)?.requireTls)) {
+    s.reply(Reply.NotLoggedIn, 'Login requires TLS: use AUTH TLS first.');
+    return;
+  }
+  s.pendingUser = name;
   // Same answer for every name, so USER does not reveal which accounts exist.
   s.reply(Reply.NeedPassword, 'Please specify the password.');
 }
@@ -32,11 +40,16 @@ export async function pass(s: Session, arg: string): Promise<void> {
   s.pendingUser = undefined;
   const account = s.server.users.get(name);
   const ok = account !== undefined && (await verifyPassword(account.password, arg));
-  if (!ok || !account) {
+  if (!ok || !account || s.server.guard.isLockedOut(s.clientAddress)) {
     s.failedLogins++;
     s.log.warn({ event: 'login-failed', user: name.slice(0, 128), failures: s.failedLogins });
-    await sleep(FAILED_LOGIN_DELAY_MS * s.failedLogins);
-    if (s.failedLogins >= MAX_LOGIN_FAILURES) {
+    const { recent, lockedOut } = s.server.guard.loginFailed(s.clientAddress);
+    if (lockedOut) s.log.warn({ event: 'lockout', client: s.clientAddress, failures: recent });
+    // The delay grows with the address's recent failures, not just this connection's.
+    await sleep(Math.min(FAILED_LOGIN_DELAY_MS * recent, MAX_FAILED_LOGIN_DELAY_MS));
+    if (s.server.guard.isLockedOut(s.clientAddress)) {
+      s.close(Reply.ServiceNotAvailable, 'Too many failed logins; try later.');
+    } else if (s.failedLogins >= MAX_LOGIN_FAILURES) {
       s.close(Reply.ServiceNotAvailable, 'Too many failed logins.');
     } else {
       s.reply(Reply.NotLoggedIn, 'Login incorrect.');

@@ -1,10 +1,12 @@
 import type { Session } from '../session/session.js';
+import type { Permission } from '../auth/permissions.js';
 import type { StorageCapabilities } from '../storage/types.js';
 import * as auth from './auth.js';
 import * as files from './files.js';
 import * as info from './info.js';
 import * as listing from './listing.js';
 import * as navigation from './navigation.js';
+import * as security from './security.js';
 import * as transfer from './transfer.js';
 
 export type Handler = (session: Session, arg: string) => void | Promise<void>;
@@ -20,6 +22,10 @@ export interface CommandSpec {
   duringTransfer?: boolean;
   /** Offered (HELP) and run only when the storage has this capability; else 502. */
   capability?: keyof StorageCapabilities;
+  /** Checked by the preflight on the argument's path (the working directory without one); else 550. */
+  perm?: Permission;
+  /** The argument may start with ls options (`LIST -la dir`). */
+  listOptions?: boolean;
 }
 
 const pre = { needsLogin: false } as const;
@@ -31,13 +37,18 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   USER: { ...pre, arg: 'required', help: 'USER <name>', handler: auth.user },
   PASS: { ...pre, arg: 'optional', help: 'PASS <password>', handler: auth.pass },
   QUIT: { ...pre, arg: 'none', help: 'QUIT', handler: auth.quit },
+  // FTPS (RFC 4217). Clients send PBSZ and PROT after logging in over TLS.
+  AUTH: { ...pre, arg: 'required', help: 'AUTH TLS', handler: security.auth },
+  PBSZ: { ...post, arg: 'required', help: 'PBSZ 0', handler: security.pbsz },
+  PROT: { ...post, arg: 'required', help: 'PROT P | C', handler: security.prot },
+  CCC: { ...post, arg: 'none', help: 'CCC', handler: security.ccc },
   // Information
   SYST: { ...pre, arg: 'none', help: 'SYST', handler: info.syst },
   FEAT: { ...pre, arg: 'none', help: 'FEAT', handler: info.feat },
   HELP: { ...pre, arg: 'optional', help: 'HELP [<command>]', handler: info.help },
   NOOP: { ...pre, arg: 'none', help: 'NOOP', handler: info.noop },
   OPTS: { ...post, arg: 'required', help: 'OPTS UTF8 ON | OPTS MLST <facts>', handler: info.opts },
-  STAT: { ...post, arg: 'optional', help: 'STAT [<path>]', handler: info.stat, duringTransfer: true },
+  STAT: { ...post, arg: 'optional', help: 'STAT [<path>]', handler: info.stat, duringTransfer: true, perm: 'list', listOptions: true },
   ALLO: { ...post, arg: 'optional', help: 'ALLO <size>', handler: info.allo },
   // Navigation
   PWD: { ...post, arg: 'none', help: 'PWD', handler: navigation.pwd },
@@ -47,24 +58,24 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   CDUP: { ...post, arg: 'none', help: 'CDUP', handler: navigation.cdup },
   XCUP: { ...post, arg: 'none', help: 'XCUP', handler: navigation.cdup },
   // Listings
-  LIST: { ...post, arg: 'optional', help: 'LIST [<path>]', handler: listing.list },
-  NLST: { ...post, arg: 'optional', help: 'NLST [<path>]', handler: listing.nlst },
-  MLSD: { ...post, arg: 'optional', help: 'MLSD [<path>]', handler: listing.mlsd },
-  MLST: { ...post, arg: 'optional', help: 'MLST [<path>]', handler: listing.mlst },
+  LIST: { ...post, arg: 'optional', help: 'LIST [<path>]', handler: listing.list, perm: 'list', listOptions: true },
+  NLST: { ...post, arg: 'optional', help: 'NLST [<path>]', handler: listing.nlst, perm: 'list', listOptions: true },
+  MLSD: { ...post, arg: 'optional', help: 'MLSD [<path>]', handler: listing.mlsd, perm: 'list' },
+  MLST: { ...post, arg: 'optional', help: 'MLST [<path>]', handler: listing.mlst, perm: 'list' },
   // Directories and files
-  MKD: { ...post, arg: 'required', help: 'MKD <path>', handler: files.mkd },
-  XMKD: { ...post, arg: 'required', help: 'XMKD <path>', handler: files.mkd },
-  RMD: { ...post, arg: 'required', help: 'RMD <path>', handler: files.rmd },
-  XRMD: { ...post, arg: 'required', help: 'XRMD <path>', handler: files.rmd },
-  DELE: { ...post, arg: 'required', help: 'DELE <path>', handler: files.dele },
-  RNFR: { ...post, arg: 'required', help: 'RNFR <path>', handler: files.rnfr },
-  RNTO: { ...post, arg: 'required', help: 'RNTO <path>', handler: files.rnto },
-  SIZE: { ...post, arg: 'required', help: 'SIZE <path>', handler: files.size },
-  MDTM: { ...post, arg: 'required', help: 'MDTM <path>', handler: files.mdtm },
+  MKD: { ...post, arg: 'required', help: 'MKD <path>', handler: files.mkd, perm: 'mkdir' },
+  XMKD: { ...post, arg: 'required', help: 'XMKD <path>', handler: files.mkd, perm: 'mkdir' },
+  RMD: { ...post, arg: 'required', help: 'RMD <path>', handler: files.rmd, perm: 'rmdir' },
+  XRMD: { ...post, arg: 'required', help: 'XRMD <path>', handler: files.rmd, perm: 'rmdir' },
+  DELE: { ...post, arg: 'required', help: 'DELE <path>', handler: files.dele, perm: 'delete' },
+  RNFR: { ...post, arg: 'required', help: 'RNFR <path>', handler: files.rnfr, perm: 'rename' },
+  RNTO: { ...post, arg: 'required', help: 'RNTO <path>', handler: files.rnto, perm: 'rename' },
+  SIZE: { ...post, arg: 'required', help: 'SIZE <path>', handler: files.size, perm: 'list' },
+  MDTM: { ...post, arg: 'required', help: 'MDTM <path>', handler: files.mdtm, perm: 'list' },
   // Transfers
-  RETR: { ...post, arg: 'required', help: 'RETR <path>', handler: transfer.retr },
-  STOR: { ...post, arg: 'required', help: 'STOR <path>', handler: transfer.stor },
-  APPE: { ...post, arg: 'required', help: 'APPE <path>', handler: transfer.appe, capability: 'resumeUpload' },
+  RETR: { ...post, arg: 'required', help: 'RETR <path>', handler: transfer.retr, perm: 'read' },
+  STOR: { ...post, arg: 'required', help: 'STOR <path>', handler: transfer.stor, perm: 'write' },
+  APPE: { ...post, arg: 'required', help: 'APPE <path>', handler: transfer.appe, capability: 'resumeUpload', perm: 'append' },
   REST: { ...post, arg: 'required', help: 'REST <offset>', handler: transfer.rest },
   ABOR: { ...post, arg: 'none', help: 'ABOR', handler: transfer.abor, duringTransfer: true },
   TYPE: { ...post, arg: 'required', help: 'TYPE A | I', handler: transfer.type },
@@ -82,10 +93,6 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   SITE: { ...post, arg: 'optional', help: 'SITE' },
   LPRT: { ...post, arg: 'optional', help: 'LPRT' },
   LPSV: { ...post, arg: 'optional', help: 'LPSV' },
-  AUTH: { ...pre, arg: 'optional', help: 'AUTH' },
-  PBSZ: { ...post, arg: 'optional', help: 'PBSZ' },
-  PROT: { ...post, arg: 'optional', help: 'PROT' },
-  CCC: { ...post, arg: 'optional', help: 'CCC' },
   ADAT: { ...post, arg: 'optional', help: 'ADAT' },
   MIC: { ...post, arg: 'optional', help: 'MIC' },
   CONF: { ...post, arg: 'optional', help: 'CONF' },

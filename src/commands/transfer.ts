@@ -7,6 +7,7 @@ import { plainAddress } from '../data/channel.js';
 import { openPassive, PassivePortsExhausted } from '../data/passive.js';
 import { asStorageError, counter, runTransfer, sendStream } from '../data/transfer.js';
 import { Reply } from '../replies.js';
+import { protectionRequired } from './security.js';
 import type { Session } from '../session/session.js';
 import { baseName, StorageError } from '../storage/types.js';
 
@@ -238,6 +239,11 @@ function active(s: Session, host: string, port: number, verb: string): void {
 
 /** True when a data channel is prepared; otherwise answers 425 and forgets a pending REST. */
 export function dataReady(s: Session): boolean {
+  if (!s.protectData && protectionRequired(s)) {
+    s.restOffset = 0;
+    s.reply(Reply.DataProtectionRequired, 'Data connections must be encrypted: use PBSZ 0 and PROT P.');
+    return false;
+  }
   if (s.data) return true;
   s.restOffset = 0;
   s.reply(Reply.CantOpenDataConnection, 'Use PORT, PASV or EPSV first.');

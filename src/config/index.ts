@@ -53,6 +53,32 @@ export interface Config {
   dataTimeoutMs: number;
   /** Longest accepted command line in bytes. */
   maxCommandBytes: number;
+  /** FTPS (RFC 4217); undefined when no certificate is configured. */
+  ftps?: FtpsConfig;
+  limits: LimitsConfig;
+}
+
+export interface FtpsConfig {
+  /** PEM certificate chain and key, read at start. */
+  cert: Buffer;
+  key: Buffer;
+  /** Port of the implicit-FTPS listener (TLS from the first byte); none when undefined. */
+  implicitPort?: number;
+  /** Refuse USER/PASS on a connection that has not done AUTH TLS (per-user override in the users file). */
+  requireTlsLogin: boolean;
+  /** Refuse transfers unless PROT P is in effect (per-user override in the users file). */
+  requireProtP: boolean;
+  /** A data connection's TLS session must resume the control connection's (vsftpd's require_ssl_reuse). */
+  requireSessionReuse: boolean;
+}
+
+export interface LimitsConfig {
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
+  /** Failed logins from one address within the window that lock it out. */
+  maxLoginFailures: number;
+  loginFailureWindowMs: number;
+  lockoutMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -78,6 +104,42 @@ export function loadConfig(env: Env = process.env): Config {
     idleTimeoutMs: int(env, 'FTP_IDLE_TIMEOUT', 300, 1, 86400) * 1000,
     dataTimeoutMs: int(env, 'FTP_DATA_TIMEOUT', 60, 1, 86400) * 1000,
     maxCommandBytes: int(env, 'FTP_MAX_COMMAND_BYTES', 4096, 512, 65536),
+    ftps: loadFtps(env),
+    limits: {
+      maxConnections: int(env, 'FTP_MAX_CONNECTIONS', 500, 1, 100000),
+      maxConnectionsPerAddress: int(env, 'FTP_MAX_CONNECTIONS_PER_IP', 50, 1, 100000),
+      maxLoginFailures: int(env, 'FTP_MAX_LOGIN_FAILURES', 10, 1, 1000),
+      loginFailureWindowMs: int(env, 'FTP_LOGIN_FAILURE_WINDOW', 300, 1, 86400) * 1000,
+      lockoutMs: int(env, 'FTP_LOCKOUT_SECONDS', 900, 1, 86400) * 1000,
+    },
+  };
+}
+
+function loadFtps(env: Env): FtpsConfig | undefined {
+  const certFile = env.FTPS_CERT_FILE?.trim();
+  const keyFile = env.FTPS_KEY_FILE?.trim();
+  if (!certFile && !keyFile) {
+    if (env.FTPS_IMPLICIT_PORT?.trim()) throw new ConfigError('FTPS_IMPLICIT_PORT: needs FTPS_CERT_FILE and FTPS_KEY_FILE');
+    return undefined;
+  }
+  if (!certFile) throw new ConfigError('FTPS_CERT_FILE: must be set when FTPS_KEY_FILE is');
+  if (!keyFile) throw new ConfigError('FTPS_KEY_FILE: must be set when FTPS_CERT_FILE is');
+  const read = (file: string, variable: string) => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new ConfigError(`${variable}: cannot read ${file}: ${(err as Error).message}`);
+    }
+  };
+  const implicit = env.FTPS_IMPLICIT_PORT?.trim() ? int(env, 'FTPS_IMPLICIT_PORT', 990, 0, 65535) : undefined;
+  return {
+    cert: read(certFile, 'FTPS_CERT_FILE'),
+    key: read(keyFile, 'FTPS_KEY_FILE'),
+    implicitPort: implicit,
+    // Secure by default, as vsftpd's force_local_logins_ssl and force_local_data_ssl.
+    requireTlsLogin: bool(env, 'FTPS_REQUIRE_TLS', true),
+    requireProtP: bool(env, 'FTPS_REQUIRE_PROT_P', true),
+    requireSessionReuse: bool(env, 'FTPS_REQUIRE_SESSION_REUSE', true),
   };
 }
 

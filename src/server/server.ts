@@ -1,47 +1,107 @@
-import { createServer, type AddressInfo, type Server } from 'node:net';
+import { once } from 'node:events';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { User } from '../auth/users.js';
 import type { Config } from '../config/index.js';
-import { Session } from '../session/session.js';
+import { plainAddress } from '../data/channel.js';
+import { formatReply, Reply } from '../replies.js';
+import { Session, type ServerContext } from '../session/session.js';
 import type { Storage } from '../storage/types.js';
+import { AbuseGuard } from './limits.js';
+import { acceptTls, createTlsContext } from './tls.js';
+
+/** How long an implicit-FTPS client has to finish its handshake. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export interface FtpServer {
-  /** The bound address and port (port 0 in the config picks a free one). */
+  /** The bound address and port of the control listener (port 0 in the config picks a free one). */
   readonly address: AddressInfo;
-  /** Stops accepting, ends every session and waits for the listener to close. */
-  close(): Promise<void>;
+  /** The implicit-FTPS listener's address, when one is configured. */
+  readonly implicitAddress?: AddressInfo;
+  /**
+   * Stops accepting and ends every session: idle ones at once with 421,
+   * those in a transfer when it ends or when `graceMs` runs out, whichever
+   * comes first (the transfer is then aborted).
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
-/** Starts the control listener; resolves once it is bound. */
+/** Starts the control listeners; resolves once they are bound. */
 export async function startServer(config: Config, storage: Storage, log: Logger): Promise<FtpServer> {
-  const users = new Map<string, User>(config.users.map((u) => [u.name, u]));
+  const context: ServerContext = {
+    config,
+    storage,
+    users: new Map<string, User>(config.users.map((u) => [u.name, u])),
+    log,
+    guard: new AbuseGuard(config.limits),
+    tls: config.ftps ? createTlsContext(config.ftps) : undefined,
+  };
   const sessions = new Set<Session>();
-  const context = { config, storage, users, log };
-  const server: Server = createServer((socket) => {
-    const session = new Session(socket, context);
+
+  /** Connection caps and lockouts, before any per-session state exists. */
+  const admit = (socket: Socket): string | undefined => {
+    const address = plainAddress(socket.remoteAddress);
+    const verdict = context.guard.admit(address);
+    if (verdict === 'ok') {
+      socket.once('close', () => context.guard.release(address));
+      return address;
+    }
+    log.warn({ event: 'connection-refused', client: address, reason: verdict });
+    socket.on('error', () => {});
+    socket.end(formatReply(Reply.ServiceNotAvailable, verdict === 'locked-out' ? 'Too many failed logins; try later.' : 'Too many connections; try later.'));
+    setTimeout(() => socket.destroy(), 1000).unref();
+    return undefined;
+  };
+  const run = (socket: Socket, implicitTls: boolean) => {
+    const session = new Session(socket, context, { implicitTls });
     sessions.add(session);
     socket.once('close', () => sessions.delete(session));
     session.start();
+  };
+
+  const server = createServer((socket) => {
+    if (admit(socket) !== undefined) run(socket, false);
   });
-  server.on('error', (err) => log.error({ err }, 'control listener error'));
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: config.host, port: config.port }, () => {
-      server.off('error', reject);
-      resolve();
+  await listen(server, config.host, config.port);
+  let implicit: Server | undefined;
+  if (config.ftps?.implicitPort !== undefined && context.tls) {
+    const tls = context.tls;
+    implicit = createServer((socket) => {
+      if (admit(socket) === undefined) return;
+      socket.on('error', () => {});
+      acceptTls(socket, tls, HANDSHAKE_TIMEOUT_MS).then(
+        (secure) => run(secure, true),
+        (err: Error) => {
+          log.info({ event: 'tls-handshake-failed', client: plainAddress(socket.remoteAddress), reason: err.message });
+          socket.destroy();
+        },
+      );
     });
-  });
+    await listen(implicit, config.host, config.ftps.implicitPort);
+  }
   const address = server.address() as AddressInfo;
-  log.info({ event: 'listening', host: address.address, port: address.port, storage: config.storage.kind });
+  const implicitAddress = implicit?.address() as AddressInfo | undefined;
+  log.info({
+    event: 'listening',
+    host: address.address,
+    port: address.port,
+    implicitTlsPort: implicitAddress?.port,
+    storage: config.storage.kind,
+    ftps: context.tls !== undefined,
+  });
   return {
     address,
-    async close() {
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const session of sessions) {
-        session.transfer?.abort();
-        session.close(421, 'Server shutting down.');
-      }
+    implicitAddress,
+    async close(graceMs = 0) {
+      const closed = Promise.all([server, implicit].map((s) => (s ? new Promise((r) => s.close(r)) : undefined)));
+      await Promise.all([...sessions].map((session) => session.shutdown(graceMs)));
       await closed;
     },
   };
+}
+
+async function listen(server: Server, host: string, port: number): Promise<void> {
+  server.listen({ host, port });
+  await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err))]);
+  server.on('error', () => {});
 }

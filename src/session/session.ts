@@ -1,5 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
+import { isAllowed, type Permission } from '../auth/permissions.js';
+import { stripListOptions } from '../commands/listing.js';
+import type { AbuseGuard } from '../server/limits.js';
+import { StorageError } from '../storage/types.js';
 import type { Logger } from 'pino';
 import type { User } from '../auth/users.js';
 import { COMMANDS, type CommandSpec } from '../commands/table.js';
@@ -17,6 +23,9 @@ export interface ServerContext {
   storage: Storage;
   users: ReadonlyMap<string, User>;
   log: Logger;
+  guard: AbuseGuard;
+  /** Present when FTPS is configured. */
+  tls?: SecureContext;
 }
 
 /** A running data transfer, as ABOR, STAT and a closing connection see it. */
@@ -72,10 +81,29 @@ export class Session {
   #overlong = 0;
   #lastCode: ReplyCode | undefined;
 
+  /** The control connection: the TCP socket, or the TLS socket over it after AUTH TLS. */
+  socket: Socket;
+  /** The TCP socket under any TLS; its idle timer is the session's. */
+  readonly #raw: Socket;
+  /** TLS is on the control connection (AUTH TLS, or implicit FTPS). */
+  secure = false;
+  pbsz = false;
+  /** PROT P: data connections are TLS too. */
+  protectData = false;
+
   constructor(
-    readonly socket: Socket,
+    socket: Socket,
     readonly server: ServerContext,
+    options: { implicitTls?: boolean } = {},
   ) {
+    this.socket = socket;
+    this.#raw = socket;
+    if (options.implicitTls) {
+      // Implicit FTPS protects everything from the first byte, data included.
+      this.secure = true;
+      this.pbsz = true;
+      this.protectData = true;
+    }
     this.clientAddress = (socket.remoteAddress ?? '').replace(/^::ffff:/i, '');
     this.log = server.log.child({ session: this.id, client: this.clientAddress });
     this.#reader = new LineReader(server.config.maxCommandBytes);
@@ -83,18 +111,47 @@ export class Session {
 
   /** Greets the client and starts reading commands. */
   start(): void {
-    const { socket } = this;
-    this.log.info({ event: 'session-start' });
-    socket.setNoDelay(true);
-    socket.setTimeout(this.server.config.idleTimeoutMs, () => {
+    const raw = this.#raw;
+    this.log.info({ event: 'session-start', secure: this.secure });
+    raw.setNoDelay(true);
+    raw.setTimeout(this.server.config.idleTimeoutMs, () => {
       if (this.transfer) return; // the data connection has its own timeout
       this.log.info({ event: 'idle-timeout' });
       this.close(Reply.ServiceNotAvailable, 'Timeout: closing control connection.');
     });
+    raw.on('close', () => this.#onClose());
+    this.#listen(this.socket);
+    this.reply(Reply.ServiceReady, 's3ftp ready.');
+  }
+
+  #listen(socket: Socket): void {
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('error', (err) => this.log.debug({ err }, 'control connection error'));
-    socket.on('close', () => this.#onClose());
-    this.reply(Reply.ServiceReady, 's3ftp ready.');
+  }
+
+  /**
+   * Switches the control connection to TLS (AUTH TLS). The caller has sent
+   * the 234 reply; anything the client sent in plain text after AUTH is
+   * dropped, as RFC 4217 asks.
+   */
+  upgradeToTls(context: SecureContext): void {
+    const raw = this.#raw;
+    raw.removeAllListeners('data');
+    this.#reader = new LineReader(this.server.config.maxCommandBytes);
+    this.#queue.length = 0;
+    const secure = new TLSSocket(raw, { isServer: true, secureContext: context });
+    this.socket = secure;
+    this.secure = true;
+    this.#listen(secure);
+    secure.once('secure', () => this.log.info({ event: 'tls', protocol: secure.getProtocol() }));
+  }
+
+  /** The user may do this at this path; otherwise Denied (550), with the reason in the log. */
+  authorize(permission: Permission, target: ResolvedPath): void {
+    const rules = this.user?.permissions;
+    if (!rules || isAllowed(rules, target.ftp, permission)) return;
+    this.log.warn({ event: 'permission-denied', user: this.user?.name, permission, path: target.ftp });
+    throw new StorageError('Denied', `${permission} not permitted`);
   }
 
   get storage(): Storage {
@@ -126,7 +183,24 @@ export class Session {
     this.#closed = true;
     this.socket.end();
     // A client that does not read its last reply must not keep the socket open.
-    setTimeout(() => this.socket.destroy(), 2000).unref();
+    setTimeout(() => this.#raw.destroy(), 2000).unref();
+  }
+
+  /**
+   * Ends the session for a server shutdown: at once with 421 when idle; a
+   * running transfer may finish within `graceMs`, then it is aborted.
+   */
+  async shutdown(graceMs: number): Promise<void> {
+    const transfer = this.transfer;
+    if (transfer) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([transfer.done, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+      transfer.abort();
+      await transfer.done;
+    }
+    this.close(Reply.ServiceNotAvailable, 'Server shutting down.');
+    if (!this.#raw.destroyed) await once(this.#raw, 'close');
   }
 
   get closed(): boolean {
@@ -181,7 +255,7 @@ export class Session {
       this.reply(Reply.SyntaxError, 'Command line too long.');
       return;
     }
-    this.socket.setTimeout(this.server.config.idleTimeoutMs);
+    this.#raw.setTimeout(this.server.config.idleTimeoutMs);
     const { verb, arg } = parseCommand(line);
     const spec: CommandSpec | undefined = COMMANDS[verb];
     this.#lastCode = undefined;
@@ -199,6 +273,9 @@ export class Session {
       // A rename is RNFR immediately followed by RNTO; anything between cancels it.
       if (verb !== 'RNFR' && verb !== 'RNTO') this.renameFrom = undefined;
       try {
+        if (spec.perm && this.user && !(spec.listOptions && verb === 'STAT' && arg.trim() === '')) {
+          this.authorize(spec.perm, this.resolve(spec.listOptions ? stripListOptions(arg) : arg));
+        }
         await spec.handler(this, arg);
       } catch (err) {
         const { code, text } = replyForError(err);

@@ -33,6 +33,11 @@ export class RawFtp {
     });
   }
 
+  /** Continues on another socket, e.g. the TLS socket after AUTH TLS. */
+  static over(socket: Socket): RawFtp {
+    return new RawFtp(socket);
+  }
+
   /** Connects and reads the 220 greeting. */
   static async connect(port: number, host = '127.0.0.1'): Promise<RawFtp> {
     const socket = connect({ port, host });

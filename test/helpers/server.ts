@@ -57,10 +57,12 @@ export async function drivers(): Promise<Driver[]> {
 
 export interface TestServer {
   port: number;
+  /** The implicit-FTPS port, when the config asks for one. */
+  implicitPort?: number;
   storage: Storage;
   storageConfig: StorageConfig;
   config: Config;
-  close(): Promise<void>;
+  close(graceMs?: number): Promise<void>;
 }
 
 /** Starts an s3ftp server on 127.0.0.1, port 0, with user alice, on the given driver. */
@@ -81,6 +83,13 @@ export async function startTestServer(
     idleTimeoutMs: 60_000,
     dataTimeoutMs: 15_000,
     maxCommandBytes: 4096,
+    limits: {
+      maxConnections: 1000,
+      maxConnectionsPerAddress: 1000,
+      maxLoginFailures: 1000,
+      loginFailureWindowMs: 60_000,
+      lockoutMs: 60_000,
+    },
     ...overrides,
   };
   const log = options.logLines
@@ -90,11 +99,12 @@ export async function startTestServer(
   const server: FtpServer = await startServer(config, storage, log);
   return {
     port: server.address.port,
+    implicitPort: server.implicitAddress?.port,
     storage,
     storageConfig,
     config,
-    async close() {
-      await server.close();
+    async close(graceMs?: number) {
+      await server.close(graceMs);
       await storage.close();
     },
   };

@@ -1,0 +1,55 @@
+import { resolveFtpPath } from '../paths.js';
+
+/** What a user may do, per directory (pyftpdlib's perm letters, spelled out). */
+export const PERMISSIONS = ['list', 'read', 'write', 'append', 'delete', 'rename', 'mkdir', 'rmdir'] as const;
+export type Permission = (typeof PERMISSIONS)[number];
+
+/** Named sets for the users file. */
+export const PRESETS: Readonly<Record<string, readonly Permission[]>> = {
+  full: PERMISSIONS,
+  'read-only': ['list', 'read'],
+  // The partner file drop: upload new files, nothing else; no listing, so nothing is seen.
+  'drop-box': ['write'],
+};
+
+/** Permission rules, most specific directory first; the rule for '/' is always there. */
+export type PermissionRules = ReadonlyArray<{ dir: string; allowed: ReadonlySet<Permission> }>;
+
+export const FULL_ACCESS: PermissionRules = [{ dir: '/', allowed: new Set(PERMISSIONS) }];
+
+/**
+ * Parses a users-file `permissions` value: a preset name, a list of
+ * permissions, or an object mapping directories (FTP paths inside the home)
+ * to either. Directories not named inherit from the nearest named parent;
+ * '/' defaults to full access.
+ */
+export function parsePermissions(value: unknown): PermissionRules {
+  if (value === undefined) return FULL_ACCESS;
+  const byDir: Record<string, unknown> =
+    typeof value === 'string' || Array.isArray(value) ? { '/': value } : (value as Record<string, unknown>);
+  if (typeof byDir !== 'object' || byDir === null) throw new Error('must be a preset, a list or an object');
+  const rules = Object.entries(byDir).map(([dir, set]) => ({ dir: resolveFtpPath('/', dir), allowed: parseSet(set, dir) }));
+  if (!rules.some((r) => r.dir === '/')) rules.push({ dir: '/', allowed: new Set(PERMISSIONS) });
+  return rules.sort((a, b) => b.dir.length - a.dir.length);
+}
+
+function parseSet(value: unknown, dir: string): ReadonlySet<Permission> {
+  if (typeof value === 'string') {
+    const preset = PRESETS[value];
+    if (!preset) throw new Error(`"${dir}": unknown preset "${value}" (${Object.keys(PRESETS).join(', ')})`);
+    return new Set(preset);
+  }
+  if (!Array.isArray(value)) throw new Error(`"${dir}": must be a preset name or a list of permissions`);
+  for (const p of value) {
+    if (!(PERMISSIONS as readonly unknown[]).includes(p)) {
+      throw new Error(`"${dir}": unknown permission "${String(p)}" (${PERMISSIONS.join(', ')})`);
+    }
+  }
+  return new Set(value as Permission[]);
+}
+
+/** Whether the rules allow `permission` on a normalised FTP path. */
+export function isAllowed(rules: PermissionRules, ftpPath: string, permission: Permission): boolean {
+  const rule = rules.find((r) => r.dir === '/' || ftpPath === r.dir || ftpPath.startsWith(`${r.dir}/`));
+  return rule?.allowed.has(permission) ?? false;
+}

@@ -1,0 +1,15 @@
+import type { Socket } from 'node:net';
+
+/** A data connection that has been set up (PASV/EPSV or PORT/EPRT) but maybe not opened yet. */
+export interface DataChannel {
+  readonly mode: 'passive' | 'active';
+  /** Resolves with the open connection; rejects after the timeout or on close(). */
+  connect(): Promise<Socket>;
+  /** Releases the listener or pending socket. Safe to call twice. */
+  close(): void;
+}
+
+/** Strips the IPv4-mapped IPv6 prefix so addresses compare equal. */
+export function plainAddress(address: string | undefined): string {
+  return (address ?? '').replace(/^::ffff:/i, '');
+}
