@@ -34,7 +34,7 @@ async function serve(): Promise<void> {
   const server = await startServer(config, storage, log);
   const stop = async (signal: string) => {
     log.info({ event: 'shutdown', signal });
-    await server.close();
+    await server.close(config.shutdownGraceMs);
     await storage.close();
     process.exit(0);
   };

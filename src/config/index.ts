@@ -53,6 +53,8 @@ export interface Config {
   dataTimeoutMs: number;
   /** Longest accepted command line in bytes. */
   maxCommandBytes: number;
+  /** On SIGTERM, how long running transfers may take to finish before they are aborted. */
+  shutdownGraceMs: number;
   /** FTPS (RFC 4217); undefined when no certificate is configured. */
   ftps?: FtpsConfig;
   limits: LimitsConfig;
@@ -104,6 +106,7 @@ export function loadConfig(env: Env = process.env): Config {
     idleTimeoutMs: int(env, 'FTP_IDLE_TIMEOUT', 300, 1, 86400) * 1000,
     dataTimeoutMs: int(env, 'FTP_DATA_TIMEOUT', 60, 1, 86400) * 1000,
     maxCommandBytes: int(env, 'FTP_MAX_COMMAND_BYTES', 4096, 512, 65536),
+    shutdownGraceMs: int(env, 'FTP_SHUTDOWN_GRACE', 30, 0, 3600) * 1000,
     ftps: loadFtps(env),
     limits: {
       maxConnections: int(env, 'FTP_MAX_CONNECTIONS', 500, 1, 100000),

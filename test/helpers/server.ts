@@ -83,6 +83,7 @@ export async function startTestServer(
     idleTimeoutMs: 60_000,
     dataTimeoutMs: 15_000,
     maxCommandBytes: 4096,
+    shutdownGraceMs: 5000,
     limits: {
       maxConnections: 1000,
       maxConnectionsPerAddress: 1000,

@@ -1,0 +1,355 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { readdirSync } from 'node:fs';
+import { connect } from 'node:net';
+import { Readable, Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { parsePermissions } from '../src/auth/permissions.js';
+import type { User } from '../src/auth/users.js';
+import { basicFtp, RawFtp, readAll } from './helpers/ftp.js';
+import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
+
+const plain = (name: string, password: string, home: string, permissions?: unknown): User => ({
+  name,
+  password: { kind: 'plain', value: password },
+  home,
+  permissions: parsePermissions(permissions),
+});
+
+/** Open file descriptors of this process (the server runs in it). */
+const openFds = () => readdirSync('/proc/self/fd').length;
+
+async function settleFds(baseline: number, slack: number): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  let now = openFds();
+  while (now > baseline + slack && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    now = openFds();
+  }
+  return now;
+}
+
+async function store(ftp: RawFtp, name: string, content: Buffer | string): Promise<number> {
+  const data = await ftp.passive();
+  const first = await ftp.send(`STOR ${name}`);
+  if (first.code !== 150) {
+    data.destroy();
+    return first.code;
+  }
+  data.end(content);
+  return (await ftp.read()).code;
+}
+
+for (const driver of await drivers()) {
+  describe(`permissions and confinement (${driver.name})`, { skip: driver.skip }, () => {
+    let server: TestServer;
+    const logLines: string[] = [];
+    before(async () => {
+      server = await startTestServer(
+        driver,
+        {
+          users: [
+            plain(USER, PASSWORD, ''),
+            plain('partner', 'droppw', 'drops/partner', 'drop-box'),
+            plain('reader', 'readpw', '', 'read-only'),
+            plain('mixed', 'mixedpw', 'mixed', { '/': 'read-only', '/incoming': ['list', 'write', 'mkdir'] }),
+            plain('jail', 'jailpw', 'jail'),
+          ],
+        },
+        { logLines },
+      );
+    });
+    after(async () => {
+      await server?.close();
+    });
+
+    test('a drop box uploads new files and can do nothing else', async () => {
+      const ftp = await RawFtp.login(server.port, 'partner', 'droppw');
+      assert.equal(await store(ftp, 'invoice.csv', 'a,b\n'), 226);
+      assert.equal(await store(ftp, 'invoice.csv', 'overwrite'), 550);
+      for (const line of ['LIST', 'NLST', 'MLSD', 'STAT .', 'MLST invoice.csv', 'SIZE invoice.csv', 'RETR invoice.csv', 'DELE invoice.csv', 'RNFR invoice.csv', 'MKD sub', 'RMD x', 'APPE invoice.csv']) {
+        const data = line.startsWith('LIST') || line.startsWith('NLST') || line.startsWith('MLSD') || line.startsWith('RETR') || line.startsWith('APPE') ? await ftp.passive() : undefined;
+        assert.equal((await ftp.send(line)).code, 550, line);
+        data?.destroy();
+      }
+      await ftp.expect('REST 2', 350);
+      assert.equal(await store(ftp, 'other.csv', 'x'), 550, 'REST+STOR needs append');
+      ftp.close();
+      const admin = await RawFtp.login(server.port, USER, PASSWORD);
+      assert.equal((await admin.expect('SIZE drops/partner/invoice.csv', 213)).text, '4');
+      admin.close();
+      const denied = logLines.map((l) => JSON.parse(l)).filter((e) => e.event === 'permission-denied' && e.user === 'partner');
+      assert.ok(denied.some((e) => e.permission === 'read' && e.path === '/invoice.csv'), 'the log says why');
+    });
+
+    test('read-only users read and list; per-directory rules override', async () => {
+      const reader = await RawFtp.login(server.port, 'reader', 'readpw');
+      assert.equal(await store(reader, 'nope.txt', 'x'), 550);
+      await reader.expect('MKD nope', 550);
+      await reader.expect('MKD drops', 550);
+      await reader.expect('SIZE drops/partner/invoice.csv', 213);
+      const data = await reader.passive();
+      await reader.expect('RETR drops/partner/invoice.csv', 150);
+      assert.equal((await readAll(data)).toString(), 'a,b\n');
+      assert.equal((await reader.read()).code, 226);
+      reader.close();
+      const mixed = await RawFtp.login(server.port, 'mixed', 'mixedpw');
+      await mixed.expect('MKD incoming/batch', 550); // incoming does not exist yet, and / is read-only for mkdir of it
+      assert.equal(await store(mixed, 'top.txt', 'x'), 550);
+      const admin = await RawFtp.login(server.port, USER, PASSWORD);
+      await admin.expect('MKD mixed/incoming', 257);
+      admin.close();
+      await mixed.expect('MKD incoming/batch', 257);
+      assert.equal(await store(mixed, 'incoming/batch/file.txt', 'ok'), 226);
+      await mixed.expect('DELE incoming/batch/file.txt', 550);
+      mixed.close();
+    });
+
+    test('no traversal corpus entry reaches outside the home', async () => {
+      const admin = await RawFtp.login(server.port, USER, PASSWORD);
+      assert.equal(await store(admin, 'outside-secret.txt', 'TOP SECRET'), 226);
+      admin.close();
+      const snapshot = async () => {
+        const keys: string[] = [];
+        const walk = async (dir: string): Promise<void> => {
+          for await (const page of server.storage.list(dir)) {
+            for (const e of page) {
+              const path = dir ? `${dir}/${e.name}` : e.name;
+              if (path === 'jail') continue;
+              keys.push(path);
+              if (e.isDirectory) await walk(path);
+            }
+          }
+        };
+        await walk('');
+        return keys.sort();
+      };
+      const before = await snapshot();
+      const corpus = [
+        '..', '../', '../..', '/..', '/../..', '../outside-secret.txt', '../../outside-secret.txt',
+        '/../outside-secret.txt', 'a/../../outside-secret.txt', './../outside-secret.txt', '.../outside-secret.txt',
+        '..%2foutside-secret.txt', '%2e%2e/outside-secret.txt', '%2e%2e%2foutside-secret.txt', '..%5coutside-secret.txt',
+        '..\\outside-secret.txt', '..\\..\\outside-secret.txt', 'a\\..\\..\\outside-secret.txt', '\\outside-secret.txt',
+        'x\0y', '..\0/outside-secret.txt', `${'n'.repeat(1100)}`, `/${'d/'.repeat(600)}f`, '~/outside-secret.txt',
+        '~root', '//outside-secret.txt', '/jail/../outside-secret.txt', '../jail/../../outside-secret.txt', '\u002e\u002e/outside-secret.txt',
+        '..\u2215outside-secret.txt', '．．/outside-secret.txt',
+      ];
+      const jail = await RawFtp.login(server.port, 'jail', 'jailpw');
+      for (const entry of corpus) {
+        for (const verb of ['CWD', 'MKD', 'RMD', 'DELE', 'SIZE', 'MDTM', 'MLST', 'RNFR']) {
+          const reply = await jail.send(`${verb} ${entry}`);
+          assert.ok([250, 257, 350, 550, 553, 213].includes(reply.code), `${verb} ${JSON.stringify(entry)}: ${reply.code}`);
+          if (reply.code === 350) await jail.send('RNTO renamed-by-corpus');
+          await jail.send('CWD /');
+        }
+        const data = await jail.passive();
+        const retr = await jail.send(`RETR ${entry}`);
+        if (retr.code === 150) {
+          assert.ok(!(await readAll(data)).toString().includes('TOP SECRET'), entry);
+          await jail.read();
+        } else {
+          data.destroy();
+          assert.ok([550, 553].includes(retr.code), `RETR ${JSON.stringify(entry)}: ${retr.code}`);
+        }
+        assert.ok([226, 550, 553].includes(await store(jail, entry, 'planted')), `STOR ${JSON.stringify(entry)}`);
+      }
+      for (const long of [`${'n'.repeat(1100)}`, `/${'d/'.repeat(600)}f`, 'x\0y', '..\\outside-secret.txt']) {
+        assert.equal((await jail.send(`MKD ${long}`)).code, 553, JSON.stringify(long.slice(0, 20)));
+      }
+      jail.close();
+      assert.deepEqual(await snapshot(), before, 'nothing outside the home changed');
+    });
+  });
+}
+
+const [local] = await drivers();
+
+describe('abuse limits (local)', () => {
+  test('connections are capped in total and per address (421)', async () => {
+    const server = await startTestServer(local!, {
+      limits: { maxConnections: 3, maxConnectionsPerAddress: 2, maxLoginFailures: 100, loginFailureWindowMs: 60_000, lockoutMs: 60_000 },
+    });
+    try {
+      const a = await RawFtp.connect(server.port);
+      const b = await RawFtp.connect(server.port);
+      const c = connect({ port: server.port, host: '127.0.0.1' });
+      const [greeting] = (await once(c, 'data')) as [Buffer];
+      assert.match(greeting.toString(), /^421 /);
+      a.close();
+      await new Promise((r) => setTimeout(r, 100));
+      const d = await RawFtp.connect(server.port);
+      await d.expect('NOOP', 200);
+      b.close();
+      d.close();
+      c.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('repeated failed logins lock the address out (421), and the log names it', async () => {
+    const logLines: string[] = [];
+    const server = await startTestServer(
+      local!,
+      { limits: { maxConnections: 100, maxConnectionsPerAddress: 100, maxLoginFailures: 3, loginFailureWindowMs: 60_000, lockoutMs: 60_000 } },
+      { logLines },
+    );
+    try {
+      for (let i = 0; i < 2; i++) {
+        const ftp = await RawFtp.connect(server.port);
+        await ftp.expect(`USER ${USER}`, 331);
+        await ftp.expect('PASS wrong', 530);
+        ftp.close();
+      }
+      const third = await RawFtp.connect(server.port);
+      await third.expect(`USER ${USER}`, 331);
+      await third.expect('PASS wrong', 421);
+      const next = connect({ port: server.port, host: '127.0.0.1' });
+      const [greeting] = (await once(next, 'data')) as [Buffer];
+      assert.match(greeting.toString(), /^421 Too many failed logins/);
+      next.destroy();
+      assert.ok(logLines.some((l) => /"event":"lockout","client":"127\.0\.0\.1"/.test(l)));
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('over-long lines get 500, and the third closes the connection', async () => {
+    const server = await startTestServer(local!);
+    try {
+      const ftp = await RawFtp.connect(server.port);
+      for (let i = 0; i < 2; i++) {
+        ftp.socket.write(`${'X'.repeat(5000)}\r\n`);
+        assert.equal((await ftp.read()).code, 500);
+      }
+      ftp.socket.write(`${'X'.repeat(5000)}\r\n`);
+      assert.equal((await ftp.read()).code, 421);
+      assert.equal((await ftp.read()).code, 0, 'closed');
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('idle control connections and stalled data connections time out', async () => {
+    const server = await startTestServer(local!, { idleTimeoutMs: 500, dataTimeoutMs: 500 });
+    try {
+      const idle = await RawFtp.login(server.port, USER, PASSWORD);
+      assert.equal((await idle.read(5000)).code, 421);
+      const ftp = await RawFtp.login(server.port, USER, PASSWORD);
+      await ftp.expect('EPSV', 229);
+      await ftp.expect('LIST', 150); // the client never connects
+      assert.equal((await ftp.read(5000)).code, 425);
+      const data = await ftp.passive();
+      await ftp.expect('STOR stalled.bin', 150);
+      data.write('a few bytes, then nothing');
+      assert.equal((await ftp.read(5000)).code, 426);
+      await ftp.expect('SIZE stalled.bin', 550);
+      ftp.close();
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('a passive data connection from another address is refused', async () => {
+    const server = await startTestServer(local!);
+    try {
+      const ftp = await RawFtp.login(server.port, USER, PASSWORD);
+      assert.equal(await store(ftp, 'hijack.txt', 'mine'), 226);
+      const reply = await ftp.expect('EPSV', 229);
+      const port = Number(/\|\|\|(\d+)\|/.exec(reply.text)![1]);
+      const thief = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+      thief.on('error', () => {});
+      await ftp.expect('RETR hijack.txt', 150);
+      assert.equal((await readAll(thief)).length, 0, 'the thief got nothing');
+      const data = connect({ port, host: '127.0.0.1' });
+      assert.equal((await readAll(data)).toString(), 'mine');
+      assert.equal((await ftp.read()).code, 226);
+      ftp.close();
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('10,000 PASV commands in a row leak no listener', async () => {
+    const server = await startTestServer(local!);
+    try {
+      const ftp = await RawFtp.login(server.port, USER, PASSWORD);
+      const baseline = openFds();
+      for (let i = 0; i < 10_000; i++) {
+        ftp.socket.write('PASV\r\n');
+        if (i % 100 === 99) {
+          for (let j = 0; j < 100; j++) assert.equal((await ftp.read()).code, 227);
+        }
+      }
+      ftp.close();
+      assert.ok((await settleFds(baseline, 5)) <= baseline + 5, `fds ${baseline} -> ${openFds()}`);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+for (const driver of await drivers()) {
+  describe(`resources and load (${driver.name})`, { skip: driver.skip }, () => {
+    let server: TestServer;
+    before(async () => {
+      server = await startTestServer(driver);
+    });
+    after(async () => {
+      await server?.close();
+    });
+
+    test('aborted transfers free every socket and file descriptor', async () => {
+      const ftp = await RawFtp.login(server.port, USER, PASSWORD);
+      assert.equal(await store(ftp, 'abort-me.bin', randomBytes(1024 * 1024)), 226);
+      const baseline = openFds();
+      const rounds = driver.name === 'local' ? 1000 : 300;
+      for (let i = 0; i < rounds; i++) {
+        const data = await ftp.passive();
+        if (i % 2) {
+          await ftp.expect('RETR abort-me.bin', 150);
+          data.resetAndDestroy();
+        } else {
+          await ftp.expect('STOR aborted-upload.bin', 150);
+          data.write(randomBytes(1024));
+          data.resetAndDestroy();
+        }
+        assert.ok([226, 426, 451].includes((await ftp.read()).code));
+      }
+      await ftp.expect('NOOP', 200);
+      ftp.close();
+      const after = await settleFds(baseline, 10);
+      assert.ok(after <= baseline + 10, `fds ${baseline} -> ${after} after ${rounds} aborted transfers`);
+      assert.deepEqual(await driver.danglingUploads(server.storageConfig), []);
+    });
+
+    test('200 concurrent sessions of mixed STOR, RETR and LIST keep every byte', async () => {
+      const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+      const results = await Promise.all(
+        Array.from({ length: 200 }, async (_, i) => {
+          const client = await basicFtp(server.port, USER, PASSWORD, 'passive');
+          try {
+            const body = randomBytes(16 * 1024 + i);
+            await client.uploadFrom(Readable.from([body]), `load-${i}.bin`);
+            const listed = await client.list();
+            const chunks: Buffer[] = [];
+            await client.downloadTo(
+              new Writable({
+                write(c: Buffer, _e, done) {
+                  chunks.push(c);
+                  done();
+                },
+              }),
+              `load-${i}.bin`,
+            );
+            return listed.some((e) => e.name === `load-${i}.bin`) && sha(Buffer.concat(chunks)) === sha(body);
+          } finally {
+            client.close();
+          }
+        }),
+      );
+      assert.equal(results.filter(Boolean).length, 200);
+    });
+  });
+}
