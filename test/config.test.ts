@@ -23,9 +23,12 @@ test('defaults: loopback, port 2121, local ./data, no user', () => {
 test('S3_BUCKET selects the S3 driver with its options', () => {
   const config = loadConfig({ S3_BUCKET: 'my-bucket', S3_PREFIX: '/drops/', S3_ENDPOINT: 'http://127.0.0.1:9000', S3_REGION: 'eu-west-1' });
   assert.deepEqual(
-    { ...config.storage, partSize: undefined, queueSize: undefined, requestTimeoutMs: undefined },
-    { kind: 's3', bucket: 'my-bucket', prefix: 'drops', endpoint: 'http://127.0.0.1:9000', region: 'eu-west-1', forcePathStyle: true, partSize: undefined, queueSize: undefined, requestTimeoutMs: undefined },
+    { ...config.storage, partSize: undefined, queueSize: undefined, requestTimeoutMs: undefined, renameConcurrency: undefined, multipartCopyThreshold: undefined },
+    { kind: 's3', bucket: 'my-bucket', prefix: 'drops', endpoint: 'http://127.0.0.1:9000', region: 'eu-west-1', forcePathStyle: true, partSize: undefined, queueSize: undefined, requestTimeoutMs: undefined, renameConcurrency: undefined, multipartCopyThreshold: undefined },
   );
+  const s3 = loadConfig({ S3_BUCKET: 'b-1', S3_RENAME_CONCURRENCY: '4', S3_MULTIPART_COPY_THRESHOLD_MB: '64' }).storage;
+  assert.equal(s3.kind === 's3' && s3.renameConcurrency, 4);
+  assert.equal(s3.kind === 's3' && s3.multipartCopyThreshold, 64 * 1024 * 1024);
 });
 
 test('every invalid setting fails with one message naming the variable', () => {

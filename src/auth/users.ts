@@ -18,6 +18,11 @@ export interface User {
   /** Per-user overrides of the FTPS requirements (FTPS_REQUIRE_TLS, FTPS_REQUIRE_PROT_P). */
   requireTls?: boolean;
   requireProtP?: boolean;
+  /**
+   * An interrupted upload publishes what was received (so REST + STOR can resume it)
+   * instead of leaving the previous file untouched. Default false.
+   */
+  keepPartialUploads?: boolean;
 }
 
 const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 };
@@ -120,7 +125,7 @@ export function parseUsersFile(text: string): User[] {
     } catch (err) {
       throw new Error(`${where}.permissions: ${(err as Error).message}`);
     }
-    for (const flag of ['requireTls', 'requireProtP'] as const) {
+    for (const flag of ['requireTls', 'requireProtP', 'keepPartialUploads'] as const) {
       if (e[flag] !== undefined && typeof e[flag] !== 'boolean') throw new Error(`${where}.${flag} must be true or false`);
     }
     return {
@@ -130,6 +135,7 @@ export function parseUsersFile(text: string): User[] {
       permissions,
       requireTls: e.requireTls as boolean | undefined,
       requireProtP: e.requireProtP as boolean | undefined,
+      keepPartialUploads: e.keepPartialUploads as boolean | undefined,
     };
   });
 }

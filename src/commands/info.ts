@@ -2,6 +2,7 @@ import { ALL_FACTS, formatListLine, unlistable } from '../listing.js';
 import { Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
 import { StorageError } from '../storage/types.js';
+import * as hash from './hash.js';
 import { stripListOptions } from './listing.js';
 import { COMMANDS } from './table.js';
 
@@ -26,6 +27,7 @@ export function feat(s: Session): void {
     ...(s.server.tls ? ['AUTH TLS', 'PBSZ', 'PROT'] : []),
     'EPRT',
     'EPSV',
+    hash.featLine(s),
     'MDTM',
     `MLST ${ALL_FACTS.map((f) => `${f}${s.mlstFacts.has(f) ? '*' : ''};`).join('')}`,
     'PASV',
@@ -64,6 +66,9 @@ export function opts(s: Session, arg: string): void {
       // Names are always UTF-8 (RFC 2640); OFF is accepted and changes nothing, as in vsftpd.
       if (/^(ON|OFF)?$/i.test(value)) s.reply(Reply.CommandOkay, 'Always in UTF8 mode.');
       else s.reply(Reply.SyntaxErrorInArguments, 'OPTS UTF8 takes ON or OFF.');
+      return;
+    case 'HASH':
+      hash.opts(s, value);
       return;
     case 'MLST': {
       const wanted = value

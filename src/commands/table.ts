@@ -3,6 +3,7 @@ import type { Permission } from '../auth/permissions.js';
 import type { StorageCapabilities } from '../storage/types.js';
 import * as auth from './auth.js';
 import * as files from './files.js';
+import * as hash from './hash.js';
 import * as info from './info.js';
 import * as listing from './listing.js';
 import * as navigation from './navigation.js';
@@ -47,7 +48,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   FEAT: { ...pre, arg: 'none', help: 'FEAT', handler: info.feat },
   HELP: { ...pre, arg: 'optional', help: 'HELP [<command>]', handler: info.help },
   NOOP: { ...pre, arg: 'none', help: 'NOOP', handler: info.noop },
-  OPTS: { ...post, arg: 'required', help: 'OPTS UTF8 ON | OPTS MLST <facts>', handler: info.opts },
+  OPTS: { ...post, arg: 'required', help: 'OPTS UTF8 ON | OPTS MLST <facts> | OPTS HASH <algorithm>', handler: info.opts },
   STAT: { ...post, arg: 'optional', help: 'STAT [<path>]', handler: info.stat, duringTransfer: true, perm: 'list', listOptions: true },
   ALLO: { ...post, arg: 'optional', help: 'ALLO <size>', handler: info.allo },
   // Navigation
@@ -74,6 +75,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   MDTM: { ...post, arg: 'required', help: 'MDTM <path>', handler: files.mdtm, perm: 'list' },
   // Transfers
   RETR: { ...post, arg: 'required', help: 'RETR <path>', handler: transfer.retr, perm: 'read' },
+  HASH: { ...post, arg: 'required', help: 'HASH <path>', handler: hash.hash, perm: 'read' },
   STOR: { ...post, arg: 'required', help: 'STOR <path>', handler: transfer.stor, perm: 'write' },
   APPE: { ...post, arg: 'required', help: 'APPE <path>', handler: transfer.appe, capability: 'resumeUpload', perm: 'append' },
   REST: { ...post, arg: 'required', help: 'REST <offset>', handler: transfer.rest },
@@ -99,5 +101,4 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   ENC: { ...post, arg: 'optional', help: 'ENC' },
   MFMT: { ...post, arg: 'optional', help: 'MFMT' },
   MFF: { ...post, arg: 'optional', help: 'MFF' },
-  HASH: { ...post, arg: 'optional', help: 'HASH' },
 };

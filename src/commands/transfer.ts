@@ -71,6 +71,7 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
           append,
           signal,
           metadata: { 'uploaded-by': s.user?.name ?? '', 'client-address': s.clientAddress },
+          onAbort: s.user?.keepPartialUploads ? 'publish' : 'discard',
         })
         .catch((err: unknown) => {
           firstError ??= asStorageError(err);

@@ -1,15 +1,18 @@
 import type { Logger } from 'pino';
 import type { StorageConfig } from '../config/index.js';
-import { LocalStorage } from './local.js';
-import { S3Storage } from './s3.js';
+import { LocalStorage, type LocalStorageOptions } from './local.js';
+import { S3Storage, type S3StorageOptions } from './s3.js';
 import type { Storage } from './types.js';
 
+/** Driver settings beyond the configuration: paging and instrumentation, for tests. */
+export type StorageOptions = Omit<S3StorageOptions, 'logger'> & LocalStorageOptions;
+
 /** The storage driver the configuration asks for; the rest of the server sees only Storage. */
-export function createStorage(config: StorageConfig, logger?: Logger): Storage {
+export function createStorage(config: StorageConfig, logger?: Logger, options: StorageOptions = {}): Storage {
   switch (config.kind) {
     case 's3':
-      return new S3Storage(config, { logger });
+      return new S3Storage(config, { ...options, logger });
     case 'local':
-      return new LocalStorage(config);
+      return new LocalStorage(config, { pageSize: options.pageSize, onListPage: options.onListPage });
   }
 }

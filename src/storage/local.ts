@@ -1,16 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
-import { copyFile, lstat, mkdir, open, opendir, realpath, rename, rmdir, truncate, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { access, copyFile, lstat, mkdir, open, opendir, readdir, readFile, realpath, rename, rm, rmdir, truncate, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { LocalStorageConfig } from '../config/index.js';
 import { RESERVED_PREFIX } from '../paths.js';
+import { createDigest, digestStream, type Digest } from './digest.js';
 import {
   baseName,
   joinPath,
   parentPath,
   StorageError,
   type FileInfo,
+  type HashAlgorithm,
+  type HashResult,
   type ReadOptions,
   type Storage,
   type StorageCapabilities,
@@ -22,12 +25,29 @@ import {
 
 /** In-progress uploads live here, on the same file system as their targets, so the final rename is atomic. */
 const PARTIAL_DIR = `${RESERVED_PREFIX}partial`;
+/**
+ * Each directory keeps what is known about its files (SHA-256, uploader) in
+ * `.s3ftp-meta/<name>.json`: extended attributes are not portable, and a
+ * sidecar in the same directory moves with a directory rename for free.
+ */
+const META_DIR = `${RESERVED_PREFIX}meta`;
 const DEFAULT_PAGE_SIZE = 1000;
 
 /** Optional LocalStorage settings; the defaults suit production. */
 export interface LocalStorageOptions {
   /** Entries per listing page; tests lower it to exercise paging. */
   pageSize?: number;
+  /** Awaited before each listing page is read (1, 2, …): instrumentation for tests. */
+  onListPage?: (page: number) => void | Promise<void>;
+}
+
+/** A sidecar's content. It describes the file only while size, mtime and inode still match. */
+interface Sidecar {
+  sha256?: string;
+  metadata?: Record<string, string>;
+  size: number;
+  mtimeMs: number;
+  ino: number;
 }
 
 /**
@@ -38,6 +58,7 @@ export interface LocalStorageOptions {
 export class LocalStorage implements Storage {
   readonly capabilities: StorageCapabilities = { resumeUpload: true };
   private readonly pageSize: number;
+  private readonly onListPage: LocalStorageOptions['onListPage'];
   private realRoot: Promise<string> | undefined;
 
   constructor(
@@ -45,6 +66,7 @@ export class LocalStorage implements Storage {
     options: LocalStorageOptions = {},
   ) {
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
+    this.onListPage = options.onListPage;
   }
 
   async stat(path: StoragePath): Promise<FileInfo> {
@@ -60,6 +82,8 @@ export class LocalStorage implements Storage {
     const dir = await fsCall(`list ${path}`, () => opendir(found.full, { bufferSize: 64 }));
     try {
       let names: string[] = [];
+      let number = 1;
+      await this.onListPage?.(number);
       for await (const entry of dir) {
         signal?.throwIfAborted();
         if (entry.name.startsWith(RESERVED_PREFIX)) continue;
@@ -67,6 +91,7 @@ export class LocalStorage implements Storage {
         if (names.length >= this.pageSize) {
           yield await this.entries(found.full, names);
           names = [];
+          await this.onListPage?.(++number);
         }
       }
       yield await this.entries(found.full, names);
@@ -101,24 +126,51 @@ export class LocalStorage implements Storage {
     const onAbort = (): void => void body.destroy(abortError(signal));
     signal?.addEventListener('abort', onAbort, { once: true });
     let temp: string | undefined;
+    let full: string | undefined;
+    const received = { bytes: 0 };
     try {
       if (signal?.aborted) throw abortError(signal);
-      const { full, offset } = await this.prepareWrite(path, options);
+      const target = await this.prepareWrite(path, options);
+      full = target.full;
       temp = await this.tempPath();
-      if (offset > 0) {
+      if (target.offset > 0) {
         await copyFile(full, temp, constants.COPYFILE_FICLONE);
-        await truncate(temp, offset);
+        await truncate(temp, target.offset);
       }
-      const size = await writeBody(temp, offset, body);
-      await rename(temp, full);
+      // A hash is stored only when every byte of the file passed through here (not after a kept prefix).
+      const digest = target.offset === 0 ? createDigest('SHA-256') : undefined;
+      const size = await writeBody(temp, target.offset, body, received, digest);
+      await this.install(temp, full, { sha256: digest?.hex(), metadata: options.metadata });
       return { size };
     } catch (err) {
       body.destroy();
+      if (temp && full && options.onAbort === 'publish' && received.bytes > 0) {
+        // keepPartialUploads: what was received replaces the file; the write still fails.
+        await this.install(temp, full, { metadata: options.metadata }).catch(() => undefined);
+      }
       if (temp) await unlink(temp).catch(() => undefined);
       if (signal?.aborted) throw new StorageError('Unavailable', 'write aborted', { cause: signal.reason });
       throw classify(err, `write ${path}`);
     } finally {
       signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async hash(path: StoragePath, algorithm: HashAlgorithm, signal?: AbortSignal): Promise<HashResult> {
+    const found = await this.lookup(path);
+    if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
+    if (found.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
+    if (algorithm === 'SHA-256') {
+      const sidecar = await readSidecar(found.full, found.stats);
+      if (sidecar?.sha256) return { algorithm, hash: sidecar.sha256, size: found.stats.size, stored: true };
+    }
+    const stream = await this.read(path, { signal });
+    try {
+      const { hash, size } = await digestStream(stream, algorithm, signal);
+      return { algorithm, hash, size, stored: false };
+    } catch (err) {
+      stream.destroy();
+      throw classify(err, `hash ${path}`);
     }
   }
 
@@ -149,6 +201,7 @@ export class LocalStorage implements Storage {
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such directory: ${path}`);
     if (!found.stats.isDirectory()) throw new StorageError('NotADirectory', `not a directory: ${path}`);
+    await dropLoneMetaDir(found.full);
     await fsCall(`rmdir ${path}`, () => rmdir(found.full));
   }
 
@@ -157,6 +210,7 @@ export class LocalStorage implements Storage {
     if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
     if (found.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
     await fsCall(`delete ${path}`, () => unlink(found.full));
+    await rm(sidecarPath(found.full), { force: true }).catch(() => undefined);
   }
 
   async rename(from: StoragePath, to: StoragePath): Promise<void> {
@@ -174,9 +228,17 @@ export class LocalStorage implements Storage {
     }
     const full = await this.resolve(to);
     await fsCall(`rename ${from}`, () => rename(source.full, full));
+    // A directory's sidecars moved with it; a file's follows it (best effort: a stale one never matches).
+    if (!source.stats.isDirectory()) await moveSidecar(source.full, full);
   }
 
   async close(): Promise<void> {}
+
+  async ping(): Promise<void> {
+    // Creates the data directory as the first request would, then checks it is one we can write.
+    const root = await this.root();
+    await fsCall('open data directory', () => access(root, constants.R_OK | constants.W_OK));
+  }
 
   /** The root with symbolic links resolved, so resolve() can compare real paths. */
   private root(): Promise<string> {
@@ -240,6 +302,16 @@ export class LocalStorage implements Storage {
     return { full: found?.full ?? (await this.resolve(path)), offset };
   }
 
+  /**
+   * Moves a finished temp file into place, its sidecar first: inode and mtime
+   * survive the rename, so the sidecar is valid the moment the file appears.
+   */
+  private async install(temp: string, full: string, record: Pick<Sidecar, 'sha256' | 'metadata'>): Promise<void> {
+    const stats = await lstat(temp);
+    await writeSidecar(full, { ...record, size: stats.size, mtimeMs: stats.mtimeMs, ino: stats.ino }).catch(() => undefined);
+    await rename(temp, full);
+  }
+
   private async tempPath(): Promise<string> {
     const dir = join(await this.root(), PARTIAL_DIR);
     await mkdir(dir, { recursive: true });
@@ -259,19 +331,36 @@ export class LocalStorage implements Storage {
   }
 }
 
-/** Writes body into file at offset, flushes it to disk, and returns the file's final size. */
-async function writeBody(file: string, offset: number, body: Readable): Promise<number> {
+/**
+ * Writes body into file at offset, flushes it to disk, and returns the file's
+ * final size. `received` counts body bytes written, also when the body fails
+ * (what was written is flushed then too, for keepPartialUploads).
+ */
+async function writeBody(
+  file: string,
+  offset: number,
+  body: Readable,
+  received: { bytes: number },
+  digest: Digest | undefined,
+): Promise<number> {
   const handle = await open(file, offset > 0 ? 'r+' : 'wx', 0o644);
   try {
     let position = offset;
-    for await (const chunk of body) {
-      const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
-      let done = 0;
-      while (done < buf.length) {
-        const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
-        done += bytesWritten;
+    try {
+      for await (const chunk of body) {
+        const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
+        let done = 0;
+        while (done < buf.length) {
+          const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
+          done += bytesWritten;
+        }
+        position += buf.length;
+        received.bytes += buf.length;
+        digest?.update(buf);
       }
-      position += buf.length;
+    } catch (err) {
+      await handle.sync().catch(() => undefined);
+      throw err;
     }
     // Without the fsync the rename could reach the disk before the data does.
     await handle.sync();
@@ -279,6 +368,51 @@ async function writeBody(file: string, offset: number, body: Readable): Promise<
   } finally {
     await handle.close();
   }
+}
+
+function sidecarPath(full: string): string {
+  return join(dirname(full), META_DIR, `${basename(full)}.json`);
+}
+
+/** Writes a sidecar atomically (temp then rename), so a reader never sees half of one. */
+async function writeSidecar(full: string, sidecar: Sidecar): Promise<void> {
+  const path = sidecarPath(full);
+  await mkdir(dirname(path), { recursive: true });
+  const temp = join(dirname(path), `${randomUUID()}.tmp`);
+  await writeFile(temp, JSON.stringify(sidecar));
+  await rename(temp, path).catch(async (err: unknown) => {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  });
+}
+
+/** The sidecar of a file, if there is one and it still describes this very file. */
+async function readSidecar(full: string, stats: Stats): Promise<Sidecar | undefined> {
+  try {
+    const sidecar = JSON.parse(await readFile(sidecarPath(full), 'utf8')) as Partial<Sidecar>;
+    const current = sidecar.size === stats.size && sidecar.mtimeMs === stats.mtimeMs && sidecar.ino === stats.ino;
+    const valid = sidecar.sha256 === undefined || /^[0-9a-f]{64}$/.test(sidecar.sha256);
+    return current && valid ? (sidecar as Sidecar) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Moves a file's sidecar along with it, or drops the target's stale one when the file had none. */
+async function moveSidecar(from: string, to: string): Promise<void> {
+  const target = sidecarPath(to);
+  try {
+    await mkdir(dirname(target), { recursive: true });
+    await rename(sidecarPath(from), target);
+  } catch {
+    await rm(target, { force: true }).catch(() => undefined);
+  }
+}
+
+/** A directory holding nothing but sidecars is empty to its users; remove them so rmdir succeeds. */
+async function dropLoneMetaDir(dir: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  if (names.length === 1 && names[0] === META_DIR) await rm(join(dir, META_DIR), { recursive: true, force: true });
 }
 
 function toInfo(name: string, stats: Stats): FileInfo {

@@ -1,17 +1,16 @@
 import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
   CopyObjectCommand,
-  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
   S3Client,
-  UploadPartCopyCommand,
+  type _Object,
   type HeadObjectCommandOutput,
   type ListObjectsV2CommandOutput,
   type S3ClientConfig,
@@ -19,12 +18,16 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Logger } from 'pino';
 import type { S3StorageConfig } from '../config/index.js';
-import { MAX_PATH_BYTES } from '../paths.js';
+import { MAX_PATH_BYTES, RESERVED_PREFIX } from '../paths.js';
+import { createDigest, digestStream, type Digest } from './digest.js';
+import { mapLimit, MIN_PART_BYTES, MultipartWriter } from './s3-multipart.js';
 import {
   baseName,
   parentPath,
   StorageError,
   type FileInfo,
+  type HashAlgorithm,
+  type HashResult,
   type ReadOptions,
   type Storage,
   type StorageCapabilities,
@@ -36,13 +39,25 @@ import {
 
 /** S3 refuses a single CopyObject above 5 GiB; larger objects need a multipart copy. */
 const MAX_SINGLE_COPY_BYTES = 5 * 1024 ** 3;
-const MAX_PARTS = 10_000;
+/**
+ * Above this, copies use parallel UploadPartCopy calls: one CopyObject of a
+ * large object runs as a single server-side stream and is much slower.
+ */
+export const DEFAULT_MULTIPART_COPY_THRESHOLD = 256 * 1024 * 1024;
+/** Parallel server-side object copies during a directory rename. */
+export const DEFAULT_RENAME_CONCURRENCY = 16;
 /** DeleteObjects takes at most 1000 keys per request. */
 const DELETE_BATCH = 1000;
-/** Parallel server-side copies of objects during a directory rename. */
-const COPY_CONCURRENCY = 8;
-/** Parallel UploadPartCopy calls within one large object's copy (nested inside COPY_CONCURRENCY). */
-const PART_COPY_CONCURRENCY = 4;
+/** A directory rename logs its progress this often (objects, or ms, whichever comes first). */
+const PROGRESS_EVERY_OBJECTS = 1000;
+const PROGRESS_EVERY_MS = 5000;
+/** User metadata that holds the SHA-256 of the whole object (x-amz-meta-s3ftp-sha256). */
+export const SHA256_METADATA = 's3ftp-sha256';
+/**
+ * Key inside a directory being renamed onto, holding the source prefix. Its
+ * presence marks an unfinished rename that may be run again onto the same target.
+ */
+const RENAME_JOURNAL = `${RESERVED_PREFIX}rename`;
 const EPOCH = new Date(0);
 
 /** Optional S3Storage settings; the defaults suit production. */
@@ -50,8 +65,29 @@ export interface S3StorageOptions {
   logger?: Logger;
   /** MaxKeys per ListObjectsV2 page; tests lower it to exercise paging. */
   pageSize?: number;
-  /** Objects larger than this are copied part by part; tests lower it. */
+  /** Objects larger than this are copied part by part; overrides the config (tests lower it). */
   multipartCopyThreshold?: number;
+  /** Awaited before each listing page is fetched (1, 2, …): instrumentation for tests. */
+  onListPage?: (page: number) => void | Promise<void>;
+  /** Tests only: make the object copy after `failCopyAfter` started copies fail, once. */
+  faultInjection?: { failCopyAfter?: number };
+  /** Called after each S3 request (retries included) with its operation, e.g. 'HeadObject': for metrics. */
+  onRequest?: (operation: string, seconds: number, ok: boolean) => void;
+}
+
+/** One write in progress: what every write path needs to know and to count. */
+interface WriteJob {
+  key: string;
+  /** Bytes of the existing object kept in front of the body. */
+  offset: number;
+  /** ETag of the existing object the offset refers to. */
+  etag: string | undefined;
+  body: Readable;
+  /** Every stream the write owns; an abort destroys them all. */
+  streams: Readable[];
+  metadata: Record<string, string> | undefined;
+  publishOnAbort: boolean;
+  tally: Tally;
 }
 
 /** A Storage on an S3 bucket under a key prefix; directories are key prefixes kept alive by `dir/` markers. */
@@ -63,6 +99,12 @@ export class S3Storage implements Storage {
   private readonly logger: Logger | undefined;
   private readonly pageSize: number | undefined;
   private readonly multipartCopyThreshold: number;
+  private readonly renameConcurrency: number;
+  private readonly onListPage: S3StorageOptions['onListPage'];
+  private readonly faults: { failCopyAfter?: number };
+  private copiesStarted = 0;
+  /** S3 requests sent, by command name (e.g. 'UploadPartCopyCommand'), retries not counted: for metrics and tests. */
+  readonly requestCounts = new Map<string, number>();
 
   constructor(
     private readonly config: S3StorageConfig,
@@ -72,8 +114,40 @@ export class S3Storage implements Storage {
     this.prefix = config.prefix;
     this.logger = options.logger;
     this.pageSize = options.pageSize;
-    this.multipartCopyThreshold = options.multipartCopyThreshold ?? MAX_SINGLE_COPY_BYTES;
+    this.multipartCopyThreshold = Math.min(
+      options.multipartCopyThreshold ?? config.multipartCopyThreshold ?? DEFAULT_MULTIPART_COPY_THRESHOLD,
+      MAX_SINGLE_COPY_BYTES,
+    );
+    this.renameConcurrency = config.renameConcurrency ?? DEFAULT_RENAME_CONCURRENCY;
+    this.onListPage = options.onListPage;
+    this.faults = { ...options.faultInjection };
     this.client = new S3Client(clientConfig(config));
+    this.client.middlewareStack.add(
+      (next, context) => (args) => {
+        const name = context.commandName ?? 'unknown';
+        this.requestCounts.set(name, (this.requestCounts.get(name) ?? 0) + 1);
+        return next(args);
+      },
+      { step: 'initialize', name: 's3ftpRequestCounter' },
+    );
+    const onRequest = options.onRequest;
+    if (onRequest) {
+      this.client.middlewareStack.add(
+        (next, context) => async (args) => {
+          const operation = (context.commandName ?? 'Unknown').replace(/Command$/, '');
+          const started = performance.now();
+          let ok = false;
+          try {
+            const result = await next(args);
+            ok = true;
+            return result;
+          } finally {
+            onRequest(operation, (performance.now() - started) / 1000, ok);
+          }
+        },
+        { step: 'initialize', name: 's3ftpRequestTimer' },
+      );
+    }
   }
 
   async stat(path: StoragePath): Promise<FileInfo> {
@@ -87,7 +161,9 @@ export class S3Storage implements Storage {
     const prefix = this.dirPrefix(path);
     let token: string | undefined;
     let first = true;
+    let number = 0;
     do {
+      await this.onListPage?.(++number);
       const page = await this.listPage(prefix, '/', token, signal);
       if (first && path !== '' && !pageHasKeys(page)) {
         // An empty first page means no directory; tell a file apart for the client.
@@ -138,19 +214,49 @@ export class S3Storage implements Storage {
       if (signal?.aborted) throw abortError(signal);
       const key = this.key(path);
       const { offset, etag } = await this.prepareWrite(path, key, options);
-      const counted = { bytes: 0 };
-      if (offset > 0) streams.unshift(await this.openPrefix(key, offset, etag));
-      const feed = Readable.from(chain([...streams], counted), { objectMode: false });
-      streams.push(feed);
+      const job: WriteJob = {
+        key,
+        offset,
+        etag,
+        body,
+        streams,
+        metadata: encodeMetadata(options.metadata),
+        publishOnAbort: options.onAbort === 'publish',
+        tally: new Tally(),
+      };
       if (signal?.aborted) throw abortError(signal);
-      await this.upload(key, feed, options.metadata);
-      return { size: counted.bytes };
+      // lib-storage can neither start with copied parts nor publish a partial upload.
+      if (offset === 0 && !job.publishOnAbort) await this.writeWhole(job);
+      else await this.writeSpliced(job);
+      return { size: job.tally.bytes };
     } catch (err) {
       for (const stream of streams) stream.destroy();
       if (signal?.aborted) throw new StorageError('Unavailable', 'write aborted', { cause: signal.reason });
       throw classify(err, `write ${path}`);
     } finally {
       signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  async hash(path: StoragePath, algorithm: HashAlgorithm, signal?: AbortSignal): Promise<HashResult> {
+    if (path === '') throw new StorageError('IsADirectory', 'the root is a directory');
+    const key = this.key(path);
+    const head = await this.headFile(key);
+    if (!head) throw await this.notFileError(path);
+    const stored = head.Metadata?.[SHA256_METADATA];
+    if (algorithm === 'SHA-256' && stored !== undefined && /^[0-9a-f]{64}$/.test(stored)) {
+      return { algorithm, hash: stored, size: head.ContentLength ?? 0, stored: true };
+    }
+    // IfMatch: the hash is of the version the HEAD saw, never of two versions mixed.
+    const out = await this.call(`hash ${path}`, () =>
+      this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, IfMatch: head.ETag }), { abortSignal: signal }),
+    );
+    try {
+      const { hash, size } = await digestStream(out.Body as Readable, algorithm, signal);
+      return { algorithm, hash, size, stored: false };
+    } catch (err) {
+      (out.Body as Readable).destroy();
+      throw classify(err, `hash ${path}`);
     }
   }
 
@@ -198,7 +304,11 @@ export class S3Storage implements Storage {
     const source = await this.stat(from);
     await this.requireDirectory(parentPath(to));
     const target = await this.lookup(to);
-    if (target && (target.isDirectory || source.isDirectory)) throw new StorageError('Exists', `already exists: ${to}`);
+    if (target && (target.isDirectory || source.isDirectory)) {
+      // The one existing target allowed: what an interrupted rename of this same directory left.
+      const resuming = source.isDirectory && target.isDirectory && (await this.unfinishedRename(from, to));
+      if (!resuming) throw new StorageError('Exists', `already exists: ${to}`);
+    }
     if (source.isDirectory) {
       await this.renameDirectory(from, to);
     } else {
@@ -213,6 +323,11 @@ export class S3Storage implements Storage {
 
   async close(): Promise<void> {
     this.client.destroy();
+  }
+
+  async ping(): Promise<void> {
+    // HeadBucket needs only s3:ListBucket, which the server needs anyway.
+    await this.call(`bucket ${this.bucket}`, () => this.client.send(new HeadBucketCommand({ Bucket: this.bucket })));
   }
 
   /** The object key of a storage path. */
@@ -294,10 +409,7 @@ export class S3Storage implements Storage {
     return { offset, etag: head?.ETag };
   }
 
-  /**
-   * The first n bytes of the object we looked at (IfMatch: a concurrent replacement
-   * fails the write instead of splicing two objects). A later version may use UploadPartCopy.
-   */
+  /** The first n bytes of the object we looked at (IfMatch: a concurrent replacement fails the write instead of splicing two objects). */
   private async openPrefix(key: string, n: number, etag: string | undefined): Promise<Readable> {
     const out = await this.call(`read ${key}`, () =>
       this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=0-${n - 1}`, IfMatch: etag })),
@@ -305,17 +417,112 @@ export class S3Storage implements Storage {
     return out.Body as Readable;
   }
 
-  /** Uploads a stream atomically; on failure no multipart upload is left behind. */
-  private async upload(key: string, body: Readable, metadata: Record<string, string> | undefined): Promise<void> {
+  /**
+   * A plain STOR. A body shorter than one part becomes one PutObject that
+   * carries its SHA-256; a longer one goes through lib-storage, and its hash is
+   * recorded afterwards (multipart metadata is fixed before the bytes are seen).
+   */
+  private async writeWhole(job: WriteJob): Promise<void> {
+    const chunks = job.tally.through(job.body)[Symbol.asyncIterator]();
+    const head = await readUpTo(chunks, this.config.partSize);
+    if (head.done) {
+      const Body = Buffer.concat(head.chunks);
+      const Metadata = withHash(job.metadata, job.tally.hex());
+      await this.call(`write ${job.key}`, () =>
+        this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: job.key, Body, Metadata })),
+      );
+      return;
+    }
+    const feed = Readable.from(resume(head.chunks, chunks), { objectMode: false });
+    job.streams.push(feed);
+    const etag = await this.upload(job.key, feed, job.metadata);
+    await this.storeHash(job, etag);
+  }
+
+  /**
+   * APPE, REST + STOR, and any write that must publish what it received when
+   * cut off: the kept prefix, then the body, through our own multipart writer.
+   */
+  private async writeSpliced(job: WriteJob): Promise<void> {
+    const writer = new MultipartWriter({
+      client: this.client,
+      bucket: this.bucket,
+      key: job.key,
+      partSize: this.config.partSize,
+      queueSize: this.config.queueSize,
+      create: { Metadata: job.metadata },
+      logger: this.logger,
+    });
+    let received = 0;
+    try {
+      await this.keepPrefix(job, writer);
+      for await (const chunk of job.tally.through(job.body)) {
+        received += chunk.length;
+        await writer.push(chunk);
+      }
+      const hashed = job.tally.complete;
+      const done = await writer.finish(hashed ? withHash(job.metadata, job.tally.hex()) : job.metadata);
+      if (done.multipart && hashed) await this.storeHash(job, done.etag);
+    } catch (err) {
+      if (job.publishOnAbort && received > 0) await this.publishPartial(job.key, writer);
+      else await writer.abort();
+      throw err;
+    }
+  }
+
+  /**
+   * Puts the existing object's first `offset` bytes in front of the body: as
+   * server-side part copies when they fill at least one part, else by reading
+   * them (S3 copies no part under 5 MiB unless it is the last).
+   */
+  private async keepPrefix(job: WriteJob, writer: MultipartWriter): Promise<void> {
+    if (job.offset === 0) return;
+    if (job.offset >= MIN_PART_BYTES) {
+      await writer.copyRange(copySource(this.bucket, job.key), job.offset, job.etag);
+      job.tally.skip(job.offset);
+      return;
+    }
+    const prefix = await this.openPrefix(job.key, job.offset, job.etag);
+    job.streams.push(prefix);
+    for await (const chunk of job.tally.through(prefix)) await writer.push(chunk);
+  }
+
+  /** The keepPartialUploads policy: what was received becomes the object; if that fails, nothing does. */
+  private async publishPartial(key: string, writer: MultipartWriter): Promise<void> {
+    try {
+      const bytes = await writer.publishReceived();
+      this.logger?.info({ event: 'partial-upload-published', key, bytes });
+    } catch (err) {
+      this.logger?.warn({ err, key }, 'could not publish a partial upload; the previous object stays');
+      await writer.abort();
+    }
+  }
+
+  /**
+   * Records the SHA-256 of a multipart upload by copying the object onto itself
+   * with the hash added (server-side; no byte passes through us). Failing here
+   * loses only the stored hash: HASH then reads the object instead.
+   */
+  private async storeHash(job: WriteJob, etag: string | undefined): Promise<void> {
+    try {
+      await this.copy(job.key, job.key, job.tally.bytes, etag, withHash(job.metadata, job.tally.hex()));
+    } catch (err) {
+      this.logger?.warn({ err, key: job.key }, 'could not record the SHA-256 of an upload');
+    }
+  }
+
+  /** Uploads a stream atomically; on failure no multipart upload is left behind. Returns the ETag. */
+  private async upload(key: string, body: Readable, metadata: Record<string, string> | undefined): Promise<string | undefined> {
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.bucket, Key: key, Body: body, Metadata: encodeMetadata(metadata) },
+      params: { Bucket: this.bucket, Key: key, Body: body, Metadata: metadata },
       partSize: this.config.partSize,
       queueSize: this.config.queueSize,
       leavePartsOnError: false,
     });
     try {
-      await upload.done();
+      const out = await upload.done();
+      return out.ETag;
     } catch (err) {
       // lib-storage aborts the upload itself, but its abort can fail or be skipped; do it again.
       if (upload.uploadId) await this.abortMultipart(key, upload.uploadId);
@@ -339,87 +546,134 @@ export class S3Storage implements Storage {
     );
   }
 
-  /** Server-side copy of one object, part by part above the single-copy limit. */
-  private async copy(from: string, to: string, size: number, etag: string | undefined): Promise<void> {
-    if (size > this.multipartCopyThreshold) return this.multipartCopy(from, to, size, etag);
+  /**
+   * Server-side copy of one object, part by part above the threshold. With
+   * `metadata` the copy gets that metadata instead of the source's.
+   */
+  private async copy(
+    from: string,
+    to: string,
+    size: number,
+    etag: string | undefined,
+    metadata?: Record<string, string>,
+  ): Promise<void> {
+    if (size > this.multipartCopyThreshold) return this.multipartCopy(from, to, size, etag, metadata);
+    const replace = metadata ? { MetadataDirective: 'REPLACE' as const, Metadata: metadata } : {};
     await this.call(`copy ${from}`, () =>
       this.client.send(
-        new CopyObjectCommand({ Bucket: this.bucket, Key: to, CopySource: copySource(this.bucket, from), CopySourceIfMatch: etag }),
+        new CopyObjectCommand({
+          Bucket: this.bucket,
+          Key: to,
+          CopySource: copySource(this.bucket, from),
+          CopySourceIfMatch: etag,
+          ...replace,
+        }),
       ),
     );
   }
 
-  private async multipartCopy(from: string, to: string, size: number, etag: string | undefined): Promise<void> {
-    const source = copySource(this.bucket, from);
+  private async multipartCopy(
+    from: string,
+    to: string,
+    size: number,
+    etag: string | undefined,
+    metadata: Record<string, string> | undefined,
+  ): Promise<void> {
     // A multipart upload does not inherit the source's headers; carry them over.
     const head = await this.headFile(from);
     if (!head) throw new StorageError('NotFound', `no such file: ${from}`);
-    const created = await this.call(`copy ${from}`, () =>
-      this.client.send(
-        new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: head.Metadata, ContentType: head.ContentType }),
-      ),
-    );
-    const uploadId = created.UploadId ?? '';
+    const writer = new MultipartWriter({
+      client: this.client,
+      bucket: this.bucket,
+      key: to,
+      partSize: this.config.partSize,
+      queueSize: this.config.queueSize,
+      create: {
+        Metadata: metadata ?? head.Metadata,
+        ContentType: head.ContentType,
+        ContentEncoding: head.ContentEncoding,
+        ContentDisposition: head.ContentDisposition,
+        ContentLanguage: head.ContentLanguage,
+        CacheControl: head.CacheControl,
+      },
+      logger: this.logger,
+    });
     try {
-      const partSize = Math.max(this.config.partSize, Math.ceil(size / MAX_PARTS));
-      const ranges: Array<{ number: number; range: string }> = [];
-      for (let start = 0, n = 1; start < size; start += partSize, n++) {
-        ranges.push({ number: n, range: `bytes=${start}-${Math.min(start + partSize, size) - 1}` });
-      }
-      const parts = await mapLimit(ranges, PART_COPY_CONCURRENCY, async ({ number, range }) => {
-        const out = await this.client.send(
-          new UploadPartCopyCommand({
-            Bucket: this.bucket,
-            Key: to,
-            UploadId: uploadId,
-            PartNumber: number,
-            CopySource: source,
-            CopySourceRange: range,
-            CopySourceIfMatch: etag,
-          }),
-        );
-        return { PartNumber: number, ETag: out.CopyPartResult?.ETag };
-      });
-      await this.client.send(
-        new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: to, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
-      );
+      await writer.copyRange(copySource(this.bucket, from), size, etag);
+      await writer.finish();
     } catch (err) {
-      await this.abortMultipart(to, uploadId);
+      await writer.abort();
       throw classify(err, `copy ${from}`);
     }
   }
 
   /**
-   * Copies every key under the old prefix, then deletes the originals only once
-   * all copies exist; on failure the copies made so far are removed again.
+   * Copies every key under the old prefix with bounded parallelism, then
+   * deletes the originals only once every copy exists. A failure leaves the
+   * copies made so far and a journal in the target: every object then exists
+   * under its old name, some also under the new one, and running the same
+   * rename again finishes the job.
    */
   private async renameDirectory(from: StoragePath, to: StoragePath): Promise<void> {
     const src = this.dirPrefix(from);
     const dst = this.dirPrefix(to);
-    // Keys are kept in memory so that objects written under `from` during the copy are not deleted unseen.
+    const journal = checkKey(dst + RENAME_JOURNAL);
+    await this.call(`rename ${from}`, () =>
+      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: src })),
+    );
+    // Keys are kept in memory (about 100 bytes each) so objects written under `from` during the copy are not deleted unseen.
     const originals: string[] = [];
-    const copies: string[] = [];
+    const progress = new RenameProgress(this.logger, from, to);
     try {
-      let token: string | undefined;
-      do {
-        const page = await this.listPage(src, undefined, token, undefined, this.pageSize);
-        const objects = (page.Contents ?? []).filter((o) => o.Key !== undefined);
-        await mapLimit(objects, COPY_CONCURRENCY, async (o) => {
+      for await (const objects of this.objectPages(src)) {
+        await mapLimit(objects, this.renameConcurrency, async (o) => {
           const key = o.Key as string;
-          const target = checkKey(dst + key.slice(src.length));
-          await this.copy(key, target, o.Size ?? 0, o.ETag);
-          copies.push(target);
+          // A journal under the source belongs to an earlier rename into `from`; it moves nowhere.
+          if (key !== src + RENAME_JOURNAL) await this.copyForRename(key, checkKey(dst + key.slice(src.length)), o);
           originals.push(key);
+          progress.copied(o.Size ?? 0);
         });
-        token = page.IsTruncated ? page.NextContinuationToken : undefined;
-      } while (token);
+      }
     } catch (err) {
-      await this.deleteKeys(copies).catch((cleanupErr: unknown) =>
-        this.logger?.warn({ err: cleanupErr, from, to }, 'could not remove partial copies of a failed rename'),
-      );
-      throw classify(err, `rename ${from}`);
+      const error = classify(err, `rename ${from}`);
+      this.logger?.warn({ event: 'rename-failed', from, to, copied: progress.objects, err: error }, 'directory rename failed; run it again to finish');
+      throw error;
     }
     await this.deleteKeys(originals);
+    await this.deleteKeys([journal]);
+    progress.done();
+  }
+
+  private async copyForRename(from: string, to: string, object: _Object): Promise<void> {
+    const { failCopyAfter } = this.faults;
+    if (failCopyAfter !== undefined && this.copiesStarted++ >= failCopyAfter) {
+      this.faults.failCopyAfter = undefined;
+      throw new StorageError('Unavailable', 'injected copy failure');
+    }
+    await this.copy(from, to, object.Size ?? 0, object.ETag);
+  }
+
+  /** True when `to` holds the journal of an unfinished rename from `from`. */
+  private async unfinishedRename(from: StoragePath, to: StoragePath): Promise<boolean> {
+    const journal = checkKey(this.dirPrefix(to) + RENAME_JOURNAL);
+    try {
+      const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: journal }));
+      return (await out.Body?.transformToString()) === this.dirPrefix(from);
+    } catch (err) {
+      const error = classify(err, `rename ${from}`);
+      if (error.code === 'NotFound') return false;
+      throw error;
+    }
+  }
+
+  /** Every object under a prefix (no delimiter), page by page. */
+  private async *objectPages(prefix: string): AsyncGenerator<_Object[]> {
+    let token: string | undefined;
+    do {
+      const page = await this.listPage(prefix, undefined, token);
+      yield (page.Contents ?? []).filter((o) => o.Key !== undefined);
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
   }
 
   private async deleteKeys(keys: string[]): Promise<void> {
@@ -522,9 +776,12 @@ function entriesOf(page: ListObjectsV2CommandOutput, prefix: string): FileInfo[]
   return entries;
 }
 
-/** Keys written by other tools can hold segments no FTP path can address ('', '.', '..'). */
+/**
+ * Keys written by other tools can hold segments no FTP path can address ('', '.', '..');
+ * names in the reserved namespace are the server's own (rename journals).
+ */
 function usableName(name: string): boolean {
-  return name !== '' && name !== '.' && name !== '..';
+  return name !== '' && name !== '.' && name !== '..' && !name.startsWith(RESERVED_PREFIX);
 }
 
 /** CopySource is `bucket/key`, URL-encoded per segment so '+', '%', '?', '#' and UTF-8 survive. */
@@ -547,36 +804,80 @@ function abortError(signal: AbortSignal | undefined): Error {
   return Object.assign(new Error('aborted', { cause: signal?.reason }), { name: 'AbortError' });
 }
 
-/** Yields the chunks of each stream in turn, counting bytes. */
-async function* chain(sources: Readable[], counted: { bytes: number }): AsyncGenerator<Buffer> {
-  for (const source of sources) {
+/** Counts the bytes of a write and hashes those that pass through the server. */
+class Tally {
+  bytes = 0;
+  /** False once bytes were copied server-side: the digest then misses them. */
+  complete = true;
+  readonly #digest: Digest = createDigest('SHA-256');
+
+  async *through(source: AsyncIterable<unknown>): AsyncGenerator<Buffer> {
     for await (const chunk of source) {
       const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
-      counted.bytes += buf.length;
+      this.bytes += buf.length;
+      this.#digest.update(buf);
       yield buf;
     }
   }
+
+  skip(bytes: number): void {
+    this.bytes += bytes;
+    this.complete = false;
+  }
+
+  hex(): string {
+    return this.#digest.hex();
+  }
 }
 
-/** Maps items with at most `limit` calls in flight; results keep the input order. */
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array<R>(items.length);
-  let next = 0;
-  let failed = false;
-  const worker = async (): Promise<void> => {
-    while (!failed && next < items.length) {
-      const i = next++;
-      try {
-        results[i] = await fn(items[i] as T);
-      } catch (err) {
-        failed = true;
-        throw err;
-      }
+/** Pulls chunks until `limit` bytes or the end; `done` tells which. */
+async function readUpTo(chunks: AsyncIterator<Buffer>, limit: number): Promise<{ chunks: Buffer[]; done: boolean }> {
+  const taken: Buffer[] = [];
+  let bytes = 0;
+  while (bytes < limit) {
+    const next = await chunks.next();
+    if (next.done) return { chunks: taken, done: true };
+    taken.push(next.value);
+    bytes += next.value.length;
+  }
+  return { chunks: taken, done: false };
+}
+
+/** The chunks already taken, then the rest of the iterator. */
+async function* resume(taken: Buffer[], rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
+  yield* taken;
+  for (let next = await rest.next(); !next.done; next = await rest.next()) yield next.value;
+}
+
+function withHash(metadata: Record<string, string> | undefined, sha256: string): Record<string, string> {
+  return { ...metadata, [SHA256_METADATA]: sha256 };
+}
+
+/** Logs a directory rename's progress every so many objects or seconds, and its end. */
+class RenameProgress {
+  objects = 0;
+  #bytes = 0;
+  #lastLog = performance.now();
+  readonly #started = performance.now();
+
+  constructor(
+    private readonly logger: Logger | undefined,
+    private readonly from: StoragePath,
+    private readonly to: StoragePath,
+  ) {}
+
+  copied(bytes: number): void {
+    this.objects++;
+    this.#bytes += bytes;
+    const now = performance.now();
+    if (this.objects % PROGRESS_EVERY_OBJECTS === 0 || now - this.#lastLog >= PROGRESS_EVERY_MS) {
+      this.#lastLog = now;
+      this.logger?.info({ event: 'rename-progress', from: this.from, to: this.to, objects: this.objects, bytes: this.#bytes });
     }
-  };
-  const workers = Array.from({ length: Math.min(limit, items.length) }, worker);
-  const settled = await Promise.allSettled(workers);
-  const rejected = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  if (rejected) throw rejected.reason;
-  return results;
+  }
+
+  done(): void {
+    const ms = Math.round(performance.now() - this.#started);
+    this.logger?.info({ event: 'rename-done', from: this.from, to: this.to, objects: this.objects, bytes: this.#bytes, ms });
+  }
 }

@@ -60,6 +60,29 @@ export interface WriteOptions {
   signal?: AbortSignal;
   /** Recorded with the object where the driver can (who uploaded it, from where). */
   metadata?: Record<string, string>;
+  /**
+   * What an interrupted write (body error, abort, storage failure) leaves:
+   * 'discard' (the default) keeps the previous object untouched; 'publish'
+   * replaces it with everything received so far, so a client can resume with
+   * REST + STOR. The write still rejects either way. Nothing received, nothing published.
+   */
+  onAbort?: AbortPolicy;
+}
+
+export type AbortPolicy = 'discard' | 'publish';
+
+/** Algorithms of the HASH command (draft-bryan-ftp-hash), by their FTP names. */
+export const HASH_ALGORITHMS = ['SHA-256', 'SHA-1', 'MD5', 'CRC32'] as const;
+export type HashAlgorithm = (typeof HASH_ALGORITHMS)[number];
+
+export interface HashResult {
+  algorithm: HashAlgorithm;
+  /** Lowercase hex. */
+  hash: string;
+  /** Bytes covered by the hash: the whole object. */
+  size: number;
+  /** True when the value came from what was stored at upload, without reading the object. */
+  stored: boolean;
 }
 
 export interface WriteResult {
@@ -76,7 +99,8 @@ export interface StorageCapabilities {
  * A storage backend. Every method either succeeds or throws StorageError.
  * Writes are atomic: the object becomes visible (or replaced) only when the
  * returned promise resolves; a failed or aborted write leaves the previous
- * object, if any, untouched and nothing partial behind.
+ * object, if any, untouched and nothing partial behind (unless the write asked
+ * for onAbort: 'publish').
  */
 export interface Storage {
   readonly capabilities: StorageCapabilities;
@@ -96,10 +120,21 @@ export interface Storage {
   rmdir(path: StoragePath): Promise<void>;
   /** Removes one file. */
   delete(path: StoragePath): Promise<void>;
-  /** Moves a file, or a directory and everything under it. */
+  /**
+   * Moves a file, or a directory and everything under it. A directory rename
+   * that failed midway may be run again with the same arguments to finish it.
+   */
   rename(from: StoragePath, to: StoragePath): Promise<void>;
+  /**
+   * The hash of a whole file: from the value stored at upload when there is
+   * one for this algorithm and it still matches the file, else by reading it.
+   * NotFound, IsADirectory as for read.
+   */
+  hash(path: StoragePath, algorithm: HashAlgorithm, signal?: AbortSignal): Promise<HashResult>;
   /** Releases clients and sockets. */
   close(): Promise<void>;
+  /** Resolves when the backend answers and the root is usable (readiness, check-config); else StorageError. */
+  ping(): Promise<void>;
 }
 
 /** Joins a directory and a name into a storage path. */

@@ -1,0 +1,265 @@
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  PutObjectCommand,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+  type CompletedPart,
+  type CreateMultipartUploadCommandInput,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import type { Logger } from 'pino';
+
+/** S3's smallest part, except for the last part of an upload. */
+export const MIN_PART_BYTES = 5 * 1024 * 1024;
+/** S3's largest part. */
+const MAX_PART_BYTES = 5 * 1024 ** 3;
+const MAX_PARTS = 10_000;
+/** Parallel UploadPartCopy calls within one object: they cost S3 work, not our memory. */
+const PART_COPY_CONCURRENCY = 8;
+/** Smallest copied part: copies hold no buffer here, so big parts only save requests. */
+const MIN_COPY_PART_BYTES = 64 * 1024 * 1024;
+
+export interface MultipartWriterOptions {
+  client: S3Client;
+  bucket: string;
+  key: string;
+  /** Size of every streamed part but the last. */
+  partSize: number;
+  /** Streamed parts uploading at once; memory is about partSize × (queueSize + 1). */
+  queueSize: number;
+  /** Headers of the new object (Metadata already S3-safe, ContentType, …). */
+  create?: Omit<CreateMultipartUploadCommandInput, 'Bucket' | 'Key'>;
+  logger?: Logger;
+}
+
+/** How a finished write was stored: one PutObject, or a completed multipart upload. */
+export interface Finished {
+  etag: string | undefined;
+  multipart: boolean;
+}
+
+/**
+ * Builds one object from server-side copies of another object's byte ranges
+ * followed by streamed bytes. lib-storage's Upload cannot start with copied
+ * parts, hence this writer. The multipart upload is created lazily: an object
+ * that ends up smaller than one part becomes a single PutObject.
+ *
+ * Nothing is visible until finish() (or publishReceived()); on any failure the
+ * caller calls abort() or publishReceived().
+ */
+export class MultipartWriter {
+  readonly #o: MultipartWriterOptions;
+  /** Cancels in-flight part uploads when the write is given up. */
+  readonly #cancel = new AbortController();
+  #uploadId: Promise<string> | undefined;
+  #nextPart = 1;
+  readonly #parts = new Map<number, { etag: string | undefined; bytes: number }>();
+  readonly #inFlight = new Set<Promise<void>>();
+  #failure: { part: number; err: unknown } | undefined;
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+
+  constructor(options: MultipartWriterOptions) {
+    this.#o = options;
+  }
+
+  /**
+   * Appends [0, size) of `copySource` as server-side copies, each at least 5 MiB
+   * (only a last part may be smaller, and copied parts are never last unless
+   * nothing follows). CopySourceIfMatch makes a concurrent change of the source
+   * fail the write instead of splicing two versions.
+   */
+  async copyRange(copySource: string, size: number, etag: string | undefined): Promise<void> {
+    const uploadId = await this.#open();
+    const ranges = copyRanges(size, Math.max(this.#o.partSize, MIN_COPY_PART_BYTES));
+    const numbered = ranges.map((r) => ({ ...r, number: this.#nextPart++ }));
+    await mapLimit(numbered, PART_COPY_CONCURRENCY, async ({ number, start, end }) => {
+      const out = await this.#o.client.send(
+        new UploadPartCopyCommand({
+          Bucket: this.#o.bucket,
+          Key: this.#o.key,
+          UploadId: uploadId,
+          PartNumber: number,
+          CopySource: copySource,
+          CopySourceRange: `bytes=${start}-${end - 1}`,
+          CopySourceIfMatch: etag,
+        }),
+        { abortSignal: this.#cancel.signal },
+      );
+      this.#parts.set(number, { etag: out.CopyPartResult?.ETag, bytes: end - start });
+    });
+  }
+
+  /** Takes streamed bytes; resolves once they are buffered, waiting while the queue is full (backpressure). */
+  async push(chunk: Buffer): Promise<void> {
+    this.#throwIfFailed();
+    this.#pending.push(chunk);
+    this.#pendingBytes += chunk.length;
+    while (this.#pendingBytes >= this.#o.partSize) {
+      while (this.#inFlight.size >= this.#o.queueSize) await Promise.race(this.#inFlight);
+      this.#throwIfFailed();
+      this.#startPart(this.#take(this.#o.partSize));
+    }
+  }
+
+  /**
+   * Stores the object. `putMetadata` replaces the metadata when the object fits
+   * in one PutObject (it may then carry values known only at the end, such as a hash).
+   */
+  async finish(putMetadata?: Record<string, string>): Promise<Finished> {
+    if (!this.#uploadId) {
+      const out = await this.#o.client.send(
+        new PutObjectCommand({
+          ...this.#o.create,
+          Metadata: putMetadata ?? this.#o.create?.Metadata,
+          Bucket: this.#o.bucket,
+          Key: this.#o.key,
+          Body: this.#take(this.#pendingBytes),
+        }),
+        { abortSignal: this.#cancel.signal },
+      );
+      return { etag: out.ETag, multipart: false };
+    }
+    if (this.#pendingBytes > 0) this.#startPart(this.#take(this.#pendingBytes));
+    await Promise.all(this.#inFlight);
+    this.#throwIfFailed();
+    return { etag: await this.#complete([...this.#parts.keys()].sort((x, y) => x - y)), multipart: true };
+  }
+
+  /**
+   * After a failure: publishes the bytes received so far, in order. Parts after
+   * a failed part cannot be used (they would leave a gap), nor can the buffered
+   * rest then. Returns the bytes published; 0 means nothing was published.
+   */
+  async publishReceived(): Promise<number> {
+    await Promise.allSettled(this.#inFlight);
+    if (!this.#uploadId) {
+      // Everything received is still buffered: one PutObject, or nothing at all.
+      const bytes = this.#pendingBytes;
+      if (bytes > 0) await this.finish();
+      return bytes;
+    }
+    if (!this.#failure && this.#pendingBytes > 0) {
+      this.#startPart(this.#take(this.#pendingBytes));
+      await Promise.allSettled(this.#inFlight);
+    }
+    const usable: number[] = [];
+    for (let n = 1; this.#parts.has(n) && n < (this.#failure?.part ?? Infinity); n++) usable.push(n);
+    if (usable.length === 0) {
+      await this.abort();
+      return 0;
+    }
+    await this.#complete(usable);
+    return usable.reduce((sum, n) => sum + (this.#parts.get(n)?.bytes ?? 0), 0);
+  }
+
+  /** Cancels what is in flight and removes the multipart upload, if one was started. */
+  async abort(): Promise<void> {
+    this.#cancel.abort();
+    await Promise.allSettled(this.#inFlight);
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    const uploadId = await this.#uploadId?.catch(() => undefined);
+    if (uploadId === undefined) return;
+    try {
+      await this.#o.client.send(new AbortMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId }));
+    } catch (err) {
+      if ((err as { name?: string }).name === 'NoSuchUpload') return;
+      this.#o.logger?.warn({ err, key: this.#o.key, uploadId }, 'could not abort multipart upload; a bucket lifecycle rule must reap it');
+    }
+  }
+
+  #open(): Promise<string> {
+    this.#uploadId ??= this.#o.client
+      .send(new CreateMultipartUploadCommand({ ...this.#o.create, Bucket: this.#o.bucket, Key: this.#o.key }))
+      .then((out) => out.UploadId ?? '');
+    return this.#uploadId;
+  }
+
+  #startPart(body: Buffer): void {
+    const number = this.#nextPart++;
+    const task = this.#open()
+      .then((uploadId) =>
+        this.#o.client.send(
+          new UploadPartCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId, PartNumber: number, Body: body }),
+          { abortSignal: this.#cancel.signal },
+        ),
+      )
+      .then(
+        (out) => void this.#parts.set(number, { etag: out.ETag, bytes: body.length }),
+        (err: unknown) => {
+          if (!this.#failure || number < this.#failure.part) this.#failure = { part: number, err };
+        },
+      )
+      .finally(() => this.#inFlight.delete(task));
+    this.#inFlight.add(task);
+  }
+
+  async #complete(numbers: number[]): Promise<string | undefined> {
+    const uploadId = await this.#open();
+    const parts: CompletedPart[] = numbers.map((n) => ({ PartNumber: n, ETag: this.#parts.get(n)?.etag }));
+    const out = await this.#o.client.send(
+      new CompleteMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+    );
+    return out.ETag;
+  }
+
+  /** The first n buffered bytes as one buffer. */
+  #take(n: number): Buffer {
+    const all = this.#pending.length === 1 ? (this.#pending[0] as Buffer) : Buffer.concat(this.#pending);
+    const part = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.#pending = rest.length > 0 ? [rest] : [];
+    this.#pendingBytes = rest.length;
+    return part;
+  }
+
+  #throwIfFailed(): void {
+    if (this.#failure) throw this.#failure.err;
+  }
+}
+
+/**
+ * Splits [0, size) into ranges for UploadPartCopy: as many as fit at least
+ * `partSize` bytes each (so every one is ≥ 5 MiB), the remainder spread over
+ * them, never above S3's 5 GiB part limit, and using at most half of the
+ * 10,000 part numbers so the streamed bytes that follow still have room.
+ */
+export function copyRanges(size: number, partSize: number): Array<{ start: number; end: number }> {
+  if (size <= 0) return [];
+  const wanted = Math.max(partSize, Math.ceil(size / (MAX_PARTS / 2)));
+  const count = Math.max(1, Math.floor(size / wanted), Math.ceil(size / MAX_PART_BYTES));
+  const base = Math.floor(size / count);
+  const ranges: Array<{ start: number; end: number }> = [];
+  for (let i = 0, start = 0; i < count; i++) {
+    const end = i === count - 1 ? size : start + base;
+    ranges.push({ start, end });
+    start = end;
+  }
+  return ranges;
+}
+
+/** Maps items with at most `limit` calls in flight; results keep the input order. Stops starting new ones after a failure. */
+export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  let failed = false;
+  const worker = async (): Promise<void> => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        results[i] = await fn(items[i] as T);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
+    }
+  };
+  const workers = Array.from({ length: Math.min(limit, items.length) }, worker);
+  const settled = await Promise.allSettled(workers);
+  const rejected = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (rejected) throw rejected.reason;
+  return results;
+}

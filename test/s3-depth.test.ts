@@ -1,0 +1,543 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import * as zlib from 'node:zlib';
+import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
+import type { User } from '../src/auth/users.js';
+import type { S3Storage } from '../src/storage/s3.js';
+import { RawFtp, readAll } from './helpers/ftp.js';
+import { drivers, PASSWORD, startTestServer, USER, type Driver, type TestServer } from './helpers/server.js';
+
+const MiB = 1024 * 1024;
+const T = { timeout: 120_000 };
+
+const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+
+/** Deterministic bytes that differ per seed, so a misplaced part changes the content. */
+function pattern(length: number, seed: number): Buffer {
+  const buf = Buffer.alloc(length);
+  for (let i = 0; i + 4 <= length; i += 4) buf.writeUInt32LE((Math.imul(i + seed, 2654435761) ^ seed) >>> 0, i);
+  return buf;
+}
+
+/** Stores content with one transfer command (STOR, APPE) and expects 226. */
+async function send(raw: RawFtp, command: string, content: Buffer): Promise<void> {
+  const data = await raw.passive();
+  await raw.expect(command, 150);
+  data.end(content);
+  const done = await raw.read();
+  assert.equal(done.code, 226, done.lines.join(' | '));
+}
+
+async function fetch(raw: RawFtp, name: string): Promise<Buffer> {
+  const data = await raw.passive();
+  await raw.expect(`RETR ${name}`, 150);
+  const body = await readAll(data);
+  assert.equal((await raw.read()).code, 226);
+  return body;
+}
+
+/** Waits until the driver reports no in-progress multipart upload (aborts finish after the reply). */
+async function noDanglingUploads(driver: Driver, server: TestServer): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  let dangling = await driver.danglingUploads(server.storageConfig);
+  while (dangling.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200));
+    dangling = await driver.danglingUploads(server.storageConfig);
+  }
+  assert.deepEqual(dangling, []);
+}
+
+/** Sends `bytes` on a STOR's data connection, then resets it (a client that drops). */
+async function cutOffStor(raw: RawFtp, name: string, content: Buffer): Promise<void> {
+  const data = await raw.passive();
+  await raw.expect(`STOR ${name}`, 150);
+  await new Promise<void>((resolve) => data.write(content, () => resolve()));
+  // Let the server take in what the kernel already holds before the reset.
+  await new Promise((r) => setTimeout(r, 500));
+  data.resetAndDestroy();
+  assert.equal((await raw.read()).code, 426);
+}
+
+function counts(server: TestServer): Map<string, number> {
+  return (server.storage as S3Storage).requestCounts;
+}
+
+function count(server: TestServer, command: string): number {
+  return counts(server).get(command) ?? 0;
+}
+
+function objectKey(server: TestServer, path: string): string {
+  const config = server.storageConfig;
+  return config.kind === 's3' ? `${config.prefix}/${path}` : path;
+}
+
+for (const driver of await drivers()) {
+  const isS3 = driver.name === 's3';
+
+  describe(`append and resume (${driver.name})`, { skip: driver.skip }, () => {
+    let server: TestServer;
+    let raw: RawFtp;
+    before(async () => {
+      server = await startTestServer(driver);
+      raw = await RawFtp.login(server.port, USER, PASSWORD);
+    });
+    after(async () => {
+      raw?.close();
+      await server?.close();
+    });
+
+    test('APPE across the 5 MiB part boundary keeps every byte, copying the old bytes server-side', T, async () => {
+      const first = pattern(6 * MiB, 1);
+      const more = pattern(MiB + 123, 2);
+      await send(raw, 'STOR appended.bin', first);
+      const copiesBefore = isS3 ? count(server, 'UploadPartCopyCommand') : 0;
+      const readsBefore = isS3 ? count(server, 'GetObjectCommand') : 0;
+      await send(raw, 'APPE appended.bin', more);
+      assert.deepEqual(await fetch(raw, 'appended.bin'), Buffer.concat([first, more]));
+      if (isS3) {
+        assert.equal(count(server, 'UploadPartCopyCommand') - copiesBefore, 1, 'the old 6 MiB went as one UploadPartCopy');
+        assert.equal(count(server, 'GetObjectCommand') - readsBefore, 1, 'only the RETR read the object');
+        const s3 = driver.s3!;
+        const part1 = await s3.client.send(
+          new HeadObjectCommand({ Bucket: s3.bucket, Key: objectKey(server, 'appended.bin'), PartNumber: 1 }),
+        );
+        assert.equal(part1.PartsCount, 2);
+        assert.equal(part1.ContentLength, first.length);
+        assert.equal(part1.Metadata?.['uploaded-by'], USER);
+        assert.equal(part1.Metadata?.['client-address'], '127.0.0.1');
+      }
+    });
+
+    test('APPE to a small file and to a missing one', T, async () => {
+      await send(raw, 'STOR small.txt', Buffer.from('hello '));
+      await send(raw, 'APPE small.txt', Buffer.from('world'));
+      assert.equal((await fetch(raw, 'small.txt')).toString(), 'hello world');
+      await send(raw, 'APPE fresh.txt', Buffer.from('new'));
+      assert.equal((await fetch(raw, 'fresh.txt')).toString(), 'new');
+    });
+
+    test('APPE of nothing to a large file leaves it as it was', T, async () => {
+      const first = pattern(5 * MiB + 7, 3);
+      await send(raw, 'STOR same.bin', first);
+      await send(raw, 'APPE same.bin', Buffer.alloc(0));
+      assert.equal(sha256(await fetch(raw, 'same.bin')), sha256(first));
+    });
+
+    test('REST + STOR resumes across a part boundary', T, async () => {
+      const whole = pattern(13 * MiB + 5, 4);
+      const offset = 6 * MiB + 1;
+      // An earlier attempt got further than the offset; the tail beyond it is replaced.
+      await send(raw, 'STOR resumed.bin', Buffer.concat([whole.subarray(0, 7 * MiB), Buffer.alloc(100, 0x7a)]));
+      await raw.expect(`REST ${offset}`, 350);
+      await send(raw, 'STOR resumed.bin', whole.subarray(offset));
+      assert.equal((await raw.expect('SIZE resumed.bin', 213)).text, String(whole.length));
+      assert.equal(sha256(await fetch(raw, 'resumed.bin')), sha256(whole));
+    });
+
+    test('REST beyond the end is refused with 554 and changes nothing', T, async () => {
+      await send(raw, 'STOR short.txt', Buffer.from('abc'));
+      await raw.expect('REST 4', 350);
+      const data = await raw.passive();
+      let reply = await raw.send('STOR short.txt');
+      if (reply.code === 150) reply = await raw.read();
+      data.destroy();
+      assert.equal(reply.code, 554);
+      assert.equal((await fetch(raw, 'short.txt')).toString(), 'abc');
+    });
+
+    test('FEAT and HELP offer APPE and REST', T, async () => {
+      const feat = await raw.expect('FEAT', 211);
+      assert.ok(feat.lines.some((l) => l.trim() === 'REST STREAM'));
+      const help = await raw.expect('HELP', 214);
+      assert.ok(help.lines.some((l) => /\bAPPE\b/.test(l)));
+      assert.ok(help.lines.some((l) => /\bHASH\b/.test(l)));
+    });
+  });
+
+  describe(`interrupted uploads (${driver.name})`, { skip: driver.skip }, () => {
+    // More than two 5 MiB test parts, so S3 is mid multipart upload when the client drops.
+    const SENT = 12 * MiB + 321;
+
+    test('by default the previous content stays and no upload is left behind', T, async () => {
+      const server = await startTestServer(driver);
+      try {
+        const raw = await RawFtp.login(server.port, USER, PASSWORD);
+        await send(raw, 'STOR kept.bin', Buffer.from('previous'));
+        await cutOffStor(raw, 'kept.bin', pattern(SENT, 5));
+        await noDanglingUploads(driver, server);
+        assert.equal((await fetch(raw, 'kept.bin')).toString(), 'previous');
+        raw.close();
+      } finally {
+        await server.close();
+      }
+    });
+
+    test('with keepPartialUploads the received bytes are published, and REST + STOR completes the file', T, async () => {
+      const users: User[] = [{ name: USER, password: { kind: 'plain', value: PASSWORD }, home: '', keepPartialUploads: true }];
+      const server = await startTestServer(driver, { users });
+      try {
+        const whole = pattern(SENT + 3 * MiB, 6);
+        const raw = await RawFtp.login(server.port, USER, PASSWORD);
+        await send(raw, 'STOR partial.bin', Buffer.from('previous'));
+        await cutOffStor(raw, 'partial.bin', whole.subarray(0, SENT));
+        await noDanglingUploads(driver, server);
+        const size = Number((await raw.expect('SIZE partial.bin', 213)).text);
+        assert.ok(size > 10 * MiB && size <= SENT, `published ${size} of ${SENT} bytes`);
+        assert.deepEqual(await fetch(raw, 'partial.bin'), whole.subarray(0, size));
+        await raw.expect(`REST ${size}`, 350);
+        await send(raw, 'STOR partial.bin', whole.subarray(size));
+        assert.equal(sha256(await fetch(raw, 'partial.bin')), sha256(whole));
+        // A drop before any byte arrived publishes nothing.
+        await cutOffStor(raw, 'partial.bin', Buffer.alloc(0));
+        assert.equal(sha256(await fetch(raw, 'partial.bin')), sha256(whole));
+        raw.close();
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
+  describe(`HASH (${driver.name})`, { skip: driver.skip }, () => {
+    let server: TestServer;
+    let raw: RawFtp;
+    before(async () => {
+      server = await startTestServer(driver);
+      raw = await RawFtp.login(server.port, USER, PASSWORD);
+    });
+    after(async () => {
+      raw?.close();
+      await server?.close();
+    });
+
+    test('FEAT lists the algorithms with the selected one starred; OPTS HASH selects', T, async () => {
+      const hashLine = async (): Promise<string | undefined> =>
+        (await raw.expect('FEAT', 211)).lines.map((l) => l.trim()).find((l) => l.startsWith('HASH '));
+      assert.equal(await hashLine(), 'HASH SHA-256*;SHA-1;MD5;CRC32');
+      assert.equal((await raw.expect('OPTS HASH md5', 200)).text, 'MD5');
+      assert.equal(await hashLine(), 'HASH SHA-256;SHA-1;MD5*;CRC32');
+      assert.equal((await raw.expect('OPTS HASH', 200)).text, 'MD5');
+      await raw.expect('OPTS HASH SHA-512', 501);
+      assert.equal((await raw.expect('OPTS HASH SHA-256', 200)).text, 'SHA-256');
+    });
+
+    test('SHA-256 of an uploaded file is answered from what the upload stored', T, async () => {
+      for (const [name, content] of [
+        ['one-part.bin', pattern(50, 7)],
+        ['many-parts.bin', pattern(11 * MiB + 9, 8)],
+      ] as const) {
+        await send(raw, `STOR ${name}`, content);
+        const reads = isS3 ? count(server, 'GetObjectCommand') : 0;
+        const reply = await raw.expect(`HASH ${name}`, 213);
+        assert.equal(reply.text, `SHA-256 0-${content.length} ${sha256(content)} /${name}`);
+        if (isS3) assert.equal(count(server, 'GetObjectCommand'), reads, 'HASH did not read the object');
+        assert.equal((await server.storage.hash(name, 'SHA-256')).stored, true);
+      }
+    });
+
+    test('a file written by another tool is hashed by reading it, in every algorithm', T, async () => {
+      const content = pattern(3 * MiB + 1, 9);
+      if (isS3) {
+        const s3 = driver.s3!;
+        await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: objectKey(server, 'foreign.bin'), Body: content }));
+      } else {
+        const config = server.storageConfig;
+        writeFileSync(join(config.kind === 'local' ? config.dataDir : '', 'foreign.bin'), content);
+      }
+      const expected = {
+        'SHA-256': sha256(content),
+        'SHA-1': createHash('sha1').update(content).digest('hex'),
+        MD5: createHash('md5').update(content).digest('hex'),
+        CRC32: zlib.crc32(content).toString(16).padStart(8, '0'),
+      };
+      for (const [algorithm, hex] of Object.entries(expected)) {
+        await raw.expect(`OPTS HASH ${algorithm}`, 200);
+        const reads = isS3 ? count(server, 'GetObjectCommand') : 0;
+        const reply = await raw.expect('HASH foreign.bin', 213);
+        assert.equal(reply.text, `${algorithm} 0-${content.length} ${hex} /foreign.bin`);
+        if (isS3) assert.equal(count(server, 'GetObjectCommand'), reads + 1, 'HASH read the object once');
+      }
+      await raw.expect('OPTS HASH SHA-256', 200);
+    });
+
+    test('an appended file hashes to its whole new content', T, async () => {
+      const first = pattern(5 * MiB + 1, 10);
+      const more = Buffer.from('tail');
+      await send(raw, 'STOR grown.bin', first);
+      await send(raw, 'APPE grown.bin', more);
+      const reply = await raw.expect('HASH grown.bin', 213);
+      assert.equal(reply.text, `SHA-256 0-${first.length + 4} ${sha256(Buffer.concat([first, more]))} /grown.bin`);
+      // The old bytes were copied, not seen, so no hash was stored; the answer was computed.
+      assert.equal((await server.storage.hash('grown.bin', 'SHA-256')).stored, false);
+    });
+
+    test('a renamed file keeps its stored hash', T, async () => {
+      const content = pattern(1000, 11);
+      await send(raw, 'STOR before.bin', content);
+      await raw.expect('RNFR before.bin', 350);
+      await raw.expect('RNTO after.bin', 250);
+      const result = await server.storage.hash('after.bin', 'SHA-256');
+      assert.deepEqual(result, { algorithm: 'SHA-256', hash: sha256(content), size: 1000, stored: true });
+    });
+
+    test('a directory whose hashed files were deleted can be removed', T, async () => {
+      await raw.expect('MKD emptied', 257);
+      await send(raw, 'STOR emptied/f.txt', Buffer.from('x'));
+      await raw.expect('DELE emptied/f.txt', 250);
+      await raw.expect('RMD emptied', 250);
+    });
+
+    test('HASH of a directory or a missing file is 550', T, async () => {
+      await raw.expect('MKD hdir', 257);
+      await raw.expect('HASH hdir', 550);
+      await raw.expect('HASH /', 550);
+      await raw.expect('HASH missing.bin', 550);
+      await raw.expect('HASH', 501);
+    });
+  });
+
+  describe(`huge directories (${driver.name})`, { skip: driver.skip }, () => {
+    const FILES = 25;
+    const PAGE = 4;
+    let server: TestServer;
+    let raw: RawFtp;
+    /** Set per listing: resolves when the client has the listing's first bytes. */
+    let firstBytes: Promise<void> = Promise.resolve();
+    let pagesFetched = 0;
+    let streamedBeforePage2 = true;
+
+    before(async () => {
+      server = await startTestServer(driver, {}, {
+        storageOptions: {
+          pageSize: PAGE,
+          onListPage: async (page) => {
+            pagesFetched++;
+            if (page !== 2) return;
+            // Page 2 waits for the client to hold page 1: a server that collected pages first would stall here.
+            const arrived = await Promise.race([firstBytes.then(() => true), new Promise((r) => setTimeout(r, 5000, false))]);
+            if (!arrived) streamedBeforePage2 = false;
+          },
+        },
+      });
+      await server.storage.mkdir('big');
+      await Promise.all(
+        Array.from({ length: FILES }, (_, i) => server.storage.write(`big/f${String(i).padStart(3, '0')}`, Readable.from([Buffer.from(`${i}`)]))),
+      );
+      raw = await RawFtp.login(server.port, USER, PASSWORD);
+    });
+    after(async () => {
+      raw?.close();
+      await server?.close();
+    });
+
+    for (const verb of ['LIST', 'NLST', 'MLSD']) {
+      test(`${verb} streams a listing of several pages, the first bytes before the second page is fetched`, T, async () => {
+        pagesFetched = 0;
+        streamedBeforePage2 = true;
+        const data = await raw.passive();
+        firstBytes = new Promise((resolve) => data.once('data', () => resolve()));
+        const body = readAll(data);
+        await raw.expect(`${verb} big`, 150);
+        const lines = (await body).toString().split('\r\n').filter(Boolean);
+        assert.equal((await raw.read()).code, 226);
+        assert.equal(lines.length, FILES);
+        for (let i = 0; i < FILES; i++) assert.ok(lines.some((l) => l.endsWith(` f${String(i).padStart(3, '0')}`) || l === `f${String(i).padStart(3, '0')}`));
+        assert.ok(pagesFetched >= Math.ceil(FILES / PAGE), `${pagesFetched} pages`);
+        assert.ok(streamedBeforePage2, 'page 1 reached the client before page 2 was fetched');
+      });
+    }
+
+    test('STAT of the directory lists it over the control connection', T, async () => {
+      const reply = await raw.expect('STAT big', 213);
+      assert.equal(reply.lines.length, FILES + 2);
+    });
+  });
+
+  describe(`memory (${driver.name})`, { skip: driver.skip }, () => {
+    test('RETR to a client that stops reading does not buffer the file', T, async () => {
+      const server = await startTestServer(driver);
+      try {
+        const SIZE = 48 * MiB;
+        await server.storage.write('slow.bin', generated(SIZE));
+        const raw = await RawFtp.login(server.port, USER, PASSWORD);
+        const data = await raw.passive();
+        data.pause();
+        await raw.expect('RETR slow.bin', 150);
+        await new Promise((r) => setTimeout(r, 1500));
+        const status = await raw.expect('STAT', 213);
+        const sent = Number(/: (\d+) of (\d+) bytes/.exec(status.text)?.[1]);
+        assert.ok(sent < SIZE / 2, `the server sent ${sent} of ${SIZE} bytes to a client that reads nothing`);
+        data.resume();
+        const body = await readAll(data);
+        assert.equal((await raw.read()).code, 226);
+        assert.equal(body.length, SIZE);
+        raw.close();
+      } finally {
+        await server.close();
+      }
+    });
+
+    test('STOR and RETR of 200 MiB keep the process memory bounded', T, async () => {
+      const server = await startTestServer(driver);
+      try {
+        const SIZE = 200 * MiB;
+        const raw = await RawFtp.login(server.port, USER, PASSWORD);
+        // Live memory (JS heap and Buffers) rather than RSS: RSS keeps the high-water mark of the
+        // tests run before this one in the same process, so its growth here would prove nothing.
+        const live = (): number => {
+          const m = process.memoryUsage();
+          return m.heapUsed + m.arrayBuffers;
+        };
+        collectGarbage();
+        const baseline = live();
+        const rssBefore = process.memoryUsage().rss;
+        let peak = baseline;
+        // Each sample follows a full collection, so it counts what is held, not garbage not yet collected.
+        const sampler = setInterval(() => {
+          collectGarbage();
+          peak = Math.max(peak, live());
+        }, 100);
+        try {
+          const up = await raw.passive();
+          await raw.expect('STOR huge.bin', 150);
+          await new Promise<void>((resolve, reject) => generated(SIZE).pipe(up).on('finish', resolve).on('error', reject));
+          assert.equal((await raw.read()).code, 226);
+          const down = await raw.passive();
+          await raw.expect('RETR huge.bin', 150);
+          let received = 0;
+          await new Promise<void>((resolve, reject) =>
+            down
+              .pipe(
+                new Writable({
+                  write(chunk: Buffer, _enc, done) {
+                    received += chunk.length;
+                    done();
+                  },
+                }),
+              )
+              .on('finish', resolve)
+              .on('error', reject),
+          );
+          assert.equal((await raw.read()).code, 226);
+          assert.equal(received, SIZE);
+        } finally {
+          clearInterval(sampler);
+        }
+        const growth = (peak - baseline) / MiB;
+        const rss = (process.memoryUsage().rss - rssBefore) / MiB;
+        process.stderr.write(`# ${driver.name}: 200 MiB STOR + RETR: live memory peak +${growth.toFixed(1)} MiB, RSS +${rss.toFixed(1)} MiB\n`);
+        // Test settings: 5 MiB parts, 2 in flight: about 15 MiB of part buffers, plus the SDK's and the
+        // client's own. A server that buffered the file would hold 200 MiB.
+        assert.ok(growth < 80, `live memory grew by ${growth.toFixed(1)} MiB`);
+        raw.close();
+      } finally {
+        await server.close();
+      }
+    });
+  });
+}
+
+describe('directory rename that fails midway (s3)', async () => {
+  const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
+  const driver: Driver = {
+    ...s3Driver,
+    // Two copies at a time, so the injected failure lands with some objects copied and some not.
+    storageConfig: () => {
+      const config = s3Driver.storageConfig();
+      return config.kind === 's3' ? { ...config, renameConcurrency: 2 } : config;
+    },
+  };
+
+  test('answers 451, loses nothing, and a second RNFR/RNTO finishes the job', { ...T, skip: s3Driver.skip }, async () => {
+    const logLines: string[] = [];
+    const server = await startTestServer(driver, {}, { logLines, storageOptions: { pageSize: 3, faultInjection: { failCopyAfter: 6 } } });
+    try {
+      const s3 = driver.s3!;
+      const prefix = server.storageConfig.kind === 's3' ? server.storageConfig.prefix : '';
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('MKD src', 257);
+      await raw.expect('MKD src/sub', 257);
+      const names = [...Array.from({ length: 10 }, (_, i) => `src/f${i}`), 'src/sub/deep'];
+      for (const name of names) await send(raw, `STOR ${name}`, Buffer.from(`content of ${name}`));
+      const relative = ['', 'sub/', ...names.map((n) => n.slice('src/'.length))];
+
+      await raw.expect('RNFR src', 350);
+      await raw.expect('RNTO dst', 451);
+      const keys = await listKeys(s3.client, s3.bucket, `${prefix}/`);
+      const copied = relative.filter((r) => keys.has(`${prefix}/dst/${r}`));
+      assert.ok(copied.length > 0 && copied.length < relative.length, `${copied.length} of ${relative.length} copied`);
+      for (const r of relative) assert.ok(keys.has(`${prefix}/src/${r}`), `src/${r} still exists`);
+      assert.ok(logLines.some((l) => l.includes('"rename-failed"')));
+      // The partial target is a directory, and its journal is not listed.
+      const partial = await listing(raw, 'NLST dst');
+      assert.ok(!partial.some((n) => n.includes('.s3ftp-')), partial.join(','));
+      // Any other rename onto it is still refused.
+      await raw.expect('MKD other', 257);
+      await raw.expect('RNFR other', 350);
+      await raw.expect('RNTO dst', 550);
+
+      await raw.expect('RNFR src', 350);
+      await raw.expect('RNTO dst', 250);
+      await raw.expect('CWD src', 550);
+      for (const name of names) {
+        const moved = name.replace(/^src\//, 'dst/');
+        assert.equal((await fetch(raw, moved)).toString(), `content of ${name}`);
+      }
+      assert.deepEqual((await listing(raw, 'NLST dst')).sort(), ['f0', 'f1', 'f2', 'f3', 'f4', 'f5', 'f6', 'f7', 'f8', 'f9', 'sub']);
+      const after = await listKeys(s3.client, s3.bucket, `${prefix}/`);
+      assert.deepEqual([...after].filter((k) => k.includes('.s3ftp-') || k.startsWith(`${prefix}/src`)), []);
+      assert.ok(logLines.some((l) => l.includes('"rename-done"')));
+      raw.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+async function listing(raw: RawFtp, command: string): Promise<string[]> {
+  const data = await raw.passive();
+  const body = readAll(data);
+  await raw.expect(command, 150);
+  const names = (await body).toString().split('\r\n').filter(Boolean);
+  assert.equal((await raw.read()).code, 226);
+  return names;
+}
+
+async function listKeys(client: NonNullable<Driver['s3']>['client'], bucket: string, prefix: string): Promise<Set<string>> {
+  const keys = new Set<string>();
+  let token: string | undefined;
+  do {
+    const page = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+    for (const o of page.Contents ?? []) if (o.Key) keys.add(o.Key);
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  return keys;
+}
+
+/** A full garbage collection, so a memory baseline holds no garbage of earlier tests. */
+function collectGarbage(): void {
+  setFlagsFromString('--expose-gc');
+  (runInNewContext('gc') as () => void)();
+}
+
+/** `size` bytes made on demand, so the test itself holds no big buffer. */
+function generated(size: number): Readable {
+  const chunk = pattern(MiB, 12);
+  let sent = 0;
+  return new Readable({
+    read() {
+      if (sent >= size) {
+        this.push(null);
+        return;
+      }
+      const n = Math.min(chunk.length, size - sent);
+      sent += n;
+      this.push(chunk.subarray(0, n));
+    },
+  });
+}
