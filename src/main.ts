@@ -1,45 +1,173 @@
 #!/usr/bin/env node
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { hashPassword } from './auth/users.js';
-import { ConfigError, loadConfig, type Config } from './config/index.js';
+import { configSource, loadConfigWithFile, type LoadedConfig } from './config/file.js';
+import { ConfigError, type Config } from './config/index.js';
 import { createLogger } from './log.js';
+import { startHealthServer, type HealthServer } from './server/health.js';
+import { Metrics } from './server/metrics.js';
 import { startServer } from './server/server.js';
 import { createStorage } from './storage/index.js';
 
 /** The user made up when none is configured; its password is printed once. */
 const GENERATED_USER = 's3ftp';
+/** check-config gives the storage this long to answer. */
+const CHECK_TIMEOUT_MS = 15_000;
 
-async function serve(): Promise<void> {
-  let config: Config;
+const USAGE = `Usage: s3ftp [command] [--config FILE]
+
+An FTP server in front of an S3 bucket or a local directory.
+
+Commands:
+  serve                    Run the server (the default).
+  check-config             Validate the configuration and check that the storage
+                           can be reached; exit 0 when both hold, else 1.
+  hash-password [PASSWORD] Print an scrypt hash for the users file (reads the
+                           password from standard input when not given).
+  help                     Show this text (also --help, -h).
+  version                  Print the version (also --version).
+
+Options:
+  --config FILE            A JSON file of settings keyed by variable name, e.g.
+                           { "FTP_PORT": 2121, "S3_BUCKET": "files" }.
+                           Default: $S3FTP_CONFIG. The environment overrides it.
+
+Every setting is an environment variable: see the README's Configuration table.
+`;
+
+/** Exit codes: 2 for a usage or configuration error at start, as documented. */
+const EXIT_USAGE = 2;
+
+interface Invocation {
+  command: string;
+  args: string[];
+  configFile?: string;
+}
+
+/** Splits argv into the command, its positional arguments and --config; exits 2 on anything unknown. */
+function parseArgs(argv: string[]): Invocation {
+  const positional: string[] = [];
+  let configFile: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--config' || arg === '-c') {
+      configFile = argv[++i];
+      if (configFile === undefined || configFile === '') usageError(`${arg} needs a file name`);
+    } else if (arg.startsWith('--config=')) {
+      configFile = arg.slice('--config='.length);
+      if (configFile === '') usageError('--config needs a file name');
+    } else if (arg === '--help' || arg === '-h') {
+      positional.unshift('help');
+    } else if (arg === '--version' || arg === '-V') {
+      positional.unshift('version');
+    } else if (arg === '--') {
+      positional.push(...argv.slice(i + 1));
+      break;
+    } else if (arg.startsWith('-') && arg !== '-') {
+      usageError(`unknown option ${arg}`);
+    } else {
+      positional.push(arg);
+    }
+  }
+  const [command = 'serve', ...args] = positional;
+  return { command, args, configFile };
+}
+
+function usageError(message: string): never {
+  process.stderr.write(`s3ftp: ${message}\n\n${USAGE}`);
+  process.exit(EXIT_USAGE);
+}
+
+/** The configuration, or one line on stderr and the exit code given. */
+function configOrExit(invocation: Invocation, exitCode: number): LoadedConfig {
   try {
-    config = loadConfig();
+    const loaded = loadConfigWithFile(process.env, configSource(process.env, invocation.configFile));
+    for (const key of loaded.unused) {
+      process.stderr.write(`s3ftp: warning: ${key} in ${loaded.file} is not used by this configuration (misspelt?)\n`);
+    }
+    return loaded;
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`s3ftp: invalid configuration: ${err.message}\n`);
-    process.exit(2);
+    process.exit(exitCode);
   }
+}
+
+async function serve(invocation: Invocation): Promise<void> {
+  const { config } = configOrExit(invocation, EXIT_USAGE);
   if (config.users.length === 0) {
     const password = randomBytes(12).toString('base64url');
     config.users.push({ name: GENERATED_USER, password: { kind: 'plain', value: password }, home: '' });
     // Straight to the terminal, never through the logger: logs must not hold passwords.
     process.stderr.write(
-      `\nNo user configured (FTP_USER/FTP_PASSWORD or FTP_USERS_FILE).\n` +
+      `\nNo user configured (FTP_USER/FTP_PASSWORD, FTP_USERS_FILE or FTP_USERS_JSON).\n` +
         `Log in as "${GENERATED_USER}" with password: ${password}\n` +
         `This password is random and shown only now.\n\n`,
     );
   }
   const log = createLogger({ level: config.logLevel, pretty: config.logPretty });
-  const storage = createStorage(config.storage, log);
-  const server = await startServer(config, storage, log);
+  const metrics = new Metrics();
+  const storage = createStorage(config.storage, log, { onRequest: (op, seconds, ok) => metrics.s3Request(op, seconds, ok) });
+  const server = await startServer(config, storage, log, { metrics });
+  let health: HealthServer | undefined;
+  if (config.health) {
+    health = await startHealthServer({ ...config.health, storage, metrics, log });
+  }
   const stop = async (signal: string) => {
     log.info({ event: 'shutdown', signal });
+    // Not ready from now on, so a load balancer sends new clients elsewhere while sessions drain.
+    health?.drain();
     await server.close(config.shutdownGraceMs);
+    await health?.close();
     await storage.close();
     process.exit(0);
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
+}
+
+/** Validates the configuration and pings the storage; exit 0 when both hold, else 1 with one message. */
+async function checkConfig(invocation: Invocation): Promise<void> {
+  const { config, file } = configOrExit(invocation, 1);
+  process.stdout.write(`configuration: ok${file ? ` (${file} and the environment)` : ' (environment)'}\n`);
+  process.stdout.write(describe(config));
+  const storage = createStorage(config.storage);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      storage.ping(),
+      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${CHECK_TIMEOUT_MS / 1000} s`)), CHECK_TIMEOUT_MS))),
+    ]);
+  } catch (err) {
+    process.stderr.write(`s3ftp: storage unreachable: ${storageName(config)}: ${(err as Error).message}\n`);
+    process.exit(1);
+  } finally {
+    clearTimeout(timer);
+    await storage.close();
+  }
+  process.stdout.write(`storage: ok (${storageName(config)} answered)\n`);
+  process.exit(0);
+}
+
+function storageName(config: Config): string {
+  const s = config.storage;
+  if (s.kind === 'local') return `local directory ${s.dataDir}`;
+  return `s3://${s.bucket}/${s.prefix}${s.endpoint ? ` at ${s.endpoint}` : ''}`;
+}
+
+/** What the server would do with this configuration, one line per item; never a secret. */
+function describe(config: Config): string {
+  const lines = [
+    `  listen: ${config.host}:${config.port}${config.proxyProtocol ? ' (PROXY protocol required)' : ''}`,
+    `  passive: ports ${config.pasvPorts ? `${config.pasvPorts.min}-${config.pasvPorts.max}` : 'any'}, address ${config.pasvAddress ?? 'of the control connection'}`,
+    `  storage: ${storageName(config)}`,
+    `  users: ${config.users.length === 0 ? 'none (serve makes up one with a random password)' : config.users.map((u) => u.name).join(', ')}`,
+    `  ftps: ${config.ftps ? `on${config.ftps.implicitPort !== undefined ? `, implicit port ${config.ftps.implicitPort}` : ''}` : 'off'}`,
+    `  health: ${config.health ? `http://${config.health.host}:${config.health.port}/healthz, /readyz, /metrics` : 'off'}`,
+  ];
+  return `${lines.join('\n')}\n`;
 }
 
 async function hashPasswordCommand(arg: string | undefined): Promise<void> {
@@ -52,17 +180,35 @@ async function hashPasswordCommand(arg: string | undefined): Promise<void> {
   }
   if (!password) {
     process.stderr.write('s3ftp hash-password: empty password\n');
-    process.exit(2);
+    process.exit(EXIT_USAGE);
   }
   process.stdout.write(`${await hashPassword(password)}\n`);
 }
 
-const [command, arg] = process.argv.slice(2);
-if (command === 'hash-password') {
-  await hashPasswordCommand(arg);
-} else if (command === undefined || command === 'serve') {
-  await serve();
-} else {
-  process.stderr.write('usage: s3ftp [serve] | s3ftp hash-password [password]\n');
-  process.exit(2);
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+const invocation = parseArgs(process.argv.slice(2));
+switch (invocation.command) {
+  case 'serve':
+    if (invocation.args.length > 0) usageError(`serve takes no argument`);
+    await serve(invocation);
+    break;
+  case 'check-config':
+    if (invocation.args.length > 0) usageError(`check-config takes no argument`);
+    await checkConfig(invocation);
+    break;
+  case 'hash-password':
+    await hashPasswordCommand(invocation.args[0]);
+    break;
+  case 'help':
+    process.stdout.write(USAGE);
+    break;
+  case 'version':
+    process.stdout.write(`s3ftp ${version()}\n`);
+    break;
+  default:
+    usageError(`unknown command "${invocation.command}"`);
 }

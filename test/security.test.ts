@@ -168,7 +168,7 @@ const [local] = await drivers();
 describe('abuse limits (local)', () => {
   test('connections are capped in total and per address (421)', async () => {
     const server = await startTestServer(local!, {
-      limits: { maxConnections: 3, maxConnectionsPerAddress: 2, maxLoginFailures: 100, loginFailureWindowMs: 60_000, lockoutMs: 60_000 },
+      limits: { maxConnections: 3, maxConnectionsPerAddress: 2, maxLoginFailures: 100, loginFailureWindowMs: 60_000, lockoutMs: 60_000, failedLoginDelayMs: 500 },
     });
     try {
       const a = await RawFtp.connect(server.port);
@@ -192,7 +192,7 @@ describe('abuse limits (local)', () => {
     const logLines: string[] = [];
     const server = await startTestServer(
       local!,
-      { limits: { maxConnections: 100, maxConnectionsPerAddress: 100, maxLoginFailures: 3, loginFailureWindowMs: 60_000, lockoutMs: 60_000 } },
+      { limits: { maxConnections: 100, maxConnectionsPerAddress: 100, maxLoginFailures: 3, loginFailureWindowMs: 60_000, lockoutMs: 60_000, failedLoginDelayMs: 500 } },
       { logLines },
     );
     try {

@@ -7,8 +7,6 @@ import { tlsRequiredForLogin } from './security.js';
 
 /** Failed logins before the connection is closed (vsftpd's max_login_fails). */
 const MAX_LOGIN_FAILURES = 3;
-/** Base delay after a failed login; it grows with each failure on the connection. */
-const FAILED_LOGIN_DELAY_MS = 500;
 const MAX_FAILED_LOGIN_DELAY_MS = 5000;
 
 export function user(s: Session, arg: string): void {
@@ -43,10 +41,11 @@ export async function pass(s: Session, arg: string): Promise<void> {
   if (!ok || !account || s.server.guard.isLockedOut(s.clientAddress)) {
     s.failedLogins++;
     s.log.warn({ event: 'login-failed', user: name.slice(0, 128), failures: s.failedLogins });
+    s.server.metrics.logins.inc({ result: 'failed' });
     const { recent, lockedOut } = s.server.guard.loginFailed(s.clientAddress);
     if (lockedOut) s.log.warn({ event: 'lockout', client: s.clientAddress, failures: recent });
     // The delay grows with the address's recent failures, not just this connection's.
-    await sleep(Math.min(FAILED_LOGIN_DELAY_MS * recent, MAX_FAILED_LOGIN_DELAY_MS));
+    await sleep(Math.min(s.server.config.limits.failedLoginDelayMs * recent, MAX_FAILED_LOGIN_DELAY_MS));
     if (s.server.guard.isLockedOut(s.clientAddress)) {
       s.close(Reply.ServiceNotAvailable, 'Too many failed logins; try later.');
     } else if (s.failedLogins >= MAX_LOGIN_FAILURES) {
@@ -66,6 +65,7 @@ export async function pass(s: Session, arg: string): Promise<void> {
   s.user = account;
   s.cwd = '/';
   s.log.info({ event: 'login', user: account.name });
+  s.server.metrics.logins.inc({ result: 'ok' });
   s.reply(Reply.LoggedIn, 'Login successful.');
 }
 

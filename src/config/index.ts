@@ -30,6 +30,10 @@ export interface S3StorageConfig {
   queueSize: number;
   /** Deadline for one S3 request, in ms. */
   requestTimeoutMs: number;
+  /** Parallel server-side object copies in a directory rename (driver default 16). */
+  renameConcurrency?: number;
+  /** Objects above this many bytes are copied with parallel UploadPartCopy (driver default 256 MiB). */
+  multipartCopyThreshold?: number;
 }
 
 export type StorageConfig = LocalStorageConfig | S3StorageConfig;
@@ -58,6 +62,10 @@ export interface Config {
   /** FTPS (RFC 4217); undefined when no certificate is configured. */
   ftps?: FtpsConfig;
   limits: LimitsConfig;
+  /** The control listeners take a PROXY protocol header (v1 or v2) first and drop connections without one. Default false. */
+  proxyProtocol?: boolean;
+  /** The HTTP port of /healthz, /readyz and /metrics; off when undefined. */
+  health?: { host: string; port: number };
 }
 
 export interface FtpsConfig {
@@ -81,6 +89,8 @@ export interface LimitsConfig {
   maxLoginFailures: number;
   loginFailureWindowMs: number;
   lockoutMs: number;
+  /** Delay after a failed login, times the address's recent failures (capped at 5 s). */
+  failedLoginDelayMs: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -108,12 +118,17 @@ export function loadConfig(env: Env = process.env): Config {
     maxCommandBytes: int(env, 'FTP_MAX_COMMAND_BYTES', 4096, 512, 65536),
     shutdownGraceMs: int(env, 'FTP_SHUTDOWN_GRACE', 30, 0, 3600) * 1000,
     ftps: loadFtps(env),
+    proxyProtocol: bool(env, 'FTP_PROXY_PROTOCOL', false),
+    health: env.HEALTH_PORT?.trim()
+      ? { host: host(env, 'HEALTH_HOST', '127.0.0.1'), port: int(env, 'HEALTH_PORT', 0, 0, 65535) }
+      : undefined,
     limits: {
       maxConnections: int(env, 'FTP_MAX_CONNECTIONS', 500, 1, 100000),
       maxConnectionsPerAddress: int(env, 'FTP_MAX_CONNECTIONS_PER_IP', 50, 1, 100000),
       maxLoginFailures: int(env, 'FTP_MAX_LOGIN_FAILURES', 10, 1, 1000),
       loginFailureWindowMs: int(env, 'FTP_LOGIN_FAILURE_WINDOW', 300, 1, 86400) * 1000,
       lockoutMs: int(env, 'FTP_LOCKOUT_SECONDS', 900, 1, 86400) * 1000,
+      failedLoginDelayMs: int(env, 'FTP_LOGIN_DELAY_MS', 500, 0, 5000),
     },
   };
 }
@@ -170,17 +185,41 @@ function loadStorage(env: Env): StorageConfig {
     endpoint,
     region: env.S3_REGION?.trim() || env.AWS_REGION?.trim() || 'us-east-1',
     forcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined),
+    ...staticCredentials(env),
     partSize: int(env, 'S3_PART_SIZE_MB', 8, 5, 5120) * 1024 * 1024,
     queueSize: int(env, 'S3_QUEUE_SIZE', 4, 1, 64),
     requestTimeoutMs: int(env, 'S3_REQUEST_TIMEOUT', 30, 1, 3600) * 1000,
+    renameConcurrency: int(env, 'S3_RENAME_CONCURRENCY', 16, 1, 256),
+    multipartCopyThreshold: int(env, 'S3_MULTIPART_COPY_THRESHOLD_MB', 256, 5, 5120) * 1024 * 1024,
   };
+}
+
+/**
+ * Keys given as settings (which may come from the config file, where the AWS
+ * SDK would not look); otherwise the SDK's default chain finds credentials.
+ */
+function staticCredentials(env: Env): Pick<S3StorageConfig, 'credentials'> {
+  const accessKeyId = env.AWS_ACCESS_KEY_ID?.trim();
+  const secretAccessKey = env.AWS_SECRET_ACCESS_KEY?.trim();
+  if (!accessKeyId || !secretAccessKey) return {};
+  return { credentials: { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN?.trim() || undefined } };
 }
 
 function loadUsers(env: Env): { users: User[]; generatedPassword?: string } {
   const file = env.FTP_USERS_FILE?.trim();
+  const inline = env.FTP_USERS_JSON?.trim();
   const name = env.FTP_USER?.trim();
   const password = env.FTP_PASSWORD;
   const users: User[] = [];
+  if (file && inline) throw new ConfigError('FTP_USERS_JSON: set FTP_USERS_FILE or FTP_USERS_JSON, not both');
+  if (inline) {
+    // The users file's content itself, for platforms that hand secrets over as variables (ECS, Kubernetes).
+    try {
+      users.push(...parseUsersFile(inline));
+    } catch (err) {
+      throw new ConfigError(`FTP_USERS_JSON: ${(err as Error).message}`);
+    }
+  }
   if (file) {
     let text: string;
     try {
@@ -198,7 +237,7 @@ function loadUsers(env: Env): { users: User[]; generatedPassword?: string } {
     if (!name) throw new ConfigError('FTP_USER: must be set when FTP_PASSWORD is');
     if (!password) throw new ConfigError('FTP_PASSWORD: must be set when FTP_USER is');
     if (users.some((u) => u.name === name)) {
-      throw new ConfigError(`FTP_USER: "${name}" is also defined in FTP_USERS_FILE`);
+      throw new ConfigError(`FTP_USER: "${name}" is also defined in ${inline ? 'FTP_USERS_JSON' : 'FTP_USERS_FILE'}`);
     }
     users.push({ name, password: { kind: 'plain', value: password }, home: '' });
   }

@@ -113,6 +113,7 @@ export async function runTransfer(s: Session, plan: TransferPlan): Promise<void>
       result: outcome,
       ...(error !== undefined && outcome !== 'ok' ? { reason: (error as Error).message } : {}),
     });
+    s.server.metrics.transfer(plan.direction, outcome, transfer.bytes);
     settle();
   }
 }

@@ -8,6 +8,8 @@ import { formatReply, Reply } from '../replies.js';
 import { Session, type ServerContext } from '../session/session.js';
 import type { Storage } from '../storage/types.js';
 import { AbuseGuard } from './limits.js';
+import { Metrics } from './metrics.js';
+import { readProxyHeader } from './proxy.js';
 import { acceptTls, createTlsContext } from './tls.js';
 
 /** How long an implicit-FTPS client has to finish its handshake. */
@@ -27,7 +29,7 @@ export interface FtpServer {
 }
 
 /** Starts the control listeners; resolves once they are bound. */
-export async function startServer(config: Config, storage: Storage, log: Logger): Promise<FtpServer> {
+export async function startServer(config: Config, storage: Storage, log: Logger, options: { metrics?: Metrics } = {}): Promise<FtpServer> {
   const context: ServerContext = {
     config,
     storage,
@@ -35,12 +37,33 @@ export async function startServer(config: Config, storage: Storage, log: Logger)
     log,
     guard: new AbuseGuard(config.limits),
     tls: config.ftps ? createTlsContext(config.ftps) : undefined,
+    metrics: options.metrics ?? new Metrics(),
   };
   const sessions = new Set<Session>();
 
+  /**
+   * Calls `then` with the client's address: the one in the PROXY header when
+   * the listener takes the PROXY protocol (a connection without a valid header
+   * is dropped), else the peer's.
+   */
+  const identify = (socket: Socket, then: (address: string) => void) => {
+    const peer = plainAddress(socket.remoteAddress);
+    if (!config.proxyProtocol) return then(peer);
+    readProxyHeader(socket).then(
+      (header) => {
+        // LOCAL/UNKNOWN: the load balancer's own connection (a health check).
+        const address = header.source ? plainAddress(header.source.address) : peer;
+        log.debug({ event: 'proxy-header', client: address, proxy: peer, version: header.version });
+        then(address);
+      },
+      (err: Error) => {
+        log.warn({ event: 'proxy-header-refused', proxy: peer, reason: err.message });
+        socket.destroy();
+      },
+    );
+  };
   /** Connection caps and lockouts, before any per-session state exists. */
-  const admit = (socket: Socket): string | undefined => {
-    const address = plainAddress(socket.remoteAddress);
+  const admit = (socket: Socket, address: string): string | undefined => {
     const verdict = context.guard.admit(address);
     if (verdict === 'ok') {
       socket.once('close', () => context.guard.release(address));
@@ -52,31 +75,40 @@ export async function startServer(config: Config, storage: Storage, log: Logger)
     setTimeout(() => socket.destroy(), 1000).unref();
     return undefined;
   };
-  const run = (socket: Socket, implicitTls: boolean) => {
-    const session = new Session(socket, context, { implicitTls });
+  const run = (socket: Socket, implicitTls: boolean, clientAddress: string) => {
+    const session = new Session(socket, context, { implicitTls, clientAddress });
     sessions.add(session);
-    socket.once('close', () => sessions.delete(session));
+    context.metrics.sessions.inc();
+    context.metrics.sessionsTotal.inc();
+    socket.once('close', () => {
+      sessions.delete(session);
+      context.metrics.sessions.dec();
+    });
     session.start();
   };
 
-  const server = createServer((socket) => {
-    if (admit(socket) !== undefined) run(socket, false);
-  });
+  const server = createServer((socket) =>
+    identify(socket, (address) => {
+      if (admit(socket, address) !== undefined) run(socket, false, address);
+    }),
+  );
   await listen(server, config.host, config.port);
   let implicit: Server | undefined;
   if (config.ftps?.implicitPort !== undefined && context.tls) {
     const tls = context.tls;
-    implicit = createServer((socket) => {
-      if (admit(socket) === undefined) return;
-      socket.on('error', () => {});
-      acceptTls(socket, tls, HANDSHAKE_TIMEOUT_MS).then(
-        (secure) => run(secure, true),
-        (err: Error) => {
-          log.info({ event: 'tls-handshake-failed', client: plainAddress(socket.remoteAddress), reason: err.message });
-          socket.destroy();
-        },
-      );
-    });
+    implicit = createServer((socket) =>
+      identify(socket, (address) => {
+        if (admit(socket, address) === undefined) return;
+        socket.on('error', () => {});
+        acceptTls(socket, tls, HANDSHAKE_TIMEOUT_MS).then(
+          (secure) => run(secure, true, address),
+          (err: Error) => {
+            log.info({ event: 'tls-handshake-failed', client: address, reason: err.message });
+            socket.destroy();
+          },
+        );
+      }),
+    );
     await listen(implicit, config.host, config.ftps.implicitPort);
   }
   const address = server.address() as AddressInfo;
@@ -88,6 +120,7 @@ export async function startServer(config: Config, storage: Storage, log: Logger)
     implicitTlsPort: implicitAddress?.port,
     storage: config.storage.kind,
     ftps: context.tls !== undefined,
+    proxyProtocol: config.proxyProtocol === true,
   });
   return {
     address,

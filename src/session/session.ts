@@ -5,6 +5,7 @@ import { TLSSocket, type SecureContext } from 'node:tls';
 import { isAllowed, type Permission } from '../auth/permissions.js';
 import { stripListOptions } from '../commands/listing.js';
 import type { AbuseGuard } from '../server/limits.js';
+import type { Metrics } from '../server/metrics.js';
 import { StorageError } from '../storage/types.js';
 import type { Logger } from 'pino';
 import type { User } from '../auth/users.js';
@@ -26,6 +27,7 @@ export interface ServerContext {
   guard: AbuseGuard;
   /** Present when FTPS is configured. */
   tls?: SecureContext;
+  metrics: Metrics;
 }
 
 /** A running data transfer, as ABOR, STAT and a closing connection see it. */
@@ -94,7 +96,8 @@ export class Session {
   constructor(
     socket: Socket,
     readonly server: ServerContext,
-    options: { implicitTls?: boolean } = {},
+    /** clientAddress: the client's real address when a proxy told it (PROXY protocol); else the peer's. */
+    options: { implicitTls?: boolean; clientAddress?: string } = {},
   ) {
     this.socket = socket;
     this.#raw = socket;
@@ -104,7 +107,7 @@ export class Session {
       this.pbsz = true;
       this.protectData = true;
     }
-    this.clientAddress = (socket.remoteAddress ?? '').replace(/^::ffff:/i, '');
+    this.clientAddress = options.clientAddress ?? (socket.remoteAddress ?? '').replace(/^::ffff:/i, '');
     this.log = server.log.child({ session: this.id, client: this.clientAddress });
     this.#reader = new LineReader(server.config.maxCommandBytes);
   }
@@ -291,6 +294,7 @@ export class Session {
       code: this.#lastCode,
       ms: Math.round(performance.now() - started),
     });
+    this.server.metrics.command(spec ? verb : undefined, this.#lastCode);
   }
 
   #onClose(): void {

@@ -4,8 +4,9 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import type { User } from '../../src/auth/users.js';
 import type { Config, StorageConfig } from '../../src/config/index.js';
+import type { Metrics } from '../../src/server/metrics.js';
 import { startServer, type FtpServer } from '../../src/server/server.js';
-import { createStorage } from '../../src/storage/index.js';
+import { createStorage, type StorageOptions } from '../../src/storage/index.js';
 import type { Storage } from '../../src/storage/types.js';
 import { getS3, listMultipartUploads, s3StorageConfig, type S3TestEnv } from './minio.js';
 
@@ -69,7 +70,7 @@ export interface TestServer {
 export async function startTestServer(
   driver: Driver,
   overrides: Partial<Config> = {},
-  options: { logLines?: string[] } = {},
+  options: { logLines?: string[]; logSink?: (line: string) => void; storageOptions?: StorageOptions; metrics?: Metrics } = {},
 ): Promise<TestServer> {
   const storageConfig = driver.storageConfig();
   const users: User[] = [{ name: USER, password: { kind: 'plain', value: PASSWORD }, home: '' }];
@@ -90,14 +91,14 @@ export async function startTestServer(
       maxLoginFailures: 1000,
       loginFailureWindowMs: 60_000,
       lockoutMs: 60_000,
+      failedLoginDelayMs: 500,
     },
     ...overrides,
   };
-  const log = options.logLines
-    ? pino({ level: 'info' }, { write: (line: string) => void options.logLines!.push(line) })
-    : pino({ level: config.logLevel });
-  const storage = createStorage(storageConfig, log);
-  const server: FtpServer = await startServer(config, storage, log);
+  const sink = options.logSink ?? (options.logLines ? (line: string) => void options.logLines!.push(line) : undefined);
+  const log = sink ? pino({ level: 'info' }, { write: sink }) : pino({ level: config.logLevel });
+  const storage = createStorage(storageConfig, log, options.storageOptions);
+  const server: FtpServer = await startServer(config, storage, log, { metrics: options.metrics });
   return {
     port: server.address.port,
     implicitPort: server.implicitAddress?.port,

@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# s3ftp image: `docker build -t s3ftp .`, then see the README ("Run with Docker").
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+# Build: every dependency, then the TypeScript compiler; only dist/src leaves this stage.
+FROM ${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+RUN npx tsc -p tsconfig.json
+
+# Runtime: production dependencies from the lockfile and the compiled server, run as the image's "node" user.
+FROM ${NODE_IMAGE} AS runtime
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/dist/src ./dist/src
+# Root of the local-directory driver when no S3_BUCKET is set; writable by the server's user.
+RUN mkdir /data && chown node:node /data
+USER node
+# Inside a container the server must listen on every interface; the port mapping decides who reaches it.
+ENV FTP_HOST=0.0.0.0 \
+    FTP_PORT=2121 \
+    FTP_PASV_PORTS=30000-30099 \
+    HEALTH_HOST=0.0.0.0 \
+    HEALTH_PORT=9090 \
+    DATA_DIR=/data
+EXPOSE 2121 30000-30099 9090
+# The slim image has no curl: Node's own fetch asks /healthz (liveness; /readyz also needs the storage).
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.HEALTH_PORT || 9090) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+ENTRYPOINT ["node", "dist/src/main.js"]
+CMD ["serve"]

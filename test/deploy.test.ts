@@ -1,0 +1,252 @@
+import assert from 'node:assert/strict';
+import { execFile, spawnSync } from 'node:child_process';
+import { cpSync, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
+import { loadConfig } from '../src/config/index.js';
+import { RawFtp } from './helpers/ftp.js';
+import { getS3 } from './helpers/minio.js';
+import { childEnv, s3Settings, startServerProcess } from './helpers/process.js';
+import { tempDir } from './helpers/server.js';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/** npm installs from the registry (or its cache); generous, but bounded. */
+const INSTALL_TIMEOUT_MS = 240_000;
+
+interface Instruction {
+  keyword: string;
+  args: string;
+  /** Index of the build stage (FROM) the instruction belongs to. */
+  stage: number;
+}
+
+/** The Dockerfile as instructions, continuation lines joined and comments dropped. */
+function dockerfile(): Instruction[] {
+  const text = readFileSync(join(ROOT, 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ');
+  const instructions: Instruction[] = [];
+  let stage = -1;
+  for (const line of text.split('\n')) {
+    const trimmed = line.trim();
+    if (trimmed === '' || trimmed.startsWith('#')) continue;
+    const [, keyword, args] = /^(\w+)\s+(.*)$/.exec(trimmed) ?? [];
+    assert.ok(keyword && args !== undefined, `unparsable Dockerfile line: ${trimmed}`);
+    if (keyword.toUpperCase() === 'FROM') stage++;
+    instructions.push({ keyword: keyword.toUpperCase(), args: args.replace(/\s+/g, ' ').trim(), stage });
+  }
+  return instructions;
+}
+
+/** ENV key=value pairs (space-separated, values unquoted). */
+function envOf(instructions: Instruction[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const i of instructions.filter((i) => i.keyword === 'ENV')) {
+    for (const pair of i.args.split(' ')) {
+      const [key, value] = pair.split('=');
+      if (key && value !== undefined) env[key] = value;
+    }
+  }
+  return env;
+}
+
+/** An exec-form (JSON array) instruction's argv. */
+function execForm(args: string): string[] {
+  const argv = JSON.parse(args) as unknown;
+  assert.ok(Array.isArray(argv) && argv.every((a) => typeof a === 'string'), `not exec form: ${args}`);
+  return argv as string[];
+}
+
+function run(command: string, args: string[], options: { cwd: string; timeout: number; env?: NodeJS.ProcessEnv }): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(command, args, { ...options, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** npm's path beside this node (the test may run under a node whose PATH has no npm). */
+const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+
+describe('Dockerfile', () => {
+  const instructions = dockerfile();
+  const last = Math.max(...instructions.map((i) => i.stage));
+  const runtime = instructions.filter((i) => i.stage === last);
+
+  test('builds in two stages; the runtime stage has production dependencies and dist/src only', () => {
+    const froms = instructions.filter((i) => i.keyword === 'FROM');
+    assert.ok(froms.length >= 2, 'multi-stage');
+    assert.match(froms[0]!.args, / AS build$/i);
+    const args = Object.fromEntries(
+      instructions.filter((i) => i.keyword === 'ARG' && i.stage === -1).map((i) => i.args.split('=') as [string, string]),
+    );
+    const base = froms[last]!.args.split(' ')[0]!.replace(/^\$\{(\w+)\}$/, (_, name: string) => args[name] ?? name);
+    assert.match(base, /^node:20-(bookworm-slim|alpine)/);
+    const runs = runtime.filter((i) => i.keyword === 'RUN').map((i) => i.args);
+    assert.ok(runs.some((r) => /^npm ci --omit=dev\b/.test(r)), 'production dependencies from the lockfile');
+    const copies = runtime.filter((i) => i.keyword === 'COPY').map((i) => i.args);
+    assert.ok(copies.includes('--from=build /app/dist/src ./dist/src'));
+    assert.ok(!copies.some((c) => /^\. /.test(c) || c.includes('node_modules')), 'no build context or node_modules copied whole');
+    // The build stage compiles.
+    assert.ok(instructions.some((i) => i.stage === 0 && i.keyword === 'RUN' && i.args.includes('tsc')));
+  });
+
+  test('runs as a non-root user, with a HEALTHCHECK on /healthz and the image defaults a valid configuration', () => {
+    const users = runtime.filter((i) => i.keyword === 'USER');
+    assert.ok(users.length > 0 && !['root', '0'].includes(users.at(-1)!.args), 'USER is not root');
+    const entry = runtime.findIndex((i) => i.keyword === 'ENTRYPOINT');
+    assert.ok(runtime.findIndex((i) => i.keyword === 'USER') < entry, 'USER before ENTRYPOINT');
+    const health = runtime.find((i) => i.keyword === 'HEALTHCHECK');
+    assert.ok(health && /CMD \[/.test(health.args) && health.args.includes('/healthz'));
+    const env = envOf(runtime);
+    assert.equal(env.FTP_HOST, '0.0.0.0');
+    const config = loadConfig(env);
+    const exposed = runtime.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.split(' '));
+    assert.ok(exposed.includes(String(config.port)), 'control port exposed');
+    assert.ok(config.pasvPorts && exposed.includes(`${config.pasvPorts.min}-${config.pasvPorts.max}`), 'passive range exposed');
+    assert.ok(config.health && exposed.includes(String(config.health.port)), 'health port exposed');
+  });
+
+  test('.dockerignore keeps everything out of the context except what the build copies', () => {
+    const ignore = readFileSync(join(ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('#'));
+    assert.equal(ignore[0], '*');
+    const allowed = ignore.filter((l) => l.startsWith('!')).map((l) => l.slice(1).replace(/\/$/, ''));
+    const sources = instructions
+      .filter((i) => i.keyword === 'COPY' && !i.args.startsWith('--from'))
+      .flatMap((i) => i.args.split(' ').slice(0, -1));
+    for (const source of sources) assert.ok(allowed.includes(source), `${source} is in the build context`);
+  });
+});
+
+describe('docker-compose.yml', () => {
+  const compose = parseYaml(readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8')) as {
+    services: Record<string, { image?: string; build?: unknown; environment?: Record<string, string>; ports?: string[]; depends_on?: Record<string, { condition: string }>; command?: string[]; volumes?: string[] }>;
+    volumes?: Record<string, unknown>;
+  };
+
+  test('is what `docker compose config` would accept: known references, valid port mappings', async (t) => {
+    const names = Object.keys(compose.services);
+    assert.deepEqual(names.sort(), ['create-bucket', 'minio', 's3ftp']);
+    for (const [name, service] of Object.entries(compose.services)) {
+      assert.ok(service.image || service.build, `${name} has an image or a build`);
+      for (const dependency of Object.keys(service.depends_on ?? {})) assert.ok(names.includes(dependency), `${name} depends on ${dependency}`);
+      for (const port of service.ports ?? []) assert.match(port, /^(127\.0\.0\.1:)?\d+(-\d+)?:\d+(-\d+)?$/, `${name} port ${port}`);
+      for (const volume of service.volumes ?? []) {
+        const source = volume.split(':')[0]!;
+        if (!source.startsWith('.') && !source.startsWith('/')) assert.ok(source in (compose.volumes ?? {}), `volume ${source} declared`);
+      }
+    }
+    // Where the compose plugin exists, it has the last word.
+    const probe = spawnSync('docker', ['compose', 'version'], { encoding: 'utf8', timeout: 10_000 });
+    if (probe.status !== 0) return t.diagnostic('docker compose is not available; checked the parsed YAML only');
+    const checked = spawnSync('docker', ['compose', '-f', join(ROOT, 'docker-compose.yml'), 'config', '-q'], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(checked.status, 0, checked.stderr);
+  });
+
+  test('runs MinIO, creates the bucket once, then s3ftp built from the Dockerfile, reachable from the host', () => {
+    const { minio, 'create-bucket': create, s3ftp } = compose.services;
+    assert.equal(create?.depends_on?.minio?.condition, 'service_healthy');
+    assert.equal(s3ftp?.depends_on?.['create-bucket']?.condition, 'service_completed_successfully');
+    assert.ok(s3ftp?.build === '.' || (s3ftp?.build as { context?: string })?.context === '.', 'built from the Dockerfile');
+    const env = s3ftp!.environment!;
+    const config = loadConfig(env);
+    assert.equal(config.host, '0.0.0.0');
+    assert.equal(config.pasvAddress, '127.0.0.1', 'PASV names the host loopback, not the container');
+    const published = (s3ftp!.ports ?? []).map((p) => p.split(':'));
+    // Published on the host as inside the container: PASV replies name the container's port numbers.
+    assert.ok(published.some(([, host, inside]) => host === String(config.port) && inside === String(config.port)), 'control port');
+    const range = `${config.pasvPorts!.min}-${config.pasvPorts!.max}`;
+    assert.ok(published.some(([, host, inside]) => host === range && inside === range), 'passive range');
+    // The bucket s3ftp serves is the one the one-shot step makes, on the MinIO service.
+    assert.equal(config.storage.kind, 's3');
+    assert.match(create!.command!.join(' '), new RegExp(`mc mb --ignore-existing local/${env.S3_BUCKET}$`));
+    assert.equal(new URL(env.S3_ENDPOINT!).hostname, 'minio');
+    assert.ok(minio?.ports?.some((p) => p.endsWith(':9000')));
+    assert.equal(env.AWS_ACCESS_KEY_ID, minio!.environment!.MINIO_ROOT_USER);
+  });
+});
+
+describe('the image entry point, run from a production install', { timeout: INSTALL_TIMEOUT_MS * 2 }, () => {
+  const instructions = dockerfile();
+  const last = Math.max(...instructions.map((i) => i.stage));
+  const runtime = instructions.filter((i) => i.stage === last);
+
+  test('the runtime stage, step by step: npm ci --omit=dev, dist/src, ENTRYPOINT + CMD, HEALTHCHECK', async (t) => {
+    // The stage's steps, done in a temp dir that stands for /app.
+    const app = tempDir('s3ftp-image-');
+    for (const file of ['package.json', 'package-lock.json']) cpSync(join(ROOT, file), join(app, file));
+    const install = runtime.find((i) => i.keyword === 'RUN' && i.args.startsWith('npm ci'))!.args.split(' && ')[0]!.split(' ');
+    const installed = await run(NPM, [...install.slice(1), '--prefer-offline'], { cwd: app, timeout: INSTALL_TIMEOUT_MS });
+    if (installed.code !== 0) {
+      if (process.env.CI) assert.fail(`npm ci failed: ${installed.stderr}`);
+      return t.skip(`npm ci failed (no registry?): ${installed.stderr.split('\n')[0]}`);
+    }
+    cpSync(join(ROOT, 'dist', 'src'), join(app, 'dist', 'src'), { recursive: true });
+    const modules = readdirSync(join(app, 'node_modules'));
+    for (const dev of ['typescript', 'basic-ftp', 'aws-cdk-lib', 'yaml']) assert.ok(!modules.includes(dev), `${dev} is a dev dependency`);
+    assert.ok(!existsSync(join(app, 'src')), 'no TypeScript sources');
+
+    const argv = [...execForm(runtime.find((i) => i.keyword === 'ENTRYPOINT')!.args), ...execForm(runtime.find((i) => i.keyword === 'CMD')!.args)];
+    assert.equal(argv[0], 'node');
+    // The image's environment, but on loopback and free ports (this is not a container).
+    const env = childEnv({
+      ...envOf(runtime),
+      FTP_HOST: '127.0.0.1',
+      FTP_PORT: '0',
+      FTP_PASV_PORTS: '',
+      HEALTH_HOST: '127.0.0.1',
+      HEALTH_PORT: '0',
+      DATA_DIR: join(app, 'data'),
+      FTP_USER: 'image',
+      FTP_PASSWORD: 'image-password',
+    });
+    const server = await startServerProcess(env, { command: process.execPath, args: argv.slice(1), cwd: app });
+    try {
+      const ftp = await RawFtp.connect(server.port);
+      await ftp.expect('USER image', 331);
+      await ftp.expect('PASS image-password', 230);
+      await ftp.expect('MKD from-the-image', 257);
+      ftp.close();
+      assert.ok(existsSync(join(app, 'data', 'from-the-image')));
+      // The HEALTHCHECK command itself, as Docker would run it inside the container.
+      const health = execForm(runtime.find((i) => i.keyword === 'HEALTHCHECK')!.args.replace(/^.*?CMD /, ''));
+      const probe = await run(process.execPath, health.slice(1), { cwd: app, timeout: 15_000, env: { ...env, HEALTH_PORT: String(server.healthPort) } });
+      assert.equal(probe.code, 0, probe.stderr);
+      const down = await run(process.execPath, health.slice(1), { cwd: app, timeout: 15_000, env: { ...env, HEALTH_PORT: '9' } });
+      assert.equal(down.code, 1, 'the probe fails when nothing answers');
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+
+    // check-config through the same entry point, against the test MinIO.
+    const s3 = await getS3();
+    if (s3) {
+      const checked = await run(process.execPath, [argv[1]!, 'check-config'], { cwd: app, timeout: 30_000, env: childEnv(s3Settings(s3, 'image')) });
+      assert.equal(checked.code, 0, checked.stderr);
+      assert.match(checked.stdout, /^storage: ok/m);
+    }
+  });
+
+  test('npm pack, then a production install of the tarball: the s3ftp bin works', async (t) => {
+    const work = tempDir('s3ftp-pack-');
+    const packed = await run(NPM, ['pack', '--pack-destination', work, '--silent'], { cwd: ROOT, timeout: 60_000 });
+    assert.equal(packed.code, 0, packed.stderr);
+    const tarball = join(work, packed.stdout.trim().split('\n').at(-1)!);
+    const installed = await run(NPM, ['install', '--omit=dev', '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: work, timeout: INSTALL_TIMEOUT_MS });
+    if (installed.code !== 0) {
+      if (process.env.CI) assert.fail(`npm install failed: ${installed.stderr}`);
+      return t.skip(`npm install failed (no registry?): ${installed.stderr.split('\n')[0]}`);
+    }
+    const bin = join(work, 'node_modules', '.bin', 's3ftp');
+    const help = await run(bin, ['--help'], { cwd: work, timeout: 30_000, env: childEnv({}) });
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.stdout, /^Usage: s3ftp/);
+    const checked = await run(bin, ['check-config'], { cwd: work, timeout: 30_000, env: childEnv({ DATA_DIR: join(work, 'data') }) });
+    assert.equal(checked.code, 0, checked.stderr);
+    // Only the compiled server and the README ship: no tests, no sources, no infra.
+    const files = await run('tar', ['-tzf', tarball], { cwd: work, timeout: 30_000 });
+    const shipped = files.stdout.trim().split('\n');
+    assert.ok(shipped.includes('package/dist/src/main.js'));
+    assert.ok(!shipped.some((f) => /^package\/(src|test|infra|dist\/test)\//.test(f)), shipped.filter((f) => !f.startsWith('package/dist/src/')).join(', '));
+  });
+});
