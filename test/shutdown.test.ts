@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect } from 'node:net';
+import { test } from 'node:test';
+import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { RawFtp } from './helpers/ftp.js';
+import { getS3, listMultipartUploads } from './helpers/minio.js';
+import { childEnv, s3Settings, startServerProcess } from './helpers/process.js';
+
+const s3 = await getS3();
+const MiB = 1024 * 1024;
+
+test('SIGTERM: stops accepting, idle sessions get 421, a transfer finishing within the grace period completes, the rest are aborted cleanly, exit 0', { skip: s3 ? false : 'no MinIO', timeout: 60_000 }, async () => {
+  const env = s3!;
+  const prefix = `shutdown-${Date.now()}`;
+  const server = await startServerProcess(
+    childEnv({ ...s3Settings(env, prefix), FTP_PORT: '0', FTP_USER: 'alice', FTP_PASSWORD: 'shutdown-test-pw', FTP_SHUTDOWN_GRACE: '3' }),
+  );
+  const idle = await RawFtp.login(server.port, 'alice', 'shutdown-test-pw');
+
+  const startUpload = async (name: string) => {
+    const ftp = await RawFtp.login(server.port, 'alice', 'shutdown-test-pw');
+    await ftp.expect('TYPE I', 200);
+    const data = await ftp.passive();
+    await ftp.expect(`STOR ${name}`, 150);
+    // More than one 5 MiB part, so a multipart upload is under way on S3.
+    data.write(Buffer.alloc(6 * MiB, 1));
+    return { ftp, data };
+  };
+  const finishing = await startUpload('finishing.bin');
+  const stalled = await startUpload('stalled.bin');
+  await new Promise((r) => setTimeout(r, 500));
+
+  const exited = once(server.child, 'exit') as Promise<[number | null, string | null]>;
+  server.child.kill('SIGTERM');
+
+  // The idle session is told at once.
+  const bye = await idle.read(5000);
+  assert.equal(bye.code, 421);
+
+  // No new connections.
+  await new Promise((r) => setTimeout(r, 200));
+  const refused = await new Promise<string>((resolve) => {
+    const socket = connect({ port: server.port, host: '127.0.0.1' });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+  });
+  assert.equal(refused, 'ECONNREFUSED');
+
+  // A transfer that ends within the grace period completes: 226, then 421.
+  finishing.data.end(Buffer.alloc(1 * MiB, 2));
+  assert.equal((await finishing.ftp.read(10_000)).code, 226);
+  assert.equal((await finishing.ftp.read(10_000)).code, 421);
+
+  // One that does not is aborted when the grace period ends: 426, then 421.
+  assert.equal((await stalled.ftp.read(10_000)).code, 426);
+  assert.equal((await stalled.ftp.read(10_000)).code, 421);
+  stalled.data.destroy();
+
+  const [code] = await exited;
+  assert.equal(code, 0);
+  assert.ok(server.logs.some((l) => l.event === 'shutdown' && l.signal === 'SIGTERM'));
+
+  const head = await env.client.send(new HeadObjectCommand({ Bucket: env.bucket, Key: `${prefix}/finishing.bin` }));
+  assert.equal(head.ContentLength, 7 * MiB);
+  await assert.rejects(env.client.send(new HeadObjectCommand({ Bucket: env.bucket, Key: `${prefix}/stalled.bin` })), { name: 'NotFound' });
+  assert.deepEqual(await listMultipartUploads(env, prefix), []);
+  idle.close();
+  finishing.ftp.close();
+  stalled.ftp.close();
+});
