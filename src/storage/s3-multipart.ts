@@ -1,5 +1,4 @@
 import {
-  AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   PutObjectCommand,
@@ -9,7 +8,7 @@ import {
   type CreateMultipartUploadCommandInput,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import type { Logger } from 'pino';
+import type { MultipartAborts } from './s3-aborts.js';
 
 /** S3's smallest part, except for the last part of an upload. */
 export const MIN_PART_BYTES = 5 * 1024 * 1024;
@@ -31,7 +30,8 @@ export interface MultipartWriterOptions {
   queueSize: number;
   /** Headers of the new object (Metadata already S3-safe, ContentType, …). */
   create?: Omit<CreateMultipartUploadCommandInput, 'Bucket' | 'Key'>;
-  logger?: Logger;
+  /** Removes a multipart upload, now or once the storage is reachable again. */
+  aborts: MultipartAborts;
 }
 
 /** How a finished write was stored: one PutObject, or a completed multipart upload. */
@@ -163,12 +163,7 @@ export class MultipartWriter {
     this.#pendingBytes = 0;
     const uploadId = await this.#uploadId?.catch(() => undefined);
     if (uploadId === undefined) return;
-    try {
-      await this.#o.client.send(new AbortMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId }));
-    } catch (err) {
-      if ((err as { name?: string }).name === 'NoSuchUpload') return;
-      this.#o.logger?.warn({ err, key: this.#o.key, uploadId }, 'could not abort multipart upload; a bucket lifecycle rule must reap it');
-    }
+    await this.#o.aborts.abort(this.#o.key, uploadId);
   }
 
   #open(): Promise<string> {

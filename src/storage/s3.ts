@@ -1,6 +1,5 @@
 import { Readable } from 'node:stream';
 import {
-  AbortMultipartUploadCommand,
   CopyObjectCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
@@ -20,6 +19,7 @@ import type { Logger } from 'pino';
 import type { S3StorageConfig } from '../config/index.js';
 import { MAX_PATH_BYTES, RESERVED_PREFIX } from '../paths.js';
 import { createDigest, digestStream, type Digest } from './digest.js';
+import { MultipartAborts } from './s3-aborts.js';
 import { mapLimit, MIN_PART_BYTES, MultipartWriter } from './s3-multipart.js';
 import {
   baseName,
@@ -71,6 +71,8 @@ export interface S3StorageOptions {
   onListPage?: (page: number) => void | Promise<void>;
   /** Tests only: make the object copy after `failCopyAfter` started copies fail, once. */
   faultInjection?: { failCopyAfter?: number };
+  /** How often to retry aborting multipart uploads the storage could not abort when they failed. */
+  abortRetryMs?: number;
   /** Called after each S3 request (retries included) with its operation, e.g. 'HeadObject': for metrics. */
   onRequest?: (operation: string, seconds: number, ok: boolean) => void;
 }
@@ -103,6 +105,7 @@ export class S3Storage implements Storage {
   private readonly onListPage: S3StorageOptions['onListPage'];
   private readonly faults: { failCopyAfter?: number };
   private copiesStarted = 0;
+  private readonly aborts: MultipartAborts;
   /** S3 requests sent, by command name (e.g. 'UploadPartCopyCommand'), retries not counted: for metrics and tests. */
   readonly requestCounts = new Map<string, number>();
 
@@ -122,6 +125,7 @@ export class S3Storage implements Storage {
     this.onListPage = options.onListPage;
     this.faults = { ...options.faultInjection };
     this.client = new S3Client(clientConfig(config));
+    this.aborts = new MultipartAborts(this.client, this.bucket, this.logger, options.abortRetryMs);
     this.client.middlewareStack.add(
       (next, context) => (args) => {
         const name = context.commandName ?? 'unknown';
@@ -322,6 +326,7 @@ export class S3Storage implements Storage {
   }
 
   async close(): Promise<void> {
+    this.aborts.close();
     this.client.destroy();
   }
 
@@ -451,7 +456,7 @@ export class S3Storage implements Storage {
       partSize: this.config.partSize,
       queueSize: this.config.queueSize,
       create: { Metadata: job.metadata },
-      logger: this.logger,
+      aborts: this.aborts,
     });
     let received = 0;
     try {
@@ -525,17 +530,8 @@ export class S3Storage implements Storage {
       return out.ETag;
     } catch (err) {
       // lib-storage aborts the upload itself, but its abort can fail or be skipped; do it again.
-      if (upload.uploadId) await this.abortMultipart(key, upload.uploadId);
+      if (upload.uploadId) await this.aborts.abort(key, upload.uploadId);
       throw err;
-    }
-  }
-
-  private async abortMultipart(key: string, uploadId: string): Promise<void> {
-    try {
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }));
-    } catch (err) {
-      if ((err as { name?: string }).name === 'NoSuchUpload') return;
-      this.logger?.warn({ err, key, uploadId }, 'could not abort multipart upload; a bucket lifecycle rule must reap it');
     }
   }
 
@@ -596,7 +592,7 @@ export class S3Storage implements Storage {
         ContentLanguage: head.ContentLanguage,
         CacheControl: head.CacheControl,
       },
-      logger: this.logger,
+      aborts: this.aborts,
     });
     try {
       await writer.copyRange(copySource(this.bucket, from), size, etag);

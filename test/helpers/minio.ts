@@ -149,14 +149,48 @@ async function launch(binary: string): Promise<{ endpoint: string; accessKeyId: 
   const secretAccessKey = randomBytes(18).toString('hex');
   const dataDir = mkdtempSync(join(tmpdir(), 's3ftp-minio-'));
   const [port, consolePort] = [await freePort(), await freePort()];
+  const settings = { binary, dataDir, port, consolePort, accessKeyId, secretAccessKey };
+  const spec: MinioProcess = { ...settings, ...spawnMinio(settings) };
+  const cleanup = registerCleanup(spec);
+  const endpoint = `http://127.0.0.1:${port}`;
+  try {
+    await waitLive(endpoint, spec.child);
+  } catch (err) {
+    cleanup();
+    throw new Error(`MinIO did not start: ${(err as Error).message}\n${spec.output()}`);
+  }
+  own = spec;
+  ownDataDir = dataDir;
+  return { endpoint, accessKeyId, secretAccessKey };
+}
+
+/** How the MinIO this process started runs: enough to start it again on the same port and data. */
+interface MinioSettings {
+  binary: string;
+  dataDir: string;
+  port: number;
+  consolePort: number;
+  accessKeyId: string;
+  secretAccessKey: string;
+}
+
+interface MinioProcess extends MinioSettings {
+  child: ChildProcess;
+  /** The tail of its output, for error messages. */
+  output: () => string;
+}
+
+let own: MinioProcess | undefined;
+
+function spawnMinio(spec: MinioSettings): { child: ChildProcess; output: () => string } {
   const child = spawn(
-    binary,
-    ['server', dataDir, '--quiet', '--address', `127.0.0.1:${port}`, '--console-address', `127.0.0.1:${consolePort}`],
+    spec.binary,
+    ['server', spec.dataDir, '--quiet', '--address', `127.0.0.1:${spec.port}`, '--console-address', `127.0.0.1:${spec.consolePort}`],
     {
       env: {
         ...process.env,
-        MINIO_ROOT_USER: accessKeyId,
-        MINIO_ROOT_PASSWORD: secretAccessKey,
+        MINIO_ROOT_USER: spec.accessKeyId,
+        MINIO_ROOT_PASSWORD: spec.secretAccessKey,
         MINIO_BROWSER: 'off',
         MINIO_UPDATE: 'off',
       },
@@ -164,18 +198,40 @@ async function launch(binary: string): Promise<{ endpoint: string; accessKeyId: 
     },
   );
   const output = keepTail(child);
-  const cleanup = registerCleanup(child, dataDir);
   // Neither MinIO nor its pipes may keep the test process alive.
   child.unref();
-  const endpoint = `http://127.0.0.1:${port}`;
-  try {
-    await waitLive(endpoint, child);
-  } catch (err) {
-    cleanup();
-    throw new Error(`MinIO did not start: ${(err as Error).message}\n${output()}`);
+  return { child, output };
+}
+
+/**
+ * Fault injection: kills the harness's own MinIO (SIGKILL, as a crash would),
+ * keeping its data. Throws when the tests run against an external endpoint.
+ */
+export async function stopMinio(): Promise<void> {
+  if (!own) throw new Error('stopMinio needs the MinIO the harness started (not S3_TEST_ENDPOINT)');
+  const { child } = own;
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/** Starts the stopped MinIO again on the same address, credentials and data, and waits until it is live. */
+export async function restartMinio(): Promise<void> {
+  if (!own) throw new Error('restartMinio needs the MinIO the harness started (not S3_TEST_ENDPOINT)');
+  const spec = own;
+  // The port was ours a moment ago; if a lingering socket holds it, try again briefly.
+  for (let attempt = 1; ; attempt++) {
+    Object.assign(spec, spawnMinio(spec));
+    try {
+      await waitLive(`http://127.0.0.1:${spec.port}`, spec.child);
+      return;
+    } catch (err) {
+      spec.child.kill('SIGKILL');
+      if (attempt >= 3) throw new Error(`MinIO did not restart: ${(err as Error).message}\n${spec.output()}`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
-  ownDataDir = dataDir;
-  return { endpoint, accessKeyId, secretAccessKey };
 }
 
 /** Runs scripts/build-minio.sh (a no-op once built) and returns the binary path it prints last. */
@@ -204,11 +260,11 @@ function keepTail(child: ChildProcess): () => string {
   return () => tail;
 }
 
-/** Kills MinIO and removes its data when the process ends (or right away, via the returned function). */
-function registerCleanup(child: ChildProcess, dataDir: string): () => void {
+/** Kills MinIO (whichever process it is now) and removes its data when the process ends (or right away, via the returned function). */
+function registerCleanup(spec: MinioProcess): () => void {
   const cleanup = (): void => {
-    child.kill('SIGKILL');
-    rmSync(dataDir, { recursive: true, force: true });
+    spec.child.kill('SIGKILL');
+    rmSync(spec.dataDir, { recursive: true, force: true });
   };
   process.once('exit', cleanup);
   // A signal skips 'exit'; clean up, then die of the same signal as we would have.
