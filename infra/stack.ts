@@ -21,28 +21,18 @@ export interface S3FtpStackProps extends StackProps {
   settings?: Partial<InfraSettings>;
 }
 
-/** Where the container's entry point writes the users secret; FTP_USERS_FILE points here. */
-export const USERS_FILE = '/tmp/users.json';
-/** The environment variable ECS fills from the users secret. */
+/** The environment variable ECS fills from the users secret; the server reads the users file's content from it. */
 export const USERS_ENV = 'FTP_USERS_JSON';
 const CONTAINER_NAME = 's3ftp';
 
 /**
- * The server reads its users from a file (FTP_USERS_FILE), so the entry point
- * writes the secret to one (private to the process, on the task's scratch
- * volume) and takes it out of the environment before starting the server.
- */
-export const ENTRY_SCRIPT =
-  `umask 077 && printf '%s' "$${USERS_ENV}" > ${USERS_FILE} && unset ${USERS_ENV} && exec node dist/src/main.js`;
-
-/**
  * First value of a users secret this stack creates: one user whose hash is 32
  * zero bytes, which no password produces, so nobody can log in until the
- * operator stores the real users file. An empty list would make the server
- * invent a user and print its password to stderr, that is into CloudWatch
- * Logs; a value that is not a users file would stop every task and fail the
- * deployment. Never change this text: CloudFormation writes the template's
- * value again whenever it changes, over the users the operator has stored.
+ * operator stores the real users file. An empty list, or a value that is not
+ * a users file, would stop every task at start (the server refuses both) and
+ * fail the deployment. Never change this text: CloudFormation writes the
+ * template's value again whenever it changes, over the users the operator
+ * has stored.
  */
 export const LOCKED_USERS_JSON = JSON.stringify({
   users: [
@@ -116,7 +106,6 @@ export class S3FtpStack extends Stack {
       FTP_HOST: '0.0.0.0',
       FTP_PORT: String(CONTAINER_CONTROL_PORT),
       FTP_PASV_ADDRESS: pasvAddress,
-      FTP_USERS_FILE: USERS_FILE,
       S3_BUCKET: bucket.bucketName,
       S3_REGION: this.region,
     };
@@ -133,14 +122,12 @@ export class S3FtpStack extends Stack {
         taskRole,
         executionRole,
       });
-      // The root file system is read-only; the users file goes to this scratch volume.
-      taskDefinition.addVolume({ name: 'tmp' });
       const portNumbers = range(ports.first, ports.last);
-      const container = taskDefinition.addContainer(CONTAINER_NAME, {
+      taskDefinition.addContainer(CONTAINER_NAME, {
+        // The image's own entry point and command (`node dist/src/main.js serve`).
         image: ecs.ContainerImage.fromRegistry(s.image),
-        entryPoint: ['sh', '-c'],
-        command: [ENTRY_SCRIPT],
         environment: { ...environment, FTP_PASV_PORTS: `${ports.first}-${ports.last}` },
+        // ECS reads the secret at task start (execution role) and hands its value over as FTP_USERS_JSON.
         secrets: { [USERS_ENV]: ecs.Secret.fromSecretsManager(usersSecret) },
         logging: ecs.LogDrivers.awsLogs({ logGroup, streamPrefix: `slot${slot}` }),
         readonlyRootFilesystem: true,
@@ -148,7 +135,6 @@ export class S3FtpStack extends Stack {
         stopTimeout: Duration.seconds(45),
         portMappings: [CONTAINER_CONTROL_PORT, ...portNumbers].map((containerPort) => ({ containerPort, protocol: ecs.Protocol.TCP })),
       });
-      container.addMountPoints({ containerPath: '/tmp', sourceVolume: 'tmp', readOnly: false });
 
       // One task per service: a second task would share this slot's passive
       // ports and could be handed another task's data connections. So a

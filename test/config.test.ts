@@ -61,9 +61,36 @@ test('the users file takes scrypt hashes and homes', async () => {
   assert.equal(await verifyPassword(config.users[0]!.password, 's3cret'), true);
   assert.equal(await verifyPassword(config.users[0]!.password, 'wrong'), false);
   assert.equal(await verifyPassword(config.users[2]!.password, 'pw'), true);
+  for (const guess of ['', 'p', 'pw ', 'PW', 'pwpw']) assert.equal(await verifyPassword(config.users[2]!.password, guess), false, guess);
   assert.throws(() => parseUsersFile('{"users":[{"name":"x","password":"plain"}]}'), /users\[0\]\.password/);
   assert.throws(() => parseUsersFile('{"users":[{"name":"x y","password":"' + hash + '"}]}'), /users\[0\]\.name/);
   assert.throws(() => parsePasswordHash('scrypt$3$8$1$AA$AA'), /scrypt parameters/);
+});
+
+test('a users file or FTP_USERS_JSON that defines no users is refused, even beside FTP_USER', () => {
+  const file = join(tempDir(), 'users.json');
+  writeFileSync(file, '{ "users": [] }');
+  const cases: Array<[Record<string, string>, string]> = [
+    [{ FTP_USERS_JSON: '{"users":[]}' }, 'FTP_USERS_JSON: defines no users: the "users" array is empty'],
+    [{ FTP_USERS_JSON: '{"users":[]}', FTP_USER: 'carol', FTP_PASSWORD: 'pw' }, 'FTP_USERS_JSON: defines no users: the "users" array is empty'],
+    [{ FTP_USERS_FILE: file }, `FTP_USERS_FILE: ${file}: defines no users: the "users" array is empty`],
+    [{ FTP_USERS_FILE: file, FTP_USER: 'carol', FTP_PASSWORD: 'pw' }, `FTP_USERS_FILE: ${file}: defines no users: the "users" array is empty`],
+  ];
+  for (const [env, message] of cases) {
+    assert.throws(() => loadConfig(env), (err: unknown) => err instanceof ConfigError && err.message === message, JSON.stringify(env));
+  }
+});
+
+test('serve stops on an empty users list instead of making up a user', async () => {
+  await assert.rejects(
+    run(process.execPath, [main], { env: { ...process.env, FTP_USERS_JSON: '{"users":[]}', FTP_PORT: '0' }, timeout: 10_000 }),
+    (err: { code: number; stderr: string }) => {
+      assert.equal(err.code, 2);
+      assert.equal(err.stderr.trim(), 's3ftp: invalid configuration: FTP_USERS_JSON: defines no users: the "users" array is empty');
+      assert.doesNotMatch(err.stderr, /password/i);
+      return true;
+    },
+  );
 });
 
 test('the server refuses to start on bad configuration, naming the variable', async () => {

@@ -9,8 +9,9 @@ import {
   settingsFromLookup,
   type InfraSettings,
 } from '../infra/settings.js';
-import { ENTRY_SCRIPT, LOCKED_USERS_JSON, S3FtpStack, USERS_ENV, USERS_FILE } from '../infra/stack.js';
+import { LOCKED_USERS_JSON, S3FtpStack, USERS_ENV } from '../infra/stack.js';
 import { parseUsersFile, verifyPassword } from '../src/auth/users.js';
+import { loadConfig } from '../src/config/index.js';
 
 // Each synthesis takes a few seconds, so each template is built once and shared.
 type Resources = Record<string, { Type: string; Properties: Record<string, any>; DependsOn?: string[] }>;
@@ -131,13 +132,16 @@ test('one Fargate service of one task per slot, never two tasks on the same pass
   }
 });
 
-test('the container: image, environment, awslogs, read-only root', () => {
+test('the container: image with its own entry point, environment, awslogs, read-only root', () => {
   const all = containers(defaults);
   assert.deepEqual(all.map((c) => env(c).FTP_PASV_PORTS).sort(), ['30000-30003', '30004-30007']);
   const group = logicalId(defaults, 'AWS::Logs::LogGroup', () => true);
   assert.equal(resources(defaults, 'AWS::Logs::LogGroup')[group]!.Properties.RetentionInDays, 30);
   for (const c of all) {
     assert.equal(c.Image, 'ghcr.io/example/s3ftp:latest');
+    // The image's ENTRYPOINT and CMD run the server; nothing wraps it in a shell.
+    assert.equal(c.EntryPoint, undefined);
+    assert.equal(c.Command, undefined);
     const e = env(c);
     assert.equal(e.FTP_HOST, '0.0.0.0');
     assert.equal(e.FTP_PORT, '2121');
@@ -147,8 +151,10 @@ test('the container: image, environment, awslogs, read-only root', () => {
     assert.equal(c.LogConfiguration.LogDriver, 'awslogs');
     assert.deepEqual(c.LogConfiguration.Options['awslogs-group'], { Ref: group });
     assert.equal(c.ReadonlyRootFilesystem, true);
-    assert.deepEqual(c.MountPoints, [{ ContainerPath: '/tmp', ReadOnly: false, SourceVolume: 'tmp' }]);
+    // Nothing is written at all: no scratch volume.
+    assert.equal(c.MountPoints, undefined);
   }
+  for (const t of Object.values(resources(defaults, 'AWS::ECS::TaskDefinition'))) assert.equal(t.Properties.Volumes, undefined);
   assert.equal(env(only(containers(custom).filter((c) => env(c).FTP_PASV_PORTS === '40000-40002'))).S3_PREFIX, 'drops/in');
 });
 
@@ -212,15 +218,15 @@ test('PROXY protocol v2 is on the control target group only, and only when asked
   }
 });
 
-test('users come from Secrets Manager through the entry point into FTP_USERS_FILE', async () => {
+test('users come from Secrets Manager as FTP_USERS_JSON, which the server reads itself', async () => {
   const secret = logicalId(defaults, 'AWS::SecretsManager::Secret', () => true);
+  assert.equal(USERS_ENV, 'FTP_USERS_JSON');
   for (const c of containers(defaults)) {
     assert.deepEqual(c.Secrets, [{ Name: USERS_ENV, ValueFrom: { Ref: secret } }]);
-    assert.equal(env(c).FTP_USERS_FILE, USERS_FILE);
-    assert.deepEqual(c.EntryPoint, ['sh', '-c']);
-    assert.deepEqual(c.Command, [ENTRY_SCRIPT]);
+    // The secret only as a secret: never in the plain environment, and no users file beside it.
+    assert.equal(env(c).FTP_USERS_JSON, undefined);
+    assert.equal(env(c).FTP_USERS_FILE, undefined);
   }
-  assert.match(ENTRY_SCRIPT, new RegExp(`"\\$${USERS_ENV}" > ${USERS_FILE} .*exec node dist/src/main\\.js$`));
   // The execution role reads the secret at task start; the server's own role does not.
   // Every slot's task definition shares the two roles.
   const taskDef = Object.values(resources(defaults, 'AWS::ECS::TaskDefinition'))[0]!.Properties;
@@ -232,6 +238,11 @@ test('users come from Secrets Manager through the entry point into FTP_USERS_FIL
   assert.equal(stored, LOCKED_USERS_JSON);
   const [nobody] = parseUsersFile(LOCKED_USERS_JSON);
   for (const guess of ['', 'nobody', 'password']) assert.equal(await verifyPassword(nobody!.password, guess), false);
+  // The server accepts it as ECS starts it: the task's environment (its deploy-time values filled in) plus the secret.
+  const taskEnv = { ...env(containers(defaults)[0]!), S3_BUCKET: 'bucket', S3_REGION: 'eu-west-1', FTP_PASV_ADDRESS: '203.0.113.10' };
+  assert.ok(Object.values(taskEnv).every((v) => typeof v === 'string'), JSON.stringify(taskEnv));
+  const config = loadConfig({ ...(taskEnv as Record<string, string>), [USERS_ENV]: stored });
+  assert.deepEqual(config.users.map((u) => u.name), ['nobody']);
   // An existing secret is referenced by its complete ARN, and nothing is created.
   custom.resourceCountIs('AWS::SecretsManager::Secret', 0);
   for (const c of containers(custom)) {

@@ -1,4 +1,4 @@
-import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { createHash, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { homeToStoragePath } from '../paths.js';
 import { parsePermissions, type PermissionRules } from './permissions.js';
 import type { StoragePath } from '../storage/types.js';
@@ -70,9 +70,10 @@ export function parsePasswordHash(text: string): PasswordSecret {
 /** Compares in constant time; false for any mismatch. */
 export async function verifyPassword(secret: PasswordSecret, password: string): Promise<boolean> {
   if (secret.kind === 'plain') {
-    const a = Buffer.from(secret.value);
-    const b = Buffer.from(password);
-    return a.length === b.length && timingSafeEqual(a, b);
+    // Digests of equal length, so neither an early exit nor the comparison's time depends on the password's length.
+    const a = createHash('sha256').update(secret.value).digest();
+    const b = createHash('sha256').update(password).digest();
+    return timingSafeEqual(a, b);
   }
   const candidate = await scryptAsync(password, secret.salt, secret.hash.length, {
     N: secret.N,
@@ -84,7 +85,7 @@ export async function verifyPassword(secret: PasswordSecret, password: string): 
 
 /**
  * Parses a users file: `{ "users": [ { "name", "password": "scrypt$…", "home": "/alice" } ] }`.
- * Throws with a message that names the entry at fault.
+ * Returns at least one user; throws with a message that names the entry at fault.
  */
 export function parseUsersFile(text: string): User[] {
   let doc: unknown;
@@ -95,6 +96,9 @@ export function parseUsersFile(text: string): User[] {
   }
   const list = (doc as { users?: unknown })?.users;
   if (!Array.isArray(list)) throw new Error('expected an object with a "users" array');
+  // A users file that names nobody is a mistake (an unfilled secret, a wrong file), never a wish
+  // for a server with no users: refuse it rather than start with none or a made-up one.
+  if (list.length === 0) throw new Error('defines no users: the "users" array is empty');
   const seen = new Set<string>();
   return list.map((entry: unknown, i) => {
     const e = entry as Record<string, unknown>;
