@@ -55,6 +55,7 @@ for (const driver of await drivers()) {
             plain('reader', 'readpw', '', 'read-only'),
             plain('mixed', 'mixedpw', 'mixed', { '/': 'read-only', '/incoming': ['list', 'write', 'mkdir'] }),
             plain('jail', 'jailpw', 'jail'),
+            plain('adder', 'addpw', 'adder', ['list', 'read', 'write', 'append', 'rename']),
           ],
         },
         { logLines },
@@ -81,6 +82,26 @@ for (const driver of await drivers()) {
       admin.close();
       const denied = logLines.map((l) => JSON.parse(l)).filter((e) => e.event === 'permission-denied' && e.user === 'partner');
       assert.ok(denied.some((e) => e.permission === 'read' && e.path === '/invoice.csv'), 'the log says why');
+    });
+
+    test('without delete, nothing is overwritten: STOR and RNTO onto a file are refused, APPE is allowed', async () => {
+      const ftp = await RawFtp.login(server.port, 'adder', 'addpw');
+      assert.equal(await store(ftp, 'log.txt', 'one\n'), 226);
+      assert.equal(await store(ftp, 'other.txt', 'other\n'), 226);
+      assert.equal(await store(ftp, 'log.txt', 'replaced\n'), 550);
+      const data = await ftp.passive();
+      await ftp.expect('APPE log.txt', 150);
+      data.end('two\n');
+      assert.equal((await ftp.read()).code, 226);
+      await ftp.expect('RNFR other.txt', 350);
+      await ftp.expect('RNTO log.txt', 550);
+      await ftp.expect('RNFR other.txt', 350);
+      await ftp.expect('RNTO renamed.txt', 250);
+      const back = await ftp.passive();
+      await ftp.expect('RETR log.txt', 150);
+      assert.equal((await readAll(back)).toString(), 'one\ntwo\n');
+      assert.equal((await ftp.read()).code, 226);
+      ftp.close();
     });
 
     test('read-only users read and list; per-directory rules override', async () => {
@@ -237,6 +258,16 @@ describe('abuse limits (local)', () => {
       const idle = await RawFtp.login(server.port, USER, PASSWORD);
       assert.equal((await idle.read(5000)).code, 421);
       const ftp = await RawFtp.login(server.port, USER, PASSWORD);
+      // A passive port no transfer command claims is given back after the data timeout.
+      const unclaimed = Number(/\|\|\|(\d+)\|/.exec((await ftp.expect('EPSV', 229)).text)![1]);
+      await new Promise((r) => setTimeout(r, 400));
+      await ftp.expect('NOOP', 200); // the control connection is not idle
+      await new Promise((r) => setTimeout(r, 400));
+      const probe = connect({ port: unclaimed, host: '127.0.0.1' });
+      const [err] = (await once(probe, 'error')) as [NodeJS.ErrnoException];
+      assert.equal(err.code, 'ECONNREFUSED');
+      await ftp.expect('LIST', 150);
+      assert.equal((await ftp.read(5000)).code, 425);
       await ftp.expect('EPSV', 229);
       await ftp.expect('LIST', 150); // the client never connects
       assert.equal((await ftp.read(5000)).code, 425);

@@ -1,5 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { verifyPassword } from '../auth/users.js';
+import { verifyPassword, type PasswordSecret, type User } from '../auth/users.js';
 import { Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
 import { StorageError } from '../storage/types.js';
@@ -8,6 +9,22 @@ import { tlsRequiredForLogin } from './security.js';
 /** Failed logins before the connection is closed (vsftpd's max_login_fails). */
 const MAX_LOGIN_FAILURES = 3;
 const MAX_FAILED_LOGIN_DELAY_MS = 5000;
+
+const decoys = new WeakMap<ReadonlyMap<string, User>, PasswordSecret>();
+
+/** A secret no password matches, as costly to check as the configured users' secrets. */
+function decoy(users: ReadonlyMap<string, User>): PasswordSecret {
+  let secret = decoys.get(users);
+  if (!secret) {
+    const like = users.values().next().value?.password;
+    secret =
+      like?.kind === 'scrypt'
+        ? { ...like, salt: randomBytes(like.salt.length), hash: randomBytes(like.hash.length) }
+        : { kind: 'plain', value: randomBytes(32).toString('hex') };
+    decoys.set(users, secret);
+  }
+  return secret;
+}
 
 export function user(s: Session, arg: string): void {
   if (s.user) {
@@ -37,7 +54,9 @@ export async function pass(s: Session, arg: string): Promise<void> {
   }
   s.pendingUser = undefined;
   const account = s.server.users.get(name);
-  const ok = account !== undefined && (await verifyPassword(account.password, arg));
+  // An unknown name costs as much as a known one, so timing does not reveal which names exist.
+  const checked = await verifyPassword(account?.password ?? decoy(s.server.users), arg);
+  const ok = account !== undefined && checked;
   if (!ok || !account || s.server.guard.isLockedOut(s.clientAddress)) {
     s.failedLogins++;
     s.log.warn({ event: 'login-failed', user: name.slice(0, 128), failures: s.failedLogins });

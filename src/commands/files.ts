@@ -38,6 +38,7 @@ export async function rnto(s: Session, arg: string): Promise<void> {
   }
   const target = s.resolve(arg);
   if (target.ftp === '/') throw new StorageError('InvalidName', 'cannot rename onto the root');
+  await s.authorizeOverwrite(target);
   await s.storage.rename(source.storage, target.storage);
   s.log.info({ event: 'rename', from: source.ftp, to: target.ftp });
   s.reply(Reply.FileActionOkay, 'Rename successful.');

@@ -9,7 +9,6 @@ import { asStorageError, counter, runTransfer, sendStream } from '../data/transf
 import { Reply } from '../replies.js';
 import { protectionRequired } from './security.js';
 import type { ResolvedPath, Session } from '../session/session.js';
-import { isAllowed } from '../auth/permissions.js';
 import { baseName, StorageError } from '../storage/types.js';
 
 /** Lowest port PORT/EPRT may name (RFC 2577: no bounces to privileged services). */
@@ -51,7 +50,8 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
     return;
   }
   if (offset > 0) s.authorize('append', target);
-  await refuseOverwriteWithoutDelete(s, target);
+  // APPE keeps every existing byte; STOR (from 0 or from a REST offset) replaces some.
+  if (!append) await s.authorizeOverwrite(target);
   await runTransfer(s, {
     direction: 'upload',
     path: target.ftp,
@@ -82,25 +82,6 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
       if (results.some((r) => r.status === 'rejected')) throw firstError;
     },
   });
-}
-
-/**
- * Replacing a file destroys its content, so it takes the delete permission
- * as well as write: a drop box may add files but not overwrite them. (Between
- * this check and the upload's end another session could create the file;
- * that race is accepted.)
- */
-async function refuseOverwriteWithoutDelete(s: Session, target: ResolvedPath): Promise<void> {
-  const rules = s.user?.permissions;
-  if (!rules || isAllowed(rules, target.ftp, 'delete')) return;
-  const exists = await s.storage.stat(target.storage).then(
-    () => true,
-    (err: unknown) => {
-      if (err instanceof StorageError && err.code === 'NotFound') return false;
-      throw err;
-    },
-  );
-  if (exists) s.authorize('delete', target);
 }
 
 export function rest(s: Session, arg: string): void {

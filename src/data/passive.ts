@@ -59,9 +59,16 @@ class PassiveChannel implements DataChannel {
   #socket: Socket | undefined;
   #waiter: ((socket: Socket | Error) => void) | undefined;
   #closed = false;
+  /** A listener no transfer command claims within the data timeout is closed: ports are not hoarded. */
+  readonly #unclaimed: NodeJS.Timeout;
 
   constructor(server: Server, readonly options: PassiveOptions) {
     this.#server = server;
+    this.#unclaimed = setTimeout(() => {
+      options.log.info({ event: 'passive-unclaimed' }, 'closed a passive listener no transfer used');
+      this.close();
+    }, options.timeoutMs);
+    this.#unclaimed.unref();
     server.on('connection', (socket) => this.#onConnection(socket));
     server.on('error', (err) => options.log.warn({ err }, 'passive listener error'));
   }
@@ -79,6 +86,7 @@ class PassiveChannel implements DataChannel {
   }
 
   connect(): Promise<Socket> {
+    clearTimeout(this.#unclaimed);
     if (this.#closed) return Promise.reject(new Error('data channel closed'));
     if (this.#socket) return Promise.resolve(this.#socket);
     return new Promise((resolve, reject) => {
@@ -95,6 +103,7 @@ class PassiveChannel implements DataChannel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#unclaimed);
     this.#server.close();
     this.#socket?.destroy();
     this.#waiter?.(new Error('data channel closed'));

@@ -157,6 +157,25 @@ export class Session {
     throw new StorageError('Denied', `${permission} not permitted`);
   }
 
+  /**
+   * Replacing a file destroys its content, so it takes the delete permission
+   * as well as write or rename: a drop box may add files but not overwrite
+   * them. (Between this check and the write another session could create the
+   * file; that race is accepted.)
+   */
+  async authorizeOverwrite(target: ResolvedPath): Promise<void> {
+    const rules = this.user?.permissions;
+    if (!rules || isAllowed(rules, target.ftp, 'delete')) return;
+    const exists = await this.storage.stat(target.storage).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof StorageError && err.code === 'NotFound') return false;
+        throw err;
+      },
+    );
+    if (exists) this.authorize('delete', target);
+  }
+
   get storage(): Storage {
     return this.server.storage;
   }
