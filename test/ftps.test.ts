@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect as connectTcp } from 'node:net';
@@ -18,6 +18,10 @@ const run = promisify(execFile);
 const here = fileURLToPath(new URL('.', import.meta.url));
 const tlsScript = join(here, '..', '..', 'test', 'clients', 'ftplib_tls_session.py');
 const insecure = { rejectUnauthorized: false };
+
+/** curl 7.87 and 7.88 send active-mode FTPS data unencrypted (curl/curl#10666, fixed in 8.0). */
+const curlVersion = /^curl (\d+)\.(\d+)/.exec(execFileSync('curl', ['--version'], { encoding: 'utf8' }))?.slice(1).map(Number) ?? [0, 0];
+const curlActiveTlsBroken = curlVersion[0] === 7 && (curlVersion[1] === 87 || curlVersion[1] === 88);
 
 async function basicFtps(port: number, secure: true | 'implicit'): Promise<Client> {
   const client = new Client(20_000);
@@ -137,7 +141,7 @@ for (const driver of await drivers()) {
     for (const mode of ['passive', 'active'] as const) {
       // curl 7.88 (Debian 12) sends active-mode data in clear text after PROT P, which the
       // server rightly refuses (522); its passive mode is what scripts use with FTPS.
-      test(`curl --ssl-reqd: upload, list and download (${mode})`, { skip: mode === 'active' ? 'curl 7.87-7.88 regression, curl/curl#10666: active-mode FTPS data goes unencrypted' : undefined }, async () => {
+      test(`curl --ssl-reqd: upload, list and download (${mode})`, { skip: mode === 'active' && curlActiveTlsBroken ? `curl ${curlVersion.join('.')} sends active-mode FTPS data unencrypted (curl/curl#10666)` : undefined }, async () => {
         const { cert } = testCertificate();
         const modeArgs = mode === 'active' ? ['--ftp-port', '127.0.0.1'] : ['--ftp-pasv'];
         const url = `ftp://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${server.port}`;
