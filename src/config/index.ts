@@ -187,7 +187,7 @@ function loadStorage(env: Env): StorageConfig {
     forcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined),
     ...staticCredentials(env),
     partSize: int(env, 'S3_PART_SIZE_MB', 8, 5, 5120) * 1024 * 1024,
-    queueSize: int(env, 'S3_QUEUE_SIZE', 4, 1, 64),
+    queueSize: int(env, 'S3_QUEUE_SIZE', 2, 1, 64),
     requestTimeoutMs: int(env, 'S3_REQUEST_TIMEOUT', 30, 1, 3600) * 1000,
     renameConcurrency: int(env, 'S3_RENAME_CONCURRENCY', 16, 1, 256),
     multipartCopyThreshold: int(env, 'S3_MULTIPART_COPY_THRESHOLD_MB', 256, 5, 5120) * 1024 * 1024,

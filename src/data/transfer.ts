@@ -6,6 +6,7 @@ import { Reply } from '../replies.js';
 import { replyForError } from '../commands/errors.js';
 import type { Session, Transfer } from '../session/session.js';
 import { StorageError } from '../storage/types.js';
+import { streamed } from './reclaim.js';
 
 export interface TransferPlan {
   direction: Transfer['direction'];
@@ -142,6 +143,7 @@ export function counter(count: (bytes: number) => void): Transform {
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
       count(chunk.length);
+      streamed(chunk.length);
       done(null, chunk);
     },
   });

@@ -1,0 +1,268 @@
+/**
+ * npm run bench: the gateway against direct @aws-sdk calls on the same MinIO,
+ * in the same run. Starts MinIO (the test harness's) and s3ftp as a child
+ * process with default settings, so the server's resident memory is its own.
+ * Prints a markdown table. Sizes: BENCH_FILE_MB, BENCH_SMALL_FILES,
+ * BENCH_LIST_OBJECTS, BENCH_RENAME_OBJECTS.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { createReadStream, createWriteStream, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
+import {
+  CopyObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { Client } from 'basic-ftp';
+import { RawFtp } from '../test/helpers/ftp.js';
+import { getS3, type S3TestEnv } from '../test/helpers/minio.js';
+import { childEnv, s3Settings, startServerProcess, type ServerProcess } from '../test/helpers/process.js';
+import { tempDir } from '../test/helpers/server.js';
+import { RssSampler } from './rss.js';
+
+const MiB = 1024 * 1024;
+const FILE_MB = Number(process.env.BENCH_FILE_MB ?? 1024);
+const SMALL_FILES = Number(process.env.BENCH_SMALL_FILES ?? 1000);
+const LIST_OBJECTS = Number(process.env.BENCH_LIST_OBJECTS ?? 100_000);
+const RENAME_OBJECTS = Number(process.env.BENCH_RENAME_OBJECTS ?? 10_000);
+/** The server's default S3_RENAME_CONCURRENCY, used for the direct rename too. */
+const RENAME_CONCURRENCY = 16;
+const SEED_CONCURRENCY = 64;
+const USER = 'bench';
+const PASSWORD = randomBytes(12).toString('hex');
+const PREFIX = `bench-${Date.now()}`;
+const RSS_TARGET_MIB = 160;
+
+const run = promisify(execFile);
+
+interface Row {
+  measure: string;
+  gateway: string;
+  direct: string;
+  ratio: string;
+  target: string;
+  met: string;
+}
+
+const rows: Row[] = [];
+const log = (text: string) => process.stderr.write(`bench: ${text}\n`);
+const seconds = (ms: number) => (ms / 1000).toFixed(2);
+const fmt = (n: number, digits = 1) => n.toFixed(digits);
+
+async function main(): Promise<void> {
+  const env = await getS3();
+  if (!env) throw new Error('MinIO is not available (scripts/build-minio.sh needs Go)');
+  const server = await startServerProcess(childEnv({ ...s3Settings(env, PREFIX), FTP_PORT: '0', FTP_USER: USER, FTP_PASSWORD: PASSWORD, ...JSON.parse(process.env.BENCH_SERVER_ENV ?? '{}') }));
+  const rss = new RssSampler(server.child.pid!);
+  try {
+    log(`MinIO ${env.endpoint}, s3ftp on port ${server.port} (pid ${server.child.pid}), idle RSS ${fmt(rss.now())} MiB`);
+    await bigFile(env, server, rss);
+    await smallFiles(env, server);
+    await bigListing(env, server);
+    await bigRename(env, server);
+    rows.push({ measure: 'Server peak RSS, whole run (MiB)', gateway: fmt(rss.highWater()), direct: '', ratio: '', target: `≤ ${RSS_TARGET_MIB}`, met: yes(rss.highWater() <= RSS_TARGET_MIB) });
+  } finally {
+    rss.stop();
+    await server.stop();
+  }
+  print();
+}
+
+const yes = (ok: boolean) => (ok ? 'yes' : '**no**');
+
+/** STOR and RETR of one big file, against Upload and GetObject. */
+async function bigFile(env: S3TestEnv, server: ServerProcess, rss: RssSampler): Promise<void> {
+  const dir = tempDir('s3ftp-bench-');
+  const file = join(dir, 'big.bin');
+  log(`writing a ${FILE_MB} MiB file`);
+  await pipeline(randomStream(FILE_MB * MiB), createWriteStream(file));
+  const url = `ftp://${USER}:${PASSWORD}@127.0.0.1:${server.port}`;
+  try {
+    log('STOR through the gateway (curl -T)');
+    rss.reset();
+    const stor = await timed(() => run('curl', ['-sS', '--fail', '-T', file, `${url}/big.bin`], { maxBuffer: MiB }));
+    const storPeak = rss.peak();
+    log('direct Upload (lib-storage, default part size and queue)');
+    const upload = await timed(() =>
+      new Upload({ client: env.client, params: { Bucket: env.bucket, Key: `${PREFIX}-direct/big.bin`, Body: createReadStream(file) } }).done(),
+    );
+    log('RETR through the gateway (curl)');
+    rss.reset();
+    const retr = await timed(() => run('curl', ['-sS', '--fail', '-o', '/dev/null', `${url}/big.bin`], { maxBuffer: MiB }));
+    const retrPeak = rss.peak();
+    log('direct GetObject');
+    const get = await timed(async () => {
+      const out = await env.client.send(new GetObjectCommand({ Bucket: env.bucket, Key: `${PREFIX}-direct/big.bin` }));
+      await pipeline(out.Body as Readable, devNull());
+    });
+    const mbps = (ms: number) => FILE_MB / (ms / 1000);
+    for (const [name, gateway, direct, peak] of [
+      ['STOR', stor, upload, storPeak],
+      ['RETR', retr, get, retrPeak],
+    ] as const) {
+      const ratio = mbps(gateway) / mbps(direct);
+      rows.push({ measure: `${name} ${FILE_MB} MiB (MiB/s)`, gateway: fmt(mbps(gateway)), direct: fmt(mbps(direct)), ratio: fmt(ratio, 2), target: '≥ 0.90', met: yes(ratio >= 0.9) });
+      rows.push({ measure: `Server peak RSS during ${name} (MiB)`, gateway: fmt(peak), direct: '', ratio: '', target: `≤ ${RSS_TARGET_MIB}`, met: yes(peak <= RSS_TARGET_MIB) });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Many small STORs over one session, against sequential PutObject. */
+async function smallFiles(env: S3TestEnv, server: ServerProcess): Promise<void> {
+  const body = randomBytes(4096);
+  log(`${SMALL_FILES} × 4 KiB STOR over one session (basic-ftp)`);
+  const client = new Client(60_000);
+  await client.access({ host: '127.0.0.1', port: server.port, user: USER, password: PASSWORD });
+  await client.ensureDir('/small');
+  const gateway = await timed(async () => {
+    for (let i = 0; i < SMALL_FILES; i++) await client.uploadFrom(Readable.from([body]), `f${i}.bin`);
+  });
+  client.close();
+  log(`${SMALL_FILES} × 4 KiB sequential PutObject`);
+  const direct = await timed(async () => {
+    for (let i = 0; i < SMALL_FILES; i++) {
+      await env.client.send(new PutObjectCommand({ Bucket: env.bucket, Key: `${PREFIX}-direct/small/f${i}.bin`, Body: body }));
+    }
+  });
+  const perSecond = (ms: number) => SMALL_FILES / (ms / 1000);
+  rows.push({ measure: `${SMALL_FILES} × 4 KiB files (files/s)`, gateway: fmt(perSecond(gateway)), direct: fmt(perSecond(direct)), ratio: fmt(perSecond(gateway) / perSecond(direct), 2), target: '', met: '' });
+}
+
+/** LIST of a huge directory: time to first byte and total, against raw ListObjectsV2 paging. */
+async function bigListing(env: S3TestEnv, server: ServerProcess): Promise<void> {
+  log(`seeding ${LIST_OBJECTS} objects`);
+  await seed(env.client, env.bucket, `${PREFIX}/huge`, LIST_OBJECTS);
+  const ftp = await RawFtp.login(server.port, USER, PASSWORD);
+  log('LIST through the gateway');
+  const started = performance.now();
+  const data = await ftp.passive();
+  await ftp.expect('LIST huge', 150);
+  let firstByte = 0;
+  let lines = 0;
+  data.on('data', (chunk: Buffer) => {
+    firstByte ||= performance.now() - started;
+    for (const byte of chunk) if (byte === 10) lines++;
+  });
+  await once(data, 'close');
+  const reply = await ftp.read(600_000);
+  const total = performance.now() - started;
+  ftp.close();
+  if (reply.code !== 226 || lines !== LIST_OBJECTS) throw new Error(`LIST: ${reply.code}, ${lines} lines`);
+  log('raw ListObjectsV2 paging');
+  let rawFirst = 0;
+  const rawStarted = performance.now();
+  let token: string | undefined;
+  let count = 0;
+  do {
+    const page = await env.client.send(new ListObjectsV2Command({ Bucket: env.bucket, Prefix: `${PREFIX}/huge/`, Delimiter: '/', ContinuationToken: token }));
+    rawFirst ||= performance.now() - rawStarted;
+    count += (page.Contents ?? []).length;
+    token = page.NextContinuationToken;
+  } while (token);
+  const rawTotal = performance.now() - rawStarted;
+  if (count !== LIST_OBJECTS) throw new Error(`ListObjectsV2 saw ${count}`);
+  rows.push({ measure: `LIST ${LIST_OBJECTS} objects, first byte (s)`, gateway: seconds(firstByte), direct: seconds(rawFirst), ratio: fmt(firstByte / rawFirst, 2), target: '', met: '' });
+  rows.push({ measure: `LIST ${LIST_OBJECTS} objects, total (s)`, gateway: seconds(total), direct: seconds(rawTotal), ratio: fmt(total / rawTotal, 2), target: '≤ 1.20', met: yes(total / rawTotal <= 1.2) });
+}
+
+/** RNFR/RNTO of a directory of many objects, against CopyObject + DeleteObjects at the same concurrency. */
+async function bigRename(env: S3TestEnv, server: ServerProcess): Promise<void> {
+  log(`seeding 2 × ${RENAME_OBJECTS} objects`);
+  await seed(env.client, env.bucket, `${PREFIX}/tree`, RENAME_OBJECTS);
+  await seed(env.client, env.bucket, `${PREFIX}-direct/tree`, RENAME_OBJECTS);
+  const ftp = await RawFtp.login(server.port, USER, PASSWORD);
+  log('RNFR/RNTO through the gateway');
+  const gateway = await timed(async () => {
+    await ftp.expect('RNFR tree', 350);
+    const reply = await ftp.send('RNTO moved');
+    if (reply.code !== 250) throw new Error(`RNTO: ${reply.code} ${reply.text}`);
+  }).catch(async (err: unknown) => {
+    ftp.close();
+    throw err;
+  });
+  ftp.close();
+  log('direct CopyObject + DeleteObjects');
+  const direct = await timed(async () => {
+    const keys: string[] = [];
+    let token: string | undefined;
+    do {
+      const page = await env.client.send(new ListObjectsV2Command({ Bucket: env.bucket, Prefix: `${PREFIX}-direct/tree/`, ContinuationToken: token }));
+      keys.push(...(page.Contents ?? []).map((o) => o.Key!));
+      token = page.NextContinuationToken;
+    } while (token);
+    await pool(keys, RENAME_CONCURRENCY, (key) =>
+      env.client.send(new CopyObjectCommand({ Bucket: env.bucket, Key: key.replace('/tree/', '/moved/'), CopySource: `${env.bucket}/${encodeURIComponent(key).replace(/%2F/g, '/')}` })),
+    );
+    for (let i = 0; i < keys.length; i += 1000) {
+      await env.client.send(new DeleteObjectsCommand({ Bucket: env.bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })) } }));
+    }
+  });
+  rows.push({ measure: `Rename a directory of ${RENAME_OBJECTS} objects (s)`, gateway: seconds(gateway), direct: seconds(direct), ratio: fmt(gateway / direct, 2), target: '', met: '' });
+}
+
+/** Puts `count` small objects under `prefix/` with many requests in flight. */
+async function seed(client: S3Client, bucket: string, prefix: string, count: number): Promise<void> {
+  const body = Buffer.from('x');
+  const names = Array.from({ length: count }, (_, i) => `${prefix}/object-${String(i).padStart(7, '0')}`);
+  await pool(names, SEED_CONCURRENCY, (Key) => client.send(new PutObjectCommand({ Bucket: bucket, Key, Body: body })));
+}
+
+async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+      while (next < items.length) await work(items[next++]!);
+    }),
+  );
+}
+
+async function timed(work: () => Promise<unknown>): Promise<number> {
+  const started = performance.now();
+  await work();
+  return performance.now() - started;
+}
+
+function randomStream(bytes: number): Readable {
+  const block = randomBytes(MiB);
+  let left = bytes;
+  return new Readable({
+    read() {
+      if (left <= 0) return void this.push(null);
+      const chunk = left >= block.length ? block : block.subarray(0, left);
+      left -= chunk.length;
+      this.push(chunk);
+    },
+  });
+}
+
+function devNull(): Writable {
+  return new Writable({ write: (_chunk, _encoding, done) => done() });
+}
+
+function print(): void {
+  const header: Row = { measure: 'Measure', gateway: 's3ftp', direct: 'direct SDK', ratio: 'ratio', target: 'target', met: 'met' };
+  const line = (r: Row) => `| ${r.measure} | ${r.gateway} | ${r.direct} | ${r.ratio} | ${r.target} | ${r.met} |`;
+  process.stdout.write(
+    [
+      line(header),
+      '| --- | ---: | ---: | ---: | --- | --- |',
+      ...rows.map(line),
+      '',
+      `MinIO and s3ftp on loopback; s3ftp with default settings (8 MiB parts, 2 in flight, rename concurrency ${RENAME_CONCURRENCY}); RSS of the whole s3ftp process, sampled every 20 ms.`,
+      '',
+    ].join('\n'),
+  );
+}
+
+await main();
