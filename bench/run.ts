@@ -25,7 +25,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { Client } from 'basic-ftp';
 import { RawFtp } from '../test/helpers/ftp.js';
 import { getS3, type S3TestEnv } from '../test/helpers/minio.js';
-import { childEnv, s3Settings, startServerProcess, type ServerProcess } from '../test/helpers/process.js';
+import { childEnv, MAIN, s3Settings, startServerProcess, type ServerProcess } from '../test/helpers/process.js';
 import { tempDir } from '../test/helpers/server.js';
 import { RssSampler } from './rss.js';
 
@@ -61,7 +61,11 @@ const fmt = (n: number, digits = 1) => n.toFixed(digits);
 async function main(): Promise<void> {
   const env = await getS3();
   if (!env) throw new Error('MinIO is not available (scripts/build-minio.sh needs Go)');
-  const server = await startServerProcess(childEnv({ ...s3Settings(env, PREFIX), FTP_PORT: '0', FTP_USER: USER, FTP_PASSWORD: PASSWORD, ...JSON.parse(process.env.BENCH_SERVER_ENV ?? '{}') }));
+  // Started as the image and `npm start` start it (Dockerfile ENTRYPOINT).
+  const server = await startServerProcess(
+    childEnv({ ...s3Settings(env, PREFIX), FTP_PORT: '0', FTP_USER: USER, FTP_PASSWORD: PASSWORD, ...JSON.parse(process.env.BENCH_SERVER_ENV ?? '{}') }),
+    { args: ['--max-semi-space-size=2', MAIN] },
+  );
   const rss = new RssSampler(server.child.pid!);
   try {
     log(`MinIO ${env.endpoint}, s3ftp on port ${server.port} (pid ${server.child.pid}), idle RSS ${fmt(rss.now())} MiB`);
@@ -73,8 +77,8 @@ async function main(): Promise<void> {
   } finally {
     rss.stop();
     await server.stop();
+    print();
   }
-  print();
 }
 
 const yes = (ok: boolean) => (ok ? 'yes' : '**no**');
@@ -185,7 +189,8 @@ async function bigRename(env: S3TestEnv, server: ServerProcess): Promise<void> {
   log('RNFR/RNTO through the gateway');
   const gateway = await timed(async () => {
     await ftp.expect('RNFR tree', 350);
-    const reply = await ftp.send('RNTO moved');
+    ftp.socket.write('RNTO moved\r\n');
+    const reply = await ftp.read(600_000);
     if (reply.code !== 250) throw new Error(`RNTO: ${reply.code} ${reply.text}`);
   }).catch(async (err: unknown) => {
     ftp.close();

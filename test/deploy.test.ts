@@ -234,7 +234,7 @@ describe('the image entry point, run from a production install', { timeout: INST
     // check-config through the same entry point, against the test MinIO.
     const s3 = await getS3();
     if (s3) {
-      const checked = await run(process.execPath, [argv[1]!, 'check-config'], { cwd: app, timeout: 30_000, env: childEnv(s3Settings(s3, 'image')) });
+      const checked = await run(process.execPath, [...argv.slice(1, -1), 'check-config'], { cwd: app, timeout: 30_000, env: childEnv(s3Settings(s3, 'image')) });
       assert.equal(checked.code, 0, checked.stderr);
       assert.match(checked.stdout, /^storage: ok/m);
     }
