@@ -403,9 +403,15 @@ export class S3Storage implements Storage {
     options: WriteOptions,
   ): Promise<{ offset: number; etag: string | undefined }> {
     if (path === '') throw new StorageError('IsADirectory', 'the root is a directory');
-    await this.requireDirectory(parentPath(path));
-    const head = await this.headFile(key);
-    if (!head && (await this.lookup(path))?.isDirectory) throw new StorageError('IsADirectory', `is a directory: ${path}`);
+    // One round trip, not three: small files are latency-bound.
+    // A plain STOR needs no HeadObject: only APPE and REST keep existing bytes.
+    const keeps = options.append === true || (options.offset ?? 0) > 0;
+    const [head, hasChildren] = await Promise.all([
+      keeps ? this.headFile(key) : undefined,
+      this.listPage(this.dirPrefix(path), undefined, undefined, undefined, 1).then((page) => (page.Contents?.length ?? 0) > 0),
+      this.requireDirectory(parentPath(path)),
+    ]);
+    if (!head && hasChildren) throw new StorageError('IsADirectory', `is a directory: ${path}`);
     const size = head?.ContentLength ?? 0;
     const offset = options.append ? size : (options.offset ?? 0);
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) {
