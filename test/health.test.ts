@@ -7,6 +7,7 @@ import { Counter, Histogram, Metrics } from '../src/server/metrics.js';
 import { createStorage } from '../src/storage/index.js';
 import { basicFtp, RawFtp } from './helpers/ftp.js';
 import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
+import { unreachableS3Config } from './helpers/minio.js';
 
 /** One sample's value from the text exposition, or undefined when the series is absent. */
 function sample(text: string, series: string): number | undefined {
@@ -148,18 +149,7 @@ for (const driver of await drivers()) {
 
 test('/readyz answers 503 with the reason when the storage cannot be reached', async () => {
   // A bucket on a port nothing listens on: the ping fails fast with a connection error.
-  const storage = createStorage({
-    kind: 's3',
-    bucket: 'nowhere',
-    prefix: '',
-    endpoint: 'http://127.0.0.1:9',
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'x', secretAccessKey: 'y' },
-    partSize: 5 * 1024 * 1024,
-    queueSize: 1,
-    requestTimeoutMs: 2000,
-  });
+  const storage = createStorage(unreachableS3Config('nowhere'));
   const health = await startHealthServer({ host: '127.0.0.1', port: 0, storage, metrics: new Metrics(), log: pino({ level: 'silent' }) });
   try {
     const res = await get(`http://127.0.0.1:${health.address.port}`, '/readyz');

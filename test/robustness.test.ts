@@ -3,7 +3,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { basicFtp, RawFtp, readAll } from './helpers/ftp.js';
-import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
+import { drivers, noDanglingUploads, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
+import { unreachableS3Config } from './helpers/minio.js';
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
@@ -66,13 +67,7 @@ for (const driver of await drivers()) {
         }
         raw.close();
         // The abort runs asynchronously after the client is gone; give it a bounded moment.
-        const deadline = Date.now() + 10_000;
-        let dangling = await driver.danglingUploads(server.storageConfig);
-        while (dangling.length > 0 && Date.now() < deadline) {
-          await new Promise((r) => setTimeout(r, 200));
-          dangling = await driver.danglingUploads(server.storageConfig);
-        }
-        assert.deepEqual(dangling, []);
+        await noDanglingUploads(driver, server);
         assert.deepEqual(await get(name), original);
       });
     }
@@ -120,18 +115,7 @@ describe('storage failures', () => {
     const server = await startTestServer(
       {
         name: 's3',
-        storageConfig: () => ({
-          kind: 's3',
-          bucket: 'unreachable',
-          prefix: '',
-          endpoint: 'http://127.0.0.1:9',
-          region: 'us-east-1',
-          forcePathStyle: true,
-          credentials: { accessKeyId: 'x', secretAccessKey: 'y' },
-          partSize: 5 * 1024 * 1024,
-          queueSize: 1,
-          requestTimeoutMs: 2000,
-        }),
+        storageConfig: () => unreachableS3Config(),
         danglingUploads: async () => [],
       },
     );

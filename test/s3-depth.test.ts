@@ -11,7 +11,7 @@ import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-
 import type { User } from '../src/auth/users.js';
 import type { S3Storage } from '../src/storage/s3.js';
 import { RawFtp, readAll } from './helpers/ftp.js';
-import { drivers, PASSWORD, startTestServer, USER, type Driver, type TestServer } from './helpers/server.js';
+import { drivers, noDanglingUploads, PASSWORD, startTestServer, USER, type Driver, type TestServer } from './helpers/server.js';
 
 const MiB = 1024 * 1024;
 const T = { timeout: 120_000 };
@@ -42,16 +42,6 @@ async function fetch(raw: RawFtp, name: string): Promise<Buffer> {
   return body;
 }
 
-/** Waits until the driver reports no in-progress multipart upload (aborts finish after the reply). */
-async function noDanglingUploads(driver: Driver, server: TestServer): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  let dangling = await driver.danglingUploads(server.storageConfig);
-  while (dangling.length > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 200));
-    dangling = await driver.danglingUploads(server.storageConfig);
-  }
-  assert.deepEqual(dangling, []);
-}
 
 /** Sends `bytes` on a STOR's data connection, then resets it (a client that drops). */
 async function cutOffStor(raw: RawFtp, name: string, content: Buffer): Promise<void> {

@@ -71,6 +71,22 @@ export function s3StorageConfig(env: S3TestEnv, prefix: string): S3StorageConfig
   };
 }
 
+/** An S3 config whose endpoint nothing listens on (port 9): every request fails fast with a connection error. */
+export function unreachableS3Config(bucket = 'unreachable'): S3StorageConfig {
+  return {
+    kind: 's3',
+    bucket,
+    prefix: '',
+    endpoint: 'http://127.0.0.1:9',
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: 'x', secretAccessKey: 'y' },
+    partSize: 5 * 1024 * 1024,
+    queueSize: 1,
+    requestTimeoutMs: 2000,
+  };
+}
+
 /**
  * Lists in-progress multipart uploads under a prefix (for "no dangling upload" assertions).
  * MinIO lists uploads only for an exact key, never by prefix, so on the harness's own

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -110,4 +111,15 @@ export async function startTestServer(
       await storage.close();
     },
   };
+}
+
+/** Waits until the driver reports no in-progress multipart upload (aborts finish after the reply). */
+export async function noDanglingUploads(driver: Driver, server: TestServer): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  let dangling = await driver.danglingUploads(server.storageConfig);
+  while (dangling.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200));
+    dangling = await driver.danglingUploads(server.storageConfig);
+  }
+  assert.deepEqual(dangling, []);
 }
