@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../src/config/index.js';
 import { RawFtp } from './helpers/ftp.js';
 import { getS3 } from './helpers/minio.js';
-import { childEnv, s3Settings, startServerProcess } from './helpers/process.js';
+import { childEnv, nodeFlags, s3Settings, startServerProcess } from './helpers/process.js';
 import { tempDir } from './helpers/server.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -105,6 +105,13 @@ describe('Dockerfile', () => {
     assert.ok(exposed.includes(String(config.port)), 'control port exposed');
     assert.ok(config.pasvPorts && exposed.includes(`${config.pasvPorts.min}-${config.pasvPorts.max}`), 'passive range exposed');
     assert.ok(config.health && exposed.includes(String(config.health.port)), 'health port exposed');
+  });
+
+  test('runs node with the flags of the bin and of npm start', () => {
+    const argv = execForm(runtime.find((i) => i.keyword === 'ENTRYPOINT')!.args);
+    assert.deepEqual(argv.slice(0, -1), ['node', ...nodeFlags()]);
+    const start = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
+    assert.ok(start.endsWith(` && ${['node', ...nodeFlags(), 'dist/src/main.js'].join(' ')}`), start);
   });
 
   test('.dockerignore keeps everything out of the context except what the build copies', () => {

@@ -1,10 +1,19 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { S3TestEnv } from './minio.js';
 
 /** dist/src/main.js, the file the `s3ftp` bin entry points at. */
 export const MAIN = fileURLToPath(new URL('../../src/main.js', import.meta.url));
+
+/** The node flags the bin's shebang runs the server with (`#!/usr/bin/env -S node <flags>`). */
+export function nodeFlags(): string[] {
+  const shebang = readFileSync(MAIN, 'utf8').split('\n', 1)[0]!;
+  const words = shebang.replace(/^#!\/usr\/bin\/env -S /, '').split(' ');
+  if (words[0] !== 'node') throw new Error(`unexpected shebang: ${shebang}`);
+  return words.slice(1);
+}
 
 /** The environment a child server gets: nothing inherited but PATH and HOME, so the host's AWS_* cannot leak in. */
 export function childEnv(settings: Record<string, string>): Record<string, string> {
