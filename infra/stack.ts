@@ -44,8 +44,21 @@ export const LOCKED_USERS_JSON = JSON.stringify({
   ],
 });
 
-/** The actions the server's S3 driver uses on objects (HEAD is GetObject; copies are GetObject plus PutObject). */
-const OBJECT_ACTIONS = ['s3:GetObject', 's3:PutObject', 's3:DeleteObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts'];
+/**
+ * The actions the server's S3 driver uses on objects (HEAD is GetObject; copies
+ * are GetObject plus PutObject, and their tagging actions when tags are copied;
+ * an upload's SHA-256 is an object tag).
+ */
+const OBJECT_ACTIONS = [
+  's3:GetObject',
+  's3:PutObject',
+  's3:DeleteObject',
+  's3:GetObjectTagging',
+  's3:PutObjectTagging',
+  's3:DeleteObjectTagging',
+  's3:AbortMultipartUpload',
+  's3:ListMultipartUploadParts',
+];
 
 const ECR_IMAGE = /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\/([a-z0-9._/-]+)(?::[\w.-]+|@sha256:[a-f0-9]{64})?$/;
 

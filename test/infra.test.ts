@@ -263,7 +263,17 @@ test('the task role may use only the S3 driver’s actions, under the prefix', (
     const actions = statements.flatMap((s) => [s.Action].flat() as string[]);
     assert.deepEqual(
       actions.sort(),
-      ['s3:AbortMultipartUpload', 's3:DeleteObject', 's3:GetObject', 's3:ListBucket', 's3:ListMultipartUploadParts', 's3:PutObject'],
+      [
+        's3:AbortMultipartUpload',
+        's3:DeleteObject',
+        's3:DeleteObjectTagging',
+        's3:GetObject',
+        's3:GetObjectTagging',
+        's3:ListBucket',
+        's3:ListMultipartUploadParts',
+        's3:PutObject',
+        's3:PutObjectTagging',
+      ],
     );
     assert.ok(actions.every((a) => !a.includes('*')), 'no wildcard actions');
     const list = only(statements.filter((s) => s.Action === 's3:ListBucket'));

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { GetObjectTaggingCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { LocalStorage } from '../src/storage/local.js';
 import { S3Storage } from '../src/storage/s3.js';
 import { StorageError, type FileInfo, type Storage, type StorageErrorCode, type WriteOptions } from '../src/storage/types.js';
@@ -440,6 +440,26 @@ for (const driver of drivers) {
           assert.equal(head.ContentLength, data.length);
           assert.equal(decodeURIComponent(head.Metadata?.uploader ?? ''), 'ålice');
           assert.equal(head.Metadata?.['client-ip'], '127.0.0.1');
+        });
+
+        it('tags a multipart upload with its SHA-256 instead of copying it, and a multipart copy keeps the tag', T, async () => {
+          const env = s3 as S3TestEnv;
+          const s3Storage = storage as S3Storage;
+          const data = pattern(12 * MiB + 3, 5);
+          const copies = () => ['CopyObjectCommand', 'UploadPartCopyCommand'].map((c) => s3Storage.requestCounts.get(c) ?? 0).join();
+          const before = copies();
+          await storage.write('tagged', chunked(data));
+          assert.equal(copies(), before, 'no byte was copied to record the hash');
+          const tags = await env.client.send(new GetObjectTaggingCommand({ Bucket: env.bucket, Key: fx.key?.('tagged') }));
+          assert.deepEqual(tags.TagSet, [{ Key: 's3ftp-sha256', Value: sha(data) }]);
+          assert.deepEqual(await storage.hash('tagged', 'SHA-256'), { algorithm: 'SHA-256', hash: sha(data), size: data.length, stored: true });
+          // 12 MiB is above this storage's copy threshold: the rename is a multipart copy.
+          await storage.rename('tagged', 'moved');
+          assert.deepEqual(await storage.hash('moved', 'SHA-256'), { algorithm: 'SHA-256', hash: sha(data), size: data.length, stored: true });
+          // Another tool's object in its place has no tag: its hash is computed.
+          const other = pattern(6 * MiB, 6);
+          await env.client.send(new PutObjectCommand({ Bucket: env.bucket, Key: fx.key?.('moved'), Body: other }));
+          assert.deepEqual(await storage.hash('moved', 'SHA-256'), { algorithm: 'SHA-256', hash: sha(other), size: other.length, stored: false });
         });
 
         it('answers InvalidName for keys longer than 1024 bytes', T, async () => {

@@ -3,11 +3,14 @@ import {
   CopyObjectCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
+  DeleteObjectTaggingCommand,
   GetObjectCommand,
+  GetObjectTaggingCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
+  PutObjectTaggingCommand,
   S3Client,
   type _Object,
   type HeadObjectCommandOutput,
@@ -51,7 +54,11 @@ const DELETE_BATCH = 1000;
 /** A directory rename logs its progress this often (objects, or ms, whichever comes first). */
 const PROGRESS_EVERY_OBJECTS = 1000;
 const PROGRESS_EVERY_MS = 5000;
-/** User metadata that holds the SHA-256 of the whole object (x-amz-meta-s3ftp-sha256). */
+/**
+ * The SHA-256 of the whole object: user metadata (x-amz-meta-s3ftp-sha256) on
+ * an object stored by one PutObject, an object tag of the same name on a
+ * multipart upload (its metadata is fixed before the bytes are seen).
+ */
 export const SHA256_METADATA = 's3ftp-sha256';
 /**
  * Key inside a directory being renamed onto, holding the source prefix. Its
@@ -247,8 +254,8 @@ export class S3Storage implements Storage {
     const key = this.key(path);
     const head = await this.headFile(key);
     if (!head) throw await this.notFileError(path);
-    const stored = head.Metadata?.[SHA256_METADATA];
-    if (algorithm === 'SHA-256' && stored !== undefined && /^[0-9a-f]{64}$/.test(stored)) {
+    const stored = algorithm === 'SHA-256' ? (head.Metadata?.[SHA256_METADATA] ?? (await this.taggedHash(key, head.ETag))) : undefined;
+    if (stored !== undefined && /^[0-9a-f]{64}$/.test(stored)) {
       return { algorithm, hash: stored, size: head.ContentLength ?? 0, stored: true };
     }
     // IfMatch: the hash is of the version the HEAD saw, never of two versions mixed.
@@ -368,6 +375,22 @@ export class S3Storage implements Storage {
       const error = classify(err, `stat ${key}`);
       if (error.code === 'NotFound') return undefined;
       throw error;
+    }
+  }
+
+  /**
+   * The SHA-256 tag of the object whose ETag is `etag`, or undefined (no tag,
+   * tags unreadable, or the object changed meanwhile: the caller then hashes by reading).
+   */
+  private async taggedHash(key: string, etag: string | undefined): Promise<string | undefined> {
+    try {
+      const out = await this.client.send(new GetObjectTaggingCommand({ Bucket: this.bucket, Key: key }));
+      const hash = out.TagSet?.find((t) => t.Key === SHA256_METADATA)?.Value;
+      if (hash === undefined) return undefined;
+      // The tags were read between two HEADs of the same object, so they are its tags.
+      return (await this.headFile(key))?.ETag === etag ? hash : undefined;
+    } catch {
+      return undefined;
     }
   }
 
@@ -510,13 +533,17 @@ export class S3Storage implements Storage {
   }
 
   /**
-   * Records the SHA-256 of a multipart upload by copying the object onto itself
-   * with the hash added (server-side; no byte passes through us). Failing here
-   * loses only the stored hash: HASH then reads the object instead.
+   * Records the SHA-256 of a completed multipart upload as an object tag: no
+   * byte is copied, no new version or S3 event is made. PutObjectTagging has no
+   * If-Match, so if another writer replaced the object meanwhile the tag is taken
+   * back. Failing here loses only the stored hash: HASH then reads the object.
    */
   private async storeHash(job: WriteJob, etag: string | undefined): Promise<void> {
+    const target = { Bucket: this.bucket, Key: job.key };
     try {
-      await this.copy(job.key, job.key, job.tally.bytes, etag, withHash(job.metadata, job.tally.hex()));
+      await this.client.send(new PutObjectTaggingCommand({ ...target, Tagging: { TagSet: [{ Key: SHA256_METADATA, Value: job.tally.hex() }] } }));
+      const head = await this.headFile(job.key);
+      if (head && head.ETag !== etag) await this.client.send(new DeleteObjectTaggingCommand(target));
     } catch (err) {
       this.logger?.warn({ err, key: job.key }, 'could not record the SHA-256 of an upload');
     }
@@ -548,42 +575,20 @@ export class S3Storage implements Storage {
     );
   }
 
-  /**
-   * Server-side copy of one object, part by part above the threshold. With
-   * `metadata` the copy gets that metadata instead of the source's.
-   */
-  private async copy(
-    from: string,
-    to: string,
-    size: number,
-    etag: string | undefined,
-    metadata?: Record<string, string>,
-  ): Promise<void> {
-    if (size > this.multipartCopyThreshold) return this.multipartCopy(from, to, size, etag, metadata);
-    const replace = metadata ? { MetadataDirective: 'REPLACE' as const, Metadata: metadata } : {};
+  /** Server-side copy of one object (metadata and tags included), part by part above the threshold. */
+  private async copy(from: string, to: string, size: number, etag: string | undefined): Promise<void> {
+    if (size > this.multipartCopyThreshold) return this.multipartCopy(from, to, size, etag);
     await this.call(`copy ${from}`, () =>
-      this.client.send(
-        new CopyObjectCommand({
-          Bucket: this.bucket,
-          Key: to,
-          CopySource: copySource(this.bucket, from),
-          CopySourceIfMatch: etag,
-          ...replace,
-        }),
-      ),
+      this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key: to, CopySource: copySource(this.bucket, from), CopySourceIfMatch: etag })),
     );
   }
 
-  private async multipartCopy(
-    from: string,
-    to: string,
-    size: number,
-    etag: string | undefined,
-    metadata: Record<string, string> | undefined,
-  ): Promise<void> {
-    // A multipart upload does not inherit the source's headers; carry them over.
+  private async multipartCopy(from: string, to: string, size: number, etag: string | undefined): Promise<void> {
+    // A multipart upload does not inherit the source's headers or tags; carry them over.
     const head = await this.headFile(from);
     if (!head) throw new StorageError('NotFound', `no such file: ${from}`);
+    // Tags that cannot be read (no permission, a store without tagging) are not carried; the copy goes on.
+    const tags = await this.client.send(new GetObjectTaggingCommand({ Bucket: this.bucket, Key: from })).catch(() => undefined);
     const writer = new MultipartWriter({
       client: this.client,
       bucket: this.bucket,
@@ -591,7 +596,8 @@ export class S3Storage implements Storage {
       partSize: this.config.partSize,
       queueSize: this.config.queueSize,
       create: {
-        Metadata: metadata ?? head.Metadata,
+        Metadata: head.Metadata,
+        Tagging: (tags?.TagSet ?? []).map((t) => `${encodeURIComponent(t.Key ?? '')}=${encodeURIComponent(t.Value ?? '')}`).join('&') || undefined,
         ContentType: head.ContentType,
         ContentEncoding: head.ContentEncoding,
         ContentDisposition: head.ContentDisposition,
