@@ -402,10 +402,11 @@ export class S3Storage implements Storage {
   }
 
   /** Resolves when path is a directory; NotFound otherwise (also when it is a file). */
+  /** One round trip: a directory is a prefix with at least one key under it (its marker, or any object). */
   private async requireDirectory(path: StoragePath): Promise<void> {
     if (path === '') return;
-    const info = await this.lookup(path);
-    if (!info?.isDirectory) throw new StorageError('NotFound', `no such directory: ${path}`);
+    const page = await this.listPage(this.dirPrefix(path), undefined, undefined, undefined, 1);
+    if ((page.Contents?.length ?? 0) === 0) throw new StorageError('NotFound', `no such directory: ${path}`);
   }
 
   private listPage(
