@@ -55,7 +55,6 @@ const OBJECT_ACTIONS = [
   's3:DeleteObject',
   's3:GetObjectTagging',
   's3:PutObjectTagging',
-  's3:DeleteObjectTagging',
   's3:AbortMultipartUpload',
   's3:ListMultipartUploadParts',
 ];

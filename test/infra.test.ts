@@ -266,7 +266,6 @@ test('the task role may use only the S3 driver’s actions, under the prefix', (
       [
         's3:AbortMultipartUpload',
         's3:DeleteObject',
-        's3:DeleteObjectTagging',
         's3:GetObject',
         's3:GetObjectTagging',
         's3:ListBucket',

@@ -3,7 +3,6 @@ import {
   CopyObjectCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
-  DeleteObjectTaggingCommand,
   GetObjectCommand,
   GetObjectTaggingCommand,
   HeadBucketCommand,
@@ -544,7 +543,7 @@ export class S3Storage implements Storage {
     try {
       await this.client.send(new PutObjectTaggingCommand({ ...target, Tagging: { TagSet: [{ Key: SHA256_METADATA, Value: job.tally.hex() }] } }));
       const head = await this.headFile(job.key);
-      if (head && head.ETag !== etag) await this.client.send(new DeleteObjectTaggingCommand(target));
+      if (head && head.ETag !== etag) await this.client.send(new PutObjectTaggingCommand({ ...target, Tagging: { TagSet: [] } }));
     } catch (err) {
       this.logger?.warn({ err, key: job.key }, 'could not record the SHA-256 of an upload');
     }
