@@ -169,23 +169,30 @@ export class S3Storage implements Storage {
 
   async *list(path: StoragePath, signal?: AbortSignal): AsyncIterable<FileInfo[]> {
     const prefix = this.dirPrefix(path);
-    let token: string | undefined;
-    let first = true;
-    let number = 0;
-    do {
-      await this.onListPage?.(++number);
-      const page = await this.listPage(prefix, '/', token, signal);
-      if (first && path !== '' && !pageHasKeys(page)) {
-        // An empty first page means no directory; tell a file apart for the client.
-        if (await this.headFile(this.key(path))) {
-          throw new StorageError('NotADirectory', `not a directory: ${path}`);
-        }
-        throw new StorageError('NotFound', `no such directory: ${path}`);
+    let number = 1;
+    const fetch = async (token: string | undefined): Promise<ListObjectsV2CommandOutput> => {
+      await this.onListPage?.(number);
+      return this.listPage(prefix, '/', token, signal);
+    };
+    let page = await fetch(undefined);
+    if (path !== '' && !pageHasKeys(page)) {
+      // An empty first page means no directory; tell a file apart for the client.
+      if (await this.headFile(this.key(path))) {
+        throw new StorageError('NotADirectory', `not a directory: ${path}`);
       }
-      first = false;
+      throw new StorageError('NotFound', `no such directory: ${path}`);
+    }
+    for (;;) {
+      const token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      // From the second page on, the next one is fetched while this one is sent
+      // (at most two pages held); the first page still goes out before any other is asked for.
+      const next = token && number > 1 ? (number++, fetch(token)) : undefined;
+      next?.catch(() => undefined); // awaited below, unless the consumer stops early
       yield entriesOf(page, prefix);
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (token);
+      if (!token) return;
+      if (!next) number++;
+      page = await (next ?? fetch(token));
+    }
   }
 
   async read(path: StoragePath, options: ReadOptions = {}): Promise<Readable> {
