@@ -169,9 +169,9 @@ export class S3Storage implements Storage {
 
   async *list(path: StoragePath, signal?: AbortSignal): AsyncIterable<FileInfo[]> {
     const prefix = this.dirPrefix(path);
-    let number = 1;
+    let number = 0;
     const fetch = async (token: string | undefined): Promise<ListObjectsV2CommandOutput> => {
-      await this.onListPage?.(number);
+      await this.onListPage?.(++number);
       return this.listPage(prefix, '/', token, signal);
     };
     let page = await fetch(undefined);
@@ -186,11 +186,10 @@ export class S3Storage implements Storage {
       const token = page.IsTruncated ? page.NextContinuationToken : undefined;
       // From the second page on, the next one is fetched while this one is sent
       // (at most two pages held); the first page still goes out before any other is asked for.
-      const next = token && number > 1 ? (number++, fetch(token)) : undefined;
+      const next = token && number > 1 ? fetch(token) : undefined;
       next?.catch(() => undefined); // awaited below, unless the consumer stops early
       yield entriesOf(page, prefix);
       if (!token) return;
-      if (!next) number++;
       page = await (next ?? fetch(token));
     }
   }
@@ -407,8 +406,10 @@ export class S3Storage implements Storage {
     return new StorageError('NotFound', `no such file: ${path}`, { cause });
   }
 
-  /** Resolves when path is a directory; NotFound otherwise (also when it is a file). */
-  /** One round trip: a directory is a prefix with at least one key under it (its marker, or any object). */
+  /**
+   * Resolves when path is a directory; NotFound otherwise (also when it is a
+   * file). One round trip: a directory is a prefix with a key under it (its marker, or any object).
+   */
   private async requireDirectory(path: StoragePath): Promise<void> {
     if (path === '') return;
     const page = await this.listPage(this.dirPrefix(path), undefined, undefined, undefined, 1);
