@@ -511,7 +511,7 @@ function put(storage: Storage, path: string, content: string, options?: WriteOpt
 }
 
 async function getBuffer(storage: Storage, path: string, start?: number): Promise<Buffer> {
-  const stream = await storage.read(path, { start });
+  const { stream } = await storage.read(path, { start });
   return Buffer.concat((await stream.toArray()) as Buffer[]);
 }
 

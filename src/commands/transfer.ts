@@ -18,11 +18,7 @@ export async function retr(s: Session, arg: string): Promise<void> {
   if (!dataReady(s)) return;
   const target = s.resolve(arg);
   const offset = takeRest(s);
-  const info = await s.storage.stat(target.storage);
-  if (info.isDirectory) throw new StorageError('IsADirectory', 'not a plain file');
-  if (offset > info.size) throw new StorageError('InvalidRange', 'offset beyond end of file');
-  const source = await s.storage.read(target.storage, { start: offset });
-  const total = info.size - offset;
+  const { stream: source, size: total } = await s.storage.read(target.storage, { start: offset });
   await runTransfer(s, {
     direction: 'download',
     path: target.ftp,

@@ -14,6 +14,7 @@ import {
   type FileInfo,
   type HashAlgorithm,
   type HashResult,
+  type OpenedRead,
   type ReadOptions,
   type Storage,
   type StorageCapabilities,
@@ -103,7 +104,7 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async read(path: StoragePath, options: ReadOptions = {}): Promise<Readable> {
+  async read(path: StoragePath, options: ReadOptions = {}): Promise<OpenedRead> {
     const start = options.start ?? 0;
     if (!Number.isSafeInteger(start) || start < 0) throw new StorageError('InvalidRange', `bad offset ${start}`);
     const full = await this.resolve(path);
@@ -113,7 +114,7 @@ export class LocalStorage implements Storage {
       const stats = await handle.stat();
       if (stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
       if (start > stats.size) throw new StorageError('InvalidRange', `offset ${start} is beyond the end of ${path}`);
-      return handle.createReadStream({ start, signal: options.signal });
+      return { stream: handle.createReadStream({ start, signal: options.signal }), size: stats.size - start };
     } catch (err) {
       await handle.close();
       throw classify(err, `read ${path}`);
@@ -164,7 +165,7 @@ export class LocalStorage implements Storage {
       const sidecar = await readSidecar(found.full, found.stats);
       if (sidecar?.sha256) return { algorithm, hash: sidecar.sha256, size: found.stats.size, stored: true };
     }
-    const stream = await this.read(path, { signal });
+    const { stream } = await this.read(path, { signal });
     try {
       const { hash, size } = await digestStream(stream, algorithm, signal);
       return { algorithm, hash, size, stored: false };

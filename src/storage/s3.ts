@@ -30,6 +30,7 @@ import {
   type FileInfo,
   type HashAlgorithm,
   type HashResult,
+  type OpenedRead,
   type ReadOptions,
   type Storage,
   type StorageCapabilities,
@@ -194,7 +195,7 @@ export class S3Storage implements Storage {
     }
   }
 
-  async read(path: StoragePath, options: ReadOptions = {}): Promise<Readable> {
+  async read(path: StoragePath, options: ReadOptions = {}): Promise<OpenedRead> {
     const start = options.start ?? 0;
     if (!Number.isSafeInteger(start) || start < 0) throw new StorageError('InvalidRange', `bad offset ${start}`);
     const key = this.key(path);
@@ -203,14 +204,14 @@ export class S3Storage implements Storage {
         new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: start > 0 ? `bytes=${start}-` : undefined }),
         { abortSignal: options.signal },
       );
-      return out.Body as Readable;
+      return { stream: out.Body as Readable, size: out.ContentLength ?? 0 };
     } catch (err) {
       const error = classify(err, `read ${path}`);
       if (error.code === 'NotFound') throw await this.notFileError(path, error);
       if (error.code !== 'InvalidRange') throw error;
       // S3 answers 416 for start == size too; that one is a valid, empty read.
       const head = await this.headFile(key);
-      if (head && (head.ContentLength ?? 0) === start) return Readable.from([]);
+      if (head && (head.ContentLength ?? 0) === start) return { stream: Readable.from([]), size: 0 };
       throw error;
     }
   }

@@ -85,6 +85,18 @@ export interface HashResult {
   stored: boolean;
 }
 
+/** An opened read: the bytes from the requested offset, and how many there are. */
+export interface OpenedRead {
+  /**
+   * The file's bytes from the offset on. A driver may fetch them lazily (on the
+   * first read), so opening validates and the transfer starts only once a
+   * reader is there.
+   */
+  stream: Readable;
+  /** Bytes the stream yields: the file's size less the offset. */
+  size: number;
+}
+
 export interface WriteResult {
   /** Size of the stored object after the write. */
   size: number;
@@ -100,31 +112,35 @@ export interface StorageCapabilities {
  * Writes are atomic: the object becomes visible (or replaced) only when the
  * returned promise resolves; a failed or aborted write leaves the previous
  * object, if any, untouched and nothing partial behind (unless the write asked
- * for onAbort: 'publish').
+ * for onAbort: 'publish'). The `signal` arguments end with the session: a
+ * driver stops at the next request once it is aborted, and a write whose
+ * signal is aborted before its publishing step (PutObject,
+ * CompleteMultipartUpload, the final rename) publishes nothing.
  */
 export interface Storage {
   readonly capabilities: StorageCapabilities;
-  stat(path: StoragePath): Promise<FileInfo>;
+  stat(path: StoragePath, signal?: AbortSignal): Promise<FileInfo>;
   /**
    * The entries of a directory, page by page as the backend yields them.
    * Throws NotFound (no such directory) or NotADirectory before the first page.
    */
   list(path: StoragePath, signal?: AbortSignal): AsyncIterable<FileInfo[]>;
-  read(path: StoragePath, options?: ReadOptions): Promise<Readable>;
+  /** Validates and opens a file for reading: NotFound, IsADirectory, InvalidRange (offset past the end). */
+  read(path: StoragePath, options?: ReadOptions): Promise<OpenedRead>;
   write(path: StoragePath, body: Readable, options?: WriteOptions): Promise<WriteResult>;
   /** Creates one directory; its parent must exist. */
-  mkdir(path: StoragePath): Promise<void>;
+  mkdir(path: StoragePath, signal?: AbortSignal): Promise<void>;
   /** Ensures a directory and its parents exist (user homes). */
-  mkdirAll(path: StoragePath): Promise<void>;
+  mkdirAll(path: StoragePath, signal?: AbortSignal): Promise<void>;
   /** Removes an empty directory. */
-  rmdir(path: StoragePath): Promise<void>;
+  rmdir(path: StoragePath, signal?: AbortSignal): Promise<void>;
   /** Removes one file. */
-  delete(path: StoragePath): Promise<void>;
+  delete(path: StoragePath, signal?: AbortSignal): Promise<void>;
   /**
    * Moves a file, or a directory and everything under it. A directory rename
    * that failed midway may be run again with the same arguments to finish it.
    */
-  rename(from: StoragePath, to: StoragePath): Promise<void>;
+  rename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void>;
   /**
    * The hash of a whole file: from the value stored at upload when there is
    * one for this algorithm and it still matches the file, else by reading it.
