@@ -12,13 +12,31 @@ test('replies are single or multi-line per RFC 959, and never carry a raw CR or 
 
 test('LineReader splits on CRLF, CR or LF, and strips Telnet IAC sequences', () => {
   const reader = new LineReader(64);
-  const lines = (chunk: Buffer) => reader.push(chunk).map((e) => ('line' in e ? e.line : '<too long>'));
+  const lines = (chunk: Buffer) => {
+    reader.feed(chunk);
+    const out: string[] = [];
+    for (let e = reader.next(); e; e = reader.next()) out.push('line' in e ? e.line : '<too long>');
+    assert.equal(reader.buffered, 0);
+    return out;
+  };
   assert.deepEqual(lines(Buffer.from('USER a\r\nPASS b\nNOOP\rNO')), ['USER a', 'PASS b', 'NOOP']);
   assert.deepEqual(lines(Buffer.from('OP\r\n')), ['NOOP']);
   // IAC IP IAC DM ABOR, as clients send it with urgent data; IAC WILL x is negotiation.
   assert.deepEqual(lines(Buffer.from([0xff, 0xf4, 0xff, 0xf2, ...Buffer.from('ABOR\r\n'), 0xff, 0xfb, 0x01, ...Buffer.from('NOOP\r\n')])), ['ABOR', 'NOOP']);
   assert.deepEqual(lines(Buffer.from(`${'x'.repeat(100)}\r\nNOOP\r\n`)), ['<too long>', 'NOOP']);
   assert.deepEqual(lines(Buffer.from('CWD dossier été\r\n')), ['CWD dossier été']);
+});
+
+test('LineReader hands out one line at a time and discard() drops what follows', () => {
+  const reader = new LineReader(64);
+  reader.feed(Buffer.from('AUTH TLS\r\nUSER alice\r\nPASS pw\r\n'));
+  assert.deepEqual(reader.next(), { line: 'AUTH TLS' });
+  assert.equal(reader.buffered, '\nUSER alice\r\nPASS pw\r\n'.length);
+  reader.discard();
+  assert.equal(reader.buffered, 0);
+  assert.equal(reader.next(), undefined);
+  reader.feed(Buffer.from('NOOP\r\n'));
+  assert.deepEqual(reader.next(), { line: 'NOOP' });
 });
 
 test('parseCommand upper-cases the verb and keeps the argument as sent', () => {

@@ -62,7 +62,7 @@ export async function pass(s: Session, arg: string): Promise<void> {
     s.log.warn({ event: 'login-failed', user: name.slice(0, 128), failures: s.failedLogins });
     s.server.metrics.logins.inc({ result: 'failed' });
     const { recent, lockedOut } = s.server.guard.loginFailed(s.clientAddress);
-    if (lockedOut) s.log.warn({ event: 'lockout', client: s.clientAddress, failures: recent });
+    if (lockedOut) s.log.warn({ event: 'lockout', failures: recent });
     // The delay grows with the address's recent failures, not just this connection's.
     await sleep(Math.min(s.server.config.limits.failedLoginDelayMs * recent, MAX_FAILED_LOGIN_DELAY_MS));
     if (s.server.guard.isLockedOut(s.clientAddress)) {
@@ -75,14 +75,13 @@ export async function pass(s: Session, arg: string): Promise<void> {
     return;
   }
   try {
-    await s.storage.stat(account.home);
+    await s.storage.stat(account.home, s.signal);
   } catch (err) {
     if (!(err instanceof StorageError && err.code === 'NotFound')) throw err;
     // Like SFTPGo, and unlike vsftpd, a missing home is created rather than refused.
-    await s.storage.mkdirAll(account.home);
+    await s.storage.mkdirAll(account.home, s.signal);
   }
-  s.user = account;
-  s.cwd = '/';
+  s.loggedIn(account);
   s.log.info({ event: 'login', user: account.name });
   s.server.metrics.logins.inc({ result: 'ok' });
   s.reply(Reply.LoggedIn, 'Login successful.');

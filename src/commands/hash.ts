@@ -42,7 +42,7 @@ export async function hash(s: Session, arg: string): Promise<void> {
   const target = s.resolve(arg);
   const algorithm = algorithmOf(s);
   const started = performance.now();
-  const result = await s.storage.hash(target.storage, algorithm);
+  const result = await s.storage.hash(target.storage, algorithm, s.signal);
   s.log.info({
     event: 'hash',
     path: target.ftp,

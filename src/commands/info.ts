@@ -108,7 +108,7 @@ export async function stat(s: Session, arg: string): Promise<void> {
   const target = s.resolve(stripListOptions(arg));
   const lines = [`Status of ${target.ftp}:`];
   try {
-    for await (const page of s.storage.list(target.storage)) {
+    for await (const page of s.storage.list(target.storage, s.signal)) {
       for (const info of page) {
         if (!unlistable(info.name)) lines.push(formatListLine(info));
       }
@@ -120,7 +120,7 @@ export async function stat(s: Session, arg: string): Promise<void> {
     }
   } catch (err) {
     if (!(err instanceof StorageError && err.code === 'NotADirectory')) throw err;
-    lines.push(formatListLine(await s.storage.stat(target.storage)));
+    lines.push(formatListLine(await s.storage.stat(target.storage, s.signal)));
   }
   lines.push('End of status');
   s.reply(Reply.FileStatus, lines);

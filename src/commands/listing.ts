@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
-import { runTransfer, sendStream } from '../data/transfer.js';
+import { sendStream } from '../data/streams.js';
+import { startTransfer } from '../session/transfer.js';
 import { formatFacts, formatListLine, unlistable } from '../listing.js';
 import { Reply } from '../replies.js';
 import type { ResolvedPath, Session } from '../session/session.js';
@@ -27,7 +28,7 @@ export async function mlsd(s: Session, arg: string): Promise<void> {
 
 export async function mlst(s: Session, arg: string): Promise<void> {
   const target = s.resolve(arg.trim() === '' ? '.' : arg);
-  const info = await s.storage.stat(target.storage);
+  const info = await s.storage.stat(target.storage, s.signal);
   s.reply(Reply.FileActionOkay, [
     `Listing ${target.ftp}`,
     `${formatFacts(info, target.storage, s.mlstFacts)} ${target.ftp}`,
@@ -47,11 +48,11 @@ async function sendListing(s: Session, arg: string, format: Format, dirOnly = fa
   let pages: AsyncIterator<FileInfo[]>;
   let first: IteratorResult<FileInfo[]>;
   try {
-    pages = s.storage.list(dir.storage)[Symbol.asyncIterator]();
+    pages = s.storage.list(dir.storage, s.signal)[Symbol.asyncIterator]();
     first = await pages.next();
   } catch (err) {
     if (dirOnly || !(err instanceof StorageError && err.code === 'NotADirectory')) throw err;
-    const info = await s.storage.stat(dir.storage);
+    const info = await s.storage.stat(dir.storage, s.signal);
     pages = (async function* () {})();
     first = { done: false, value: [{ ...info, name: arg.trim() }] };
   }
@@ -67,14 +68,16 @@ async function sendListing(s: Session, arg: string, format: Format, dirOnly = fa
     }
   };
   const source = Readable.from(lines());
-  await runTransfer(s, {
+  source.on('error', () => {}); // surfaced by sendStream, or moot once the transfer is given up
+  startTransfer(s, {
     direction: 'list',
     path: dir.ftp,
     opening: 'Here comes the directory listing.',
-    run: (socket, signal, count) => sendStream(source, socket, { signal, count }),
-  }).finally(() => {
-    source.destroy();
-    void pages.return?.();
+    run: ({ socket, signal, count }) => sendStream(source, socket, { signal, count }),
+    release() {
+      source.destroy();
+      void pages.return?.();
+    },
   });
 }
 

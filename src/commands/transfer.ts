@@ -1,15 +1,15 @@
 import { isIPv4 } from 'node:net';
-import { PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ActiveChannel } from '../data/active.js';
 import { fromNetworkAscii, toNetworkAscii } from '../data/ascii.js';
 import { plainAddress } from '../data/channel.js';
 import { openPassive, PassivePortsExhausted } from '../data/passive.js';
-import { asStorageError, counter, runTransfer, sendStream } from '../data/transfer.js';
+import { asStorageError, counter, sendStream, UploadBody } from '../data/streams.js';
 import { Reply } from '../replies.js';
 import { protectionRequired } from './security.js';
-import type { ResolvedPath, Session } from '../session/session.js';
-import { baseName, StorageError } from '../storage/types.js';
+import type { Session } from '../session/session.js';
+import { startTransfer } from '../session/transfer.js';
+import { baseName } from '../storage/types.js';
 
 /** Lowest port PORT/EPRT may name (RFC 2577: no bounces to privileged services). */
 const MIN_ACTIVE_PORT = 1024;
@@ -17,16 +17,18 @@ const MIN_ACTIVE_PORT = 1024;
 export async function retr(s: Session, arg: string): Promise<void> {
   if (!dataReady(s)) return;
   const target = s.resolve(arg);
-  const offset = takeRest(s);
-  const { stream: source, size: total } = await s.storage.read(target.storage, { start: offset });
-  await runTransfer(s, {
+  // Phase 1: validated and opened before the 150 (a driver may start fetching only once read).
+  const { stream: source, size: total } = await s.storage.read(target.storage, { start: s.restOffset, signal: s.signal });
+  source.on('error', () => {}); // surfaced by sendStream, or moot once the transfer is given up
+  startTransfer(s, {
     direction: 'download',
     path: target.ftp,
     total,
     opening: `Opening ${modeName(s)} mode data connection for ${baseName(target.storage)} (${total} bytes).`,
-    run: (socket, signal, count) =>
+    run: ({ socket, signal, count }) =>
       sendStream(source, socket, { signal, count, transform: s.type === 'A' ? toNetworkAscii() : undefined }),
-  }).finally(() => source.destroy());
+    release: () => void source.destroy(),
+  });
 }
 
 export async function stor(s: Session, arg: string): Promise<void> {
@@ -40,7 +42,7 @@ export async function appe(s: Session, arg: string): Promise<void> {
 async function upload(s: Session, arg: string, append: boolean): Promise<void> {
   if (!dataReady(s)) return;
   const target = s.resolve(arg);
-  const offset = takeRest(s);
+  const offset = s.restOffset;
   if (offset > 0 && !s.storage.capabilities.resumeUpload) {
     s.reply(Reply.InvalidRestart, 'Resuming uploads is not supported by this storage.');
     return;
@@ -48,12 +50,26 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
   if (offset > 0) s.authorize('append', target);
   // APPE keeps every existing byte; STOR (from 0 or from a REST offset) replaces some.
   if (!append) await s.authorizeOverwrite(target);
-  await runTransfer(s, {
+  // Phase 1 ends when the storage has validated the target (parent, name,
+  // offset) and asks for the first byte: a refusal is answered with no 150.
+  const controller = new AbortController();
+  const body = new UploadBody();
+  const written = s.storage.write(target.storage, body, {
+    offset: append ? undefined : offset,
+    append,
+    signal: AbortSignal.any([controller.signal, s.signal]),
+    metadata: { 'uploaded-by': s.user?.name ?? '', 'client-address': s.clientAddress },
+    onAbort: s.user?.keepPartialUploads ? 'publish' : 'discard',
+  });
+  written.catch(() => {}); // awaited below or by the transfer; a refusal is thrown from here
+  await Promise.race([body.opened, written]);
+  startTransfer(s, {
     direction: 'upload',
     path: target.ftp,
     opening: 'Ok to send data.',
-    async run(socket, signal, count) {
-      const body = new PassThrough();
+    controller,
+    async run({ socket, signal, count, commit }) {
+      body.commit = commit;
       const stages = s.type === 'A' ? [fromNetworkAscii()] : [];
       // Whichever side fails first explains the failure: the data connection (426) or the storage (451/55x).
       let firstError: unknown;
@@ -61,21 +77,18 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
         firstError ??= err;
         throw err;
       });
-      const written = s.storage
-        .write(target.storage, body, {
-          offset: append ? undefined : offset,
-          append,
-          signal,
-          metadata: { 'uploaded-by': s.user?.name ?? '', 'client-address': s.clientAddress },
-          onAbort: s.user?.keepPartialUploads ? 'publish' : 'discard',
-        })
-        .catch((err: unknown) => {
-          firstError ??= asStorageError(err);
-          socket.destroy();
-          throw err;
-        });
-      const results = await Promise.allSettled([received, written]);
+      const stored = written.catch((err: unknown) => {
+        firstError ??= asStorageError(err);
+        socket.destroy();
+        throw err;
+      });
+      const results = await Promise.allSettled([received, stored]);
       if (results.some((r) => r.status === 'rejected')) throw firstError;
+    },
+    async release() {
+      // Nothing was sent, or the transfer failed: the write must end (discarded) before the final reply.
+      body.destroy();
+      await written.catch(() => undefined);
     },
   });
 }
@@ -237,23 +250,15 @@ function active(s: Session, host: string, port: number, verb: string): void {
   s.reply(Reply.CommandOkay, `${verb} command successful. Consider using PASV.`);
 }
 
-/** True when a data channel is prepared; otherwise answers 425 and forgets a pending REST. */
+/** True when a data channel is prepared; otherwise answers 425 (or 521 without PROT P). */
 export function dataReady(s: Session): boolean {
   if (!s.protectData && protectionRequired(s)) {
-    s.restOffset = 0;
     s.reply(Reply.DataProtectionRequired, 'Data connections must be encrypted: use PBSZ 0 and PROT P.');
     return false;
   }
   if (s.data) return true;
-  s.restOffset = 0;
   s.reply(Reply.CantOpenDataConnection, 'Use PORT, PASV or EPSV first.');
   return false;
-}
-
-function takeRest(s: Session): number {
-  const offset = s.restOffset;
-  s.restOffset = 0;
-  return offset;
 }
 
 function modeName(s: Session): string {

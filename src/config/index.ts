@@ -51,8 +51,16 @@ export interface Config {
   storage: StorageConfig;
   logLevel: string;
   logPretty: boolean;
-  /** Idle control connections are closed after this many ms. */
+  /** Idle control connections are closed after this many ms of waiting for a command (not while one runs). */
   idleTimeoutMs: number;
+  /** A connection that has not logged in this many ms after it opened is closed; bytes do not extend it. */
+  loginTimeoutMs: number;
+  /**
+   * After an upload's data connection ends, how long to wait for the control
+   * connection to close too before the upload is published: a dying client's
+   * two connections close a few ms apart, in either order.
+   */
+  uploadSettleMs: number;
   /** A data connection must be opened, and must move bytes, within this many ms. */
   dataTimeoutMs: number;
   /** Longest accepted command line in bytes. */
@@ -114,6 +122,8 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: oneOf(env, 'LOG_LEVEL', 'info', LOG_LEVELS),
     logPretty: bool(env, 'LOG_PRETTY', false),
     idleTimeoutMs: int(env, 'FTP_IDLE_TIMEOUT', 300, 1, 86400) * 1000,
+    loginTimeoutMs: int(env, 'FTP_LOGIN_TIMEOUT', 60, 1, 3600) * 1000,
+    uploadSettleMs: int(env, 'FTP_UPLOAD_SETTLE_MS', 2, 0, 1000),
     dataTimeoutMs: int(env, 'FTP_DATA_TIMEOUT', 60, 1, 86400) * 1000,
     maxCommandBytes: int(env, 'FTP_MAX_COMMAND_BYTES', 4096, 512, 65536),
     shutdownGraceMs: int(env, 'FTP_SHUTDOWN_GRACE', 30, 0, 3600) * 1000,

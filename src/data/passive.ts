@@ -44,7 +44,8 @@ async function listen(options: PassiveOptions): Promise<Server> {
 
 function tryListen(host: string, port: number): Promise<Server> {
   return new Promise((resolve, reject) => {
-    const server = createServer();
+    // Half-open, so an upload's end can be told from a reset (see endedCleanly).
+    const server = createServer({ allowHalfOpen: true });
     server.once('error', reject);
     server.listen({ host, port, exclusive: true, backlog: 4 }, () => {
       server.off('error', reject);

@@ -8,11 +8,13 @@ const LF = 0x0a;
 export type LineEvent = { line: string } | { tooLong: true };
 
 /**
- * Splits the control connection's bytes into command lines. All parsing of raw
- * network bytes happens here: Telnet IAC sequences are dropped, CR, LF and CRLF
- * all end a line (Python's ftplib sends ABOR's final LF as urgent data, which
- * the kernel drops from the stream), and a line longer than `maxBytes` is
- * reported once and discarded without being buffered.
+ * Splits the control connection's bytes into command lines, one at a time:
+ * the session asks for the next line only when it is ready to run it, so
+ * bytes behind a line stay here unparsed (AUTH TLS drops them). All parsing
+ * of raw network bytes happens here: Telnet IAC sequences are dropped, CR,
+ * LF and CRLF all end a line (Python's ftplib sends ABOR's final LF as urgent
+ * data, which the kernel drops from the stream), and a line longer than
+ * `maxBytes` is reported once and discarded without being buffered.
  */
 export class LineReader {
   #buf: Buffer;
@@ -20,39 +22,76 @@ export class LineReader {
   #overflow = false;
   /** Telnet state: 0 normal, 1 after IAC, 2 after IAC WILL/WONT/DO/DONT. */
   #telnet = 0;
+  /** Chunks received and not yet parsed, and where parsing stands in the first. */
+  #chunks: Buffer[] = [];
+  #pos = 0;
+  #buffered = 0;
 
   constructor(readonly maxBytes: number) {
     this.#buf = Buffer.alloc(maxBytes);
   }
 
-  /** Feeds bytes; returns the complete lines (or overflows) they finish. */
-  push(chunk: Buffer): LineEvent[] {
-    const events: LineEvent[] = [];
-    for (const byte of chunk) {
-      if (this.#telnet === 1) {
-        this.#telnet = byte >= WILL && byte <= DONT ? 2 : 0;
-        if (byte === IAC) this.#append(byte);
-        continue;
+  /** Bytes fed and not yet parsed: the caller stops reading the socket past its bound. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  /** Hands over received bytes. */
+  feed(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.#chunks.push(chunk);
+    this.#buffered += chunk.length;
+  }
+
+  /** The next complete line (or overflow) in what was fed, or undefined when more bytes are needed. */
+  next(): LineEvent | undefined {
+    for (let chunk = this.#chunks[0]; chunk; chunk = this.#chunks[0]) {
+      while (this.#pos < chunk.length) {
+        this.#buffered--;
+        const event = this.#byte(chunk[this.#pos++]!);
+        if (event) return event;
       }
-      if (this.#telnet === 2) {
-        this.#telnet = 0;
-        continue;
-      }
-      if (byte === IAC) {
-        this.#telnet = 1;
-      } else if (byte === CR || byte === LF) {
-        if (this.#overflow) {
-          events.push({ tooLong: true });
-        } else if (this.#len > 0) {
-          events.push({ line: this.#buf.toString('utf8', 0, this.#len) });
-        }
-        this.#len = 0;
-        this.#overflow = false;
-      } else {
-        this.#append(byte);
-      }
+      this.#chunks.shift();
+      this.#pos = 0;
     }
-    return events;
+    return undefined;
+  }
+
+  /** Forgets everything received and not yet returned (AUTH TLS: RFC 4217 §4). */
+  discard(): void {
+    this.#chunks = [];
+    this.#pos = 0;
+    this.#buffered = 0;
+    this.#len = 0;
+    this.#overflow = false;
+    this.#telnet = 0;
+  }
+
+  #byte(byte: number): LineEvent | undefined {
+    if (this.#telnet === 1) {
+      this.#telnet = byte >= WILL && byte <= DONT ? 2 : 0;
+      if (byte === IAC) this.#append(byte);
+      return undefined;
+    }
+    if (this.#telnet === 2) {
+      this.#telnet = 0;
+      return undefined;
+    }
+    if (byte === IAC) {
+      this.#telnet = 1;
+    } else if (byte === CR || byte === LF) {
+      const event: LineEvent | undefined = this.#overflow
+        ? { tooLong: true }
+        : this.#len > 0
+          ? { line: this.#buf.toString('utf8', 0, this.#len) }
+          : undefined;
+      this.#len = 0;
+      this.#overflow = false;
+      return event;
+    } else {
+      this.#append(byte);
+    }
+    return undefined;
   }
 
   #append(byte: number): void {

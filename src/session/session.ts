@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import { isAllowed, type Permission } from '../auth/permissions.js';
@@ -16,7 +15,8 @@ import type { DataChannel } from '../data/channel.js';
 import { resolveFtpPath, toStoragePath } from '../paths.js';
 import { formatReply, Reply, type ReplyCode } from '../replies.js';
 import type { Storage, StoragePath } from '../storage/types.js';
-import { LineReader, parseCommand } from './lines.js';
+import { LineReader, parseCommand, type LineEvent } from './lines.js';
+import type { Transfer } from './transfer.js';
 
 /** What every session shares: configuration, storage and the user list. */
 export interface ServerContext {
@@ -30,34 +30,31 @@ export interface ServerContext {
   metrics: Metrics;
 }
 
-/** A running data transfer, as ABOR, STAT and a closing connection see it. */
-export interface Transfer {
-  readonly direction: 'upload' | 'download' | 'list';
-  readonly path: string;
-  bytes: number;
-  readonly total?: number;
-  /** Stops the transfer; its command then answers 426. */
-  abort(): void;
-  /** Settles after the transfer command's final reply has been sent. */
-  readonly done: Promise<void>;
-}
-
 /** A resolved path argument: what the client sees and what the storage takes. */
 export interface ResolvedPath {
   ftp: string;
   storage: StoragePath;
 }
 
-/** Commands waiting while another one runs; past this, reading pauses (bounded memory per connection). */
-const MAX_QUEUED_COMMANDS = 16;
+/**
+ * Received command bytes held before reading pauses. With the reply bound
+ * below, no input makes the server hold more than a few tens of KiB for one
+ * connection: a client that sends without reading stops itself.
+ */
+const MAX_BUFFERED_INPUT = 16 * 1024;
+/** Reply bytes the client has not taken; past this no further command is read or run. */
+const MAX_PENDING_OUTPUT = 64 * 1024;
 /** Over-long command lines tolerated before the connection is closed. */
 const MAX_OVERLONG_LINES = 3;
+/** How long a client that does not read its last reply keeps the socket. */
+const CLOSE_LINGER_MS = 2000;
 
 /**
- * The control connection's state machine. Commands run one at a time in
- * arrival order; while a transfer runs, the commands marked `duringTransfer`
- * (ABOR, STAT) are answered at once. Everything a command may change about
- * the session lives here.
+ * The control connection's state machine. One loop reads one command at a
+ * time and runs it to its reply before reading the next; a transfer runs on
+ * after its 150 so that ABOR and STAT (`duringTransfer`) are answered at
+ * once, and any other command waits for the transfer's final reply.
+ * Everything a command may change about the session lives here.
  */
 export class Session {
   readonly id = randomBytes(6).toString('hex');
@@ -68,6 +65,7 @@ export class Session {
   pendingUser: string | undefined;
   cwd = '/';
   type: 'A' | 'I' = 'I';
+  /** Set by REST; every other command consumes it (RFC 3659 §5.2). */
   restOffset = 0;
   renameFrom: ResolvedPath | undefined;
   epsvAll = false;
@@ -76,22 +74,25 @@ export class Session {
   data: DataChannel | undefined;
   transfer: Transfer | undefined;
 
-  #reader: LineReader;
-  #queue: string[] = [];
-  #running = false;
-  #closed = false;
-  #overlong = 0;
-  #lastCode: ReplyCode | undefined;
-
   /** The control connection: the TCP socket, or the TLS socket over it after AUTH TLS. */
   socket: Socket;
-  /** The TCP socket under any TLS; its idle timer is the session's. */
+  /** The TCP socket under any TLS. */
   readonly #raw: Socket;
   /** TLS is on the control connection (AUTH TLS, or implicit FTPS). */
   secure = false;
   pbsz = false;
   /** PROT P: data connections are TLS too. */
   protectData = false;
+
+  readonly #ended = new AbortController();
+  #reader: LineReader;
+  #closed = false;
+  #overlong = 0;
+  #lastCode: ReplyCode | undefined;
+  /** Wakes the command loop: input arrived, output drained, or the connection closed. */
+  #wake: (() => void) | undefined;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #loginTimer: NodeJS.Timeout | undefined;
 
   constructor(
     socket: Socket,
@@ -112,41 +113,144 @@ export class Session {
     this.#reader = new LineReader(server.config.maxCommandBytes);
   }
 
-  /** Greets the client and starts reading commands. */
+  /**
+   * Aborted when the control connection ends, for whatever reason. Every
+   * storage call a command makes takes it, so nothing keeps working for a
+   * client that has gone.
+   */
+  get signal(): AbortSignal {
+    return this.#ended.signal;
+  }
+
+  get storage(): Storage {
+    return this.server.storage;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Greets the client and runs its commands until the connection ends. */
   start(): void {
-    const raw = this.#raw;
     this.log.info({ event: 'session-start', secure: this.secure });
-    raw.setNoDelay(true);
-    raw.setTimeout(this.server.config.idleTimeoutMs, () => {
-      if (this.transfer) return; // the data connection has its own timeout
-      this.log.info({ event: 'idle-timeout' });
-      this.close(Reply.ServiceNotAvailable, 'Timeout: closing control connection.');
-    });
-    raw.on('close', () => this.#onClose());
+    this.#raw.setNoDelay(true);
+    this.#raw.on('close', () => this.#onClose());
+    this.#loginTimer = setTimeout(() => {
+      this.log.info({ event: 'login-timeout' });
+      this.close(Reply.ServiceNotAvailable, 'Login timeout: closing control connection.');
+    }, this.server.config.loginTimeoutMs);
     this.#listen(this.socket);
     this.reply(Reply.ServiceReady, 's3ftp ready.');
+    this.#loop().catch((err: unknown) => {
+      this.log.error({ err }, 'command loop failed');
+      this.close(Reply.ServiceNotAvailable, 'Internal error: closing control connection.');
+    });
   }
 
   #listen(socket: Socket): void {
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('readable', () => this.#fill());
+    socket.on('drain', () => this.#fill());
+    // The client closed its side: it will send nothing more, and whatever it was doing is given up.
+    socket.on('end', () => this.close());
     socket.on('error', (err) => this.log.debug({ err }, 'control connection error'));
   }
 
+  /** Moves received bytes into the line reader while both bounds allow, then wakes the loop. */
+  #fill(): void {
+    while (this.#reader.buffered < MAX_BUFFERED_INPUT && this.socket.writableLength <= MAX_PENDING_OUTPUT) {
+      const chunk = this.socket.read() as Buffer | null;
+      if (chunk === null) break;
+      this.#reader.feed(chunk);
+    }
+    this.#wake?.();
+  }
+
+  async #loop(): Promise<void> {
+    for (;;) {
+      const event = await this.#nextCommand();
+      if (!event) return;
+      if ('tooLong' in event) {
+        this.log.warn({ event: 'command-too-long' });
+        if (++this.#overlong >= MAX_OVERLONG_LINES) {
+          this.close(Reply.ServiceNotAvailable, 'Too many over-long command lines.');
+          return;
+        }
+        this.reply(Reply.SyntaxError, 'Command line too long.');
+        continue;
+      }
+      const { verb } = parseCommand(event.line);
+      // Only ABOR and STAT speak while a transfer runs; anything else waits for its final reply.
+      if (this.transfer && !COMMANDS[verb]?.duringTransfer) await this.transfer.done;
+      if (this.#closed) return;
+      await this.#execute(event.line);
+    }
+  }
+
   /**
-   * Switches the control connection to TLS (AUTH TLS). The caller has sent
-   * the 234 reply; anything the client sent in plain text after AUTH is
-   * dropped, as RFC 4217 asks.
+   * The next command line, once the client has taken its replies. The idle
+   * timer runs only here, while no transfer runs: it measures the client's
+   * silence, never the server's work.
+   */
+  async #nextCommand(): Promise<LineEvent | undefined> {
+    for (;;) {
+      if (this.#closed) return undefined;
+      if (this.socket.writableLength <= MAX_PENDING_OUTPUT) {
+        const event = this.#reader.next();
+        if (event) return event;
+        this.#fill();
+        if (this.#reader.buffered > 0) continue;
+      }
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+        this.#armIdle();
+      });
+      this.#wake = undefined;
+      clearTimeout(this.#idleTimer);
+    }
+  }
+
+  /** Starts the idle timer if the loop is waiting for the client and no transfer runs. */
+  #armIdle(): void {
+    clearTimeout(this.#idleTimer);
+    if (!this.#wake || this.transfer || this.#closed) return;
+    this.#idleTimer = setTimeout(() => {
+      this.log.info({ event: 'idle-timeout' });
+      this.close(Reply.ServiceNotAvailable, 'Timeout: closing control connection.');
+    }, this.server.config.idleTimeoutMs);
+  }
+
+  /** A transfer has sent its final reply: the session is waiting for the client again. */
+  transferEnded(): void {
+    this.transfer = undefined;
+    this.#armIdle();
+  }
+
+  /**
+   * Switches the control connection to TLS (AUTH TLS), right after the 234
+   * reply. Whatever the client sent behind AUTH in plain text is dropped
+   * unread (RFC 4217 §4; the CVE-2011-0411 class): only what arrives over
+   * TLS is ever run.
    */
   upgradeToTls(context: SecureContext): void {
     const raw = this.#raw;
-    raw.removeAllListeners('data');
-    this.#reader = new LineReader(this.server.config.maxCommandBytes);
-    this.#queue.length = 0;
+    raw.removeAllListeners('readable');
+    raw.removeAllListeners('drain');
+    raw.removeAllListeners('end');
+    this.#reader.discard();
+    // Node would hand bytes still buffered on the TCP socket to the TLS handshake.
+    while (raw.read() !== null);
     const secure = new TLSSocket(raw, { isServer: true, secureContext: context });
     this.socket = secure;
     this.secure = true;
     this.#listen(secure);
     secure.once('secure', () => this.log.info({ event: 'tls', protocol: secure.getProtocol() }));
+  }
+
+  /** The user is in: the login deadline no longer applies. */
+  loggedIn(user: User): void {
+    clearTimeout(this.#loginTimer);
+    this.user = user;
+    this.cwd = '/';
   }
 
   /** The user may do this at this path; otherwise Denied (550), with the reason in the log. */
@@ -166,7 +270,7 @@ export class Session {
   async authorizeOverwrite(target: ResolvedPath): Promise<void> {
     const rules = this.user?.permissions;
     if (!rules || isAllowed(rules, target.ftp, 'delete')) return;
-    const exists = await this.storage.stat(target.storage).then(
+    const exists = await this.storage.stat(target.storage, this.signal).then(
       () => true,
       (err: unknown) => {
         if (err instanceof StorageError && err.code === 'NotFound') return false;
@@ -174,10 +278,6 @@ export class Session {
       },
     );
     if (exists) this.authorize('delete', target);
-  }
-
-  get storage(): Storage {
-    return this.server.storage;
   }
 
   /** Sends one reply (multi-line when given several lines). */
@@ -198,19 +298,25 @@ export class Session {
     this.data = channel;
   }
 
-  /** Sends a last reply and closes the connection. */
+  /**
+   * Sends a last reply (if given) and closes the connection. From here on no
+   * command runs, the session's signal is aborted, and a running transfer is
+   * aborted: an upload not yet published is discarded.
+   */
   close(code?: ReplyCode, text?: string): void {
     if (this.#closed) return;
     if (code !== undefined) this.reply(code, text ?? '');
     this.#closed = true;
+    this.#end();
     this.socket.end();
     // A client that does not read its last reply must not keep the socket open.
-    setTimeout(() => this.#raw.destroy(), 2000).unref();
+    setTimeout(() => this.#raw.destroy(), CLOSE_LINGER_MS).unref();
   }
 
   /**
    * Ends the session for a server shutdown: at once with 421 when idle; a
-   * running transfer may finish within `graceMs`, then it is aborted.
+   * running transfer may finish within `graceMs`, then it is aborted. Always
+   * settles: the socket is destroyed if the client does not let it close.
    */
   async shutdown(graceMs: number): Promise<void> {
     const transfer = this.transfer;
@@ -222,104 +328,70 @@ export class Session {
       await transfer.done;
     }
     this.close(Reply.ServiceNotAvailable, 'Server shutting down.');
-    if (!this.#raw.destroyed) await once(this.#raw, 'close');
-  }
-
-  get closed(): boolean {
-    return this.#closed;
-  }
-
-  #onData(chunk: Buffer): void {
-    for (const event of this.#reader.push(chunk)) {
-      if ('tooLong' in event) {
-        this.log.warn({ event: 'command-too-long' });
-        if (++this.#overlong >= MAX_OVERLONG_LINES) {
-          this.close(Reply.ServiceNotAvailable, 'Too many over-long command lines.');
-          return;
-        }
-        this.#enqueue('\0too-long');
-        continue;
-      }
-      const { verb } = parseCommand(event.line);
-      if (this.transfer && COMMANDS[verb]?.duringTransfer) {
-        void this.#execute(event.line);
-      } else {
-        this.#enqueue(event.line);
-      }
-    }
-  }
-
-  #enqueue(line: string): void {
-    this.#queue.push(line);
-    if (this.#queue.length >= MAX_QUEUED_COMMANDS) this.socket.pause();
-    void this.#pump();
-  }
-
-  async #pump(): Promise<void> {
-    if (this.#running) return;
-    this.#running = true;
-    try {
-      while (this.#queue.length > 0 && !this.#closed) {
-        const line = this.#queue.shift()!;
-        if (this.#queue.length < MAX_QUEUED_COMMANDS / 2) this.socket.resume();
-        await this.#execute(line);
-      }
-    } finally {
-      this.#running = false;
-    }
+    if (this.#raw.destroyed) return;
+    await new Promise<void>((resolve) => {
+      this.#raw.once('close', () => resolve());
+      setTimeout(() => this.#raw.destroy(), CLOSE_LINGER_MS).unref();
+    });
   }
 
   /** Preflight (500/502/530/501), then the handler; a throwing handler costs one reply, never the server. */
   async #execute(line: string): Promise<void> {
-    if (this.#closed) return;
     const started = performance.now();
-    if (line === '\0too-long') {
-      this.reply(Reply.SyntaxError, 'Command line too long.');
-      return;
-    }
-    this.#raw.setTimeout(this.server.config.idleTimeoutMs);
     const { verb, arg } = parseCommand(line);
     const spec: CommandSpec | undefined = COMMANDS[verb];
     this.#lastCode = undefined;
-    if (!spec) {
-      this.reply(Reply.SyntaxError, 'Unknown command.');
-    } else if (spec.needsLogin && !this.user) {
-      this.reply(Reply.NotLoggedIn, 'Please login with USER and PASS.');
-    } else if (!spec.handler || (spec.capability && !this.storage.capabilities[spec.capability])) {
-      this.reply(Reply.NotImplemented, 'Command not implemented.');
-    } else if (spec.arg === 'required' && arg.trim() === '') {
-      this.reply(Reply.SyntaxErrorInArguments, `${verb} needs an argument.`);
-    } else if (spec.arg === 'none' && arg.trim() !== '') {
-      this.reply(Reply.SyntaxErrorInArguments, `${verb} takes no argument.`);
-    } else {
-      // A rename is RNFR immediately followed by RNTO; anything between cancels it.
-      if (verb !== 'RNFR' && verb !== 'RNTO') this.renameFrom = undefined;
-      try {
+    try {
+      if (!spec) {
+        this.reply(Reply.SyntaxError, 'Unknown command.');
+      } else if (spec.needsLogin && !this.user) {
+        this.reply(Reply.NotLoggedIn, 'Please login with USER and PASS.');
+      } else if (!spec.handler || (spec.capability && !this.storage.capabilities[spec.capability])) {
+        this.reply(Reply.NotImplemented, 'Command not implemented.');
+      } else if (spec.arg === 'required' && arg.trim() === '') {
+        this.reply(Reply.SyntaxErrorInArguments, `${verb} needs an argument.`);
+      } else if (spec.arg === 'none' && arg.trim() !== '') {
+        this.reply(Reply.SyntaxErrorInArguments, `${verb} takes no argument.`);
+      } else {
+        // A rename is RNFR immediately followed by RNTO; anything between cancels it.
+        if (verb !== 'RNFR' && verb !== 'RNTO') this.renameFrom = undefined;
         if (spec.perm && this.user && !(spec.listOptions && verb === 'STAT' && arg.trim() === '')) {
           this.authorize(spec.perm, this.resolve(spec.listOptions ? stripListOptions(arg) : arg));
         }
         await spec.handler(this, arg);
-      } catch (err) {
-        const { code, text } = replyForError(err);
-        if (code === Reply.LocalError) this.log.error({ err, verb }, 'command failed');
-        this.reply(code, text);
       }
+    } catch (err) {
+      const { code, text } = replyForError(err);
+      if (code === Reply.LocalError) this.log.error({ err, verb }, 'command failed');
+      this.reply(code, text);
+    } finally {
+      // ABOR and STAT may run inside a transfer; they leave a REST for the next transfer alone.
+      if (verb !== 'REST' && !spec?.duringTransfer) this.restOffset = 0;
     }
     this.log.info({
       event: 'command',
       user: this.user?.name,
-      verb: spec ? verb : verb.slice(0, 16),
-      arg: verb === 'PASS' ? '[redacted]' : arg.slice(0, 256),
+      // An unknown verb may be a mistyped PASS: neither it nor its argument is logged whole.
+      verb: spec ? verb : (verb.split(/\s/)[0] ?? '').slice(0, 16),
+      ...(spec ? { arg: verb === 'PASS' ? '[redacted]' : arg.slice(0, 256) } : {}),
       code: this.#lastCode,
       ms: Math.round(performance.now() - started),
     });
     this.server.metrics.command(spec ? verb : undefined, this.#lastCode);
   }
 
-  #onClose(): void {
-    this.#closed = true;
+  #end(): void {
+    clearTimeout(this.#idleTimer);
+    clearTimeout(this.#loginTimer);
+    if (!this.#ended.signal.aborted) this.#ended.abort(new Error('control connection closed'));
     this.transfer?.abort();
     this.setDataChannel(undefined);
+    this.#wake?.();
+  }
+
+  #onClose(): void {
+    this.#closed = true;
+    this.#end();
     this.log.info({ event: 'session-end', user: this.user?.name });
   }
 }

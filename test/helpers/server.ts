@@ -83,6 +83,8 @@ export async function startTestServer(
     logLevel: process.env.TEST_LOG_LEVEL ?? 'silent',
     logPretty: false,
     idleTimeoutMs: 60_000,
+    loginTimeoutMs: 60_000,
+    uploadSettleMs: 2,
     dataTimeoutMs: 15_000,
     maxCommandBytes: 4096,
     shutdownGraceMs: 5000,

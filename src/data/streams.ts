@@ -1,0 +1,91 @@
+import type { Socket } from 'node:net';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { StorageError } from '../storage/types.js';
+import { streamed } from './reclaim.js';
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Sends a storage stream to the data connection. A failing source becomes a
+ * StorageError (451), so it is told apart from a failing socket (426).
+ */
+export async function sendStream(
+  source: Readable,
+  socket: Socket,
+  options: { signal: AbortSignal; count: (bytes: number) => void; transform?: Transform },
+): Promise<void> {
+  let sourceError: unknown;
+  source.once('error', (err) => (sourceError ??= err));
+  const stages = options.transform ? [options.transform] : [];
+  try {
+    await pipeline(source, counter(options.count), ...stages, socket, { signal: options.signal });
+  } catch (err) {
+    throw sourceError !== undefined ? asStorageError(sourceError) : err;
+  }
+}
+
+/** Counts bytes as they pass, for STAT and the transfer log. */
+export function counter(count: (bytes: number) => void): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _enc, done) {
+      count(chunk.length);
+      streamed(chunk.length);
+      done(null, chunk);
+    },
+  });
+}
+
+/**
+ * Resolves once the peer's end of a data connection that reached end-of-file
+ * is known: true for a FIN, false for a reset. Node reports a reset that
+ * arrives while data is still queued as a plain 'end' (libuv drops the
+ * ECONNRESET with POLLHUP); a zero-length write on the TCP socket surfaces
+ * it. The socket must be half-open (allowHalfOpen), or Node has already
+ * ended our side and the write fails either way. Under TLS, `tcp` is the
+ * socket below it.
+ */
+export function endedCleanly(tcp: Socket): Promise<boolean> {
+  if (tcp.destroyed || tcp.errored) return Promise.resolve(false);
+  return new Promise((resolve) => tcp.write(EMPTY, (err) => resolve(!err)));
+}
+
+/**
+ * The body handed to Storage.write for an upload. It tells two moments:
+ * `opened` resolves when the storage first reads (drivers validate the
+ * target before reading a byte, so the transfer may then answer 150), and
+ * its end waits for `commit`, so an upload the client did not finish
+ * reaches the storage as an error (nothing published), never as an end.
+ */
+export class UploadBody extends Transform {
+  readonly opened: Promise<void>;
+  #open!: () => void;
+  /** Resolves if the upload may be published; set once the data connection exists. */
+  commit: () => Promise<void> = () => Promise.reject(new Error('upload not started'));
+
+  constructor() {
+    super();
+    this.opened = new Promise((resolve) => (this.#open = resolve));
+    // Errors reach their owners through the write's and the pipeline's promises; an
+    // abort before either listens must not become an unhandled 'error'.
+    this.on('error', () => {});
+  }
+
+  override _read(size: number): void {
+    this.#open();
+    super._read(size);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null, data?: Buffer) => void): void {
+    done(null, chunk);
+  }
+
+  override _flush(done: (err?: Error | null) => void): void {
+    this.commit().then(() => done(), done);
+  }
+}
+
+/** Storage drivers throw StorageError; a stream they returned may still fail with anything. */
+export function asStorageError(err: unknown): StorageError {
+  return err instanceof StorageError ? err : new StorageError('Unavailable', String((err as Error)?.message ?? err), { cause: err });
+}

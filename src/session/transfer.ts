@@ -1,0 +1,191 @@
+import type { Socket } from 'node:net';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
+import { replyForError } from '../commands/errors.js';
+import type { DataChannel } from '../data/channel.js';
+import { endedCleanly } from '../data/streams.js';
+import { Reply } from '../replies.js';
+import { acceptTls } from '../server/tls.js';
+import { StorageError } from '../storage/types.js';
+import type { Session } from './session.js';
+
+/** A running data transfer, as ABOR, STAT and a closing connection see it. */
+export interface Transfer {
+  readonly direction: 'upload' | 'download' | 'list';
+  readonly path: string;
+  bytes: number;
+  readonly total?: number;
+  /** Stops the transfer; its command then answers 426, and an upload publishes nothing. */
+  abort(): void;
+  /** Settles after the transfer's final reply has been sent; never rejects. */
+  readonly done: Promise<void>;
+}
+
+/** The open data connection, as a transfer's `run` sees it. */
+export interface DataConnection {
+  /** The connection to read or write: TLS under PROT P, else the TCP socket. */
+  socket: Socket;
+  /** Aborted by ABOR, by the control connection closing, or by a shutdown. */
+  signal: AbortSignal;
+  count(bytes: number): void;
+  /**
+   * For uploads, called once the client's bytes have ended: resolves if they
+   * may be published (the data connection ended cleanly, not by a reset;
+   * the control connection is still open; no ABOR came), else rejects.
+   */
+  commit(): Promise<void>;
+}
+
+/**
+ * Phase 2 of a transfer command. Phase 1, in the command's handler, has
+ * resolved, authorized, validated and opened everything, so every refusal
+ * was answered before this point.
+ */
+export interface TransferPlan {
+  direction: Transfer['direction'];
+  /** The FTP path, for the log and STAT. */
+  path: string;
+  total?: number;
+  /** Text of the 150 reply. */
+  opening: string;
+  /** Aborted with the transfer; phase 1 may have handed it to the storage already. */
+  controller?: AbortController;
+  /**
+   * Moves the bytes. Resolves once the storage has confirmed an upload, or
+   * every byte of a download was handed to the socket. Storage failures
+   * must surface as StorageError; anything else is taken as the data
+   * connection failing (426).
+   */
+  run(connection: DataConnection): Promise<void>;
+  /** Releases what phase 1 opened, once, however the transfer ended; awaited before the final reply. */
+  release?(): void | Promise<void>;
+}
+
+type Outcome = 'ok' | 'aborted' | 'failed';
+
+/**
+ * Runs phase 2 of a transfer over the session's prepared data channel: 150,
+ * the bytes, then exactly one final reply (226, or 425/426/451/522/55x).
+ * Returns at once: the session reads on, so ABOR and STAT are answered
+ * while the bytes move. The data channel is used once and always released.
+ */
+export function startTransfer(s: Session, plan: TransferPlan): void {
+  const channel = s.data;
+  s.data = undefined;
+  const controller = plan.controller ?? new AbortController();
+  let settle!: () => void;
+  const transfer: Transfer = {
+    direction: plan.direction,
+    path: plan.path,
+    bytes: 0,
+    total: plan.total,
+    abort: () => {
+      controller.abort(new Error('transfer aborted'));
+      channel?.close();
+    },
+    done: new Promise<void>((resolve) => (settle = resolve)),
+  };
+  s.transfer = transfer;
+  const started = performance.now();
+  run(s, plan, channel, transfer, controller)
+    .catch((err: unknown): { outcome: Outcome; error: unknown } => {
+      s.log.error({ err }, 'transfer failed unexpectedly');
+      return { outcome: 'failed', error: err };
+    })
+    .then(({ outcome, error }) => {
+      s.log[outcome === 'ok' ? 'info' : 'warn']({
+        event: 'transfer',
+        user: s.user?.name,
+        direction: plan.direction,
+        path: plan.path,
+        bytes: transfer.bytes,
+        ms: Math.round(performance.now() - started),
+        result: outcome,
+        ...(error !== undefined && outcome !== 'ok' ? { reason: (error as Error).message } : {}),
+      });
+      s.server.metrics.transfer(plan.direction, outcome, transfer.bytes);
+      s.transferEnded();
+      settle();
+    });
+}
+
+async function run(
+  s: Session,
+  plan: TransferPlan,
+  channel: DataChannel | undefined,
+  transfer: Transfer,
+  controller: AbortController,
+): Promise<{ outcome: Outcome; error?: unknown }> {
+  let tcp: Socket | undefined;
+  let socket: Socket | undefined;
+  let result: { outcome: Outcome; error?: unknown; reply: () => void } = {
+    outcome: 'failed',
+    reply: () => s.reply(Reply.CantOpenDataConnection, "Can't open data connection."),
+  };
+  try {
+    if (!channel) throw new Error('no data channel');
+    s.reply(Reply.FileStatusOkay, plan.opening);
+    tcp = await channel.connect();
+    socket = tcp;
+    if (s.protectData && s.server.tls) {
+      // RFC 4217: the server is the TLS server on data connections, passive or active.
+      try {
+        const secure = await acceptTls(tcp, s.server.tls, s.server.config.dataTimeoutMs);
+        socket = secure;
+        if (s.server.config.ftps?.requireSessionReuse && !secure.isSessionReused()) {
+          throw new Error('TLS session reuse required');
+        }
+      } catch (err) {
+        s.log.warn({ event: 'data-tls-refused', reason: (err as Error).message });
+        result = { outcome: 'failed', error: err, reply: () => s.reply(Reply.TlsFailed, 'TLS on the data connection failed.') };
+        throw err;
+      }
+    }
+    const stream = socket;
+    stream.setTimeout(s.server.config.dataTimeoutMs, () => stream.destroy(new Error('data connection stalled')));
+    const data = tcp;
+    await plan.run({
+      socket: stream,
+      signal: controller.signal,
+      count: (bytes) => (transfer.bytes += bytes),
+      commit: () => commitUpload(s, data, controller.signal),
+    });
+    result = { outcome: 'ok', reply: () => s.reply(Reply.TransferComplete, 'Transfer complete.') };
+  } catch (err) {
+    if (result.error !== undefined) {
+      // TLS refused: its 522 stands.
+    } else if (controller.signal.aborted || s.closed || (socket && !(err instanceof StorageError))) {
+      result = { outcome: 'aborted', error: err, reply: () => s.reply(Reply.TransferAborted, 'Connection closed; transfer aborted.') };
+    } else if (socket) {
+      const { code, text } = replyForError(err);
+      result = { outcome: 'failed', error: err, reply: () => s.reply(code, text) };
+    } else {
+      result.error = err;
+    }
+  } finally {
+    // The TLS socket first, then the TCP one: the other order crashes Node 20.
+    socket?.destroy();
+    tcp?.destroy();
+    channel?.close();
+    if (result.outcome !== 'ok') controller.abort(result.error);
+    await plan.release?.();
+  }
+  result.reply();
+  return { outcome: result.outcome, error: result.error };
+}
+
+/**
+ * The commit rule for uploads: publish only what the client finished. Its
+ * data connection must have ended with a FIN, not a reset; and since a
+ * dying client's two connections close a few ms apart in either order, the
+ * control connection gets `uploadSettleMs` (and the event-loop turns that
+ * deliver what already arrived) to show it is closing too. Abort after this
+ * point still reaches the storage through the signal, up to its publish.
+ */
+async function commitUpload(s: Session, tcp: Socket, signal: AbortSignal): Promise<void> {
+  if (!(await endedCleanly(tcp))) throw new Error('data connection reset by the client');
+  await nextTurn();
+  await nextTurn();
+  if (s.server.config.uploadSettleMs > 0) await sleep(s.server.config.uploadSettleMs);
+  if (s.closed) throw new Error('control connection closed before the upload was complete');
+  if (signal.aborted) throw new Error('transfer aborted');
+}
