@@ -128,7 +128,7 @@ for (const driver of await drivers()) {
         // The upload and the download each sent S3 requests, and they were timed.
         assert.ok((sample(after, 's3ftp_s3_request_duration_seconds_count{operation="HeadBucket"}') ?? 0) >= 1, 'readyz pinged the bucket');
         assert.ok((sample(after, 's3ftp_s3_request_duration_seconds_count{operation="GetObject"}') ?? 0) >= 1);
-        assert.match(after, /^s3ftp_s3_request_duration_seconds_bucket\{operation="HeadObject",le="\+Inf"\} \d+$/m);
+        assert.match(after, /^s3ftp_s3_request_duration_seconds_bucket\{operation="GetObject",le="\+Inf"\} \d+$/m);
       }
       assert.ok((sample(after, 'process_resident_memory_bytes') ?? 0) > 0);
     });

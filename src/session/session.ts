@@ -340,6 +340,7 @@ export class Session {
     const started = performance.now();
     const { verb, arg } = parseCommand(line);
     const spec: CommandSpec | undefined = COMMANDS[verb];
+    const running = this.transfer;
     this.#lastCode = undefined;
     try {
       if (!spec) {
@@ -366,18 +367,24 @@ export class Session {
       this.reply(code, text);
     } finally {
       // ABOR and STAT may run inside a transfer; they leave a REST for the next transfer alone.
-      if (verb !== 'REST' && !spec?.duringTransfer) this.restOffset = 0;
+      if (verb !== 'REST' && !(running && spec?.duringTransfer)) this.restOffset = 0;
     }
-    this.log.info({
-      event: 'command',
-      user: this.user?.name,
-      // An unknown verb may be a mistyped PASS: neither it nor its argument is logged whole.
-      verb: spec ? verb : (verb.split(/\s/)[0] ?? '').slice(0, 16),
-      ...(spec ? { arg: verb === 'PASS' ? '[redacted]' : arg.slice(0, 256) } : {}),
-      code: this.#lastCode,
-      ms: Math.round(performance.now() - started),
-    });
-    this.server.metrics.command(spec ? verb : undefined, this.#lastCode);
+    // A transfer command's outcome is its final reply, sent once the transfer ends.
+    const transfer = this.transfer !== running ? this.transfer : undefined;
+    const logged = (code: ReplyCode | undefined) => {
+      this.log.info({
+        event: 'command',
+        user: this.user?.name,
+        // An unknown verb may be a mistyped PASS: neither it nor its argument is logged whole.
+        verb: spec ? verb : (verb.split(/\s/)[0] ?? '').slice(0, 16),
+        ...(spec ? { arg: verb === 'PASS' ? '[redacted]' : arg.slice(0, 256) } : {}),
+        code,
+        ms: Math.round(performance.now() - started),
+      });
+      this.server.metrics.command(spec ? verb : undefined, code);
+    };
+    if (transfer) void transfer.done.then(logged);
+    else logged(this.#lastCode);
   }
 
   #end(): void {

@@ -3,7 +3,7 @@ import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promi
 import { replyForError } from '../commands/errors.js';
 import type { DataChannel } from '../data/channel.js';
 import { endedCleanly } from '../data/streams.js';
-import { Reply } from '../replies.js';
+import { Reply, type ReplyCode } from '../replies.js';
 import { acceptTls } from '../server/tls.js';
 import { StorageError } from '../storage/types.js';
 import type { Session } from './session.js';
@@ -16,8 +16,8 @@ export interface Transfer {
   readonly total?: number;
   /** Stops the transfer; its command then answers 426, and an upload publishes nothing. */
   abort(): void;
-  /** Settles after the transfer's final reply has been sent; never rejects. */
-  readonly done: Promise<void>;
+  /** Settles with the final reply's code once it has been sent; never rejects. */
+  readonly done: Promise<ReplyCode>;
 }
 
 /** The open data connection, as a transfer's `run` sees it. */
@@ -61,6 +61,13 @@ export interface TransferPlan {
 }
 
 type Outcome = 'ok' | 'aborted' | 'failed';
+/** How a transfer ended, and its final reply. */
+interface Result {
+  outcome: Outcome;
+  error?: unknown;
+  code: ReplyCode;
+  text: string;
+}
 
 /**
  * Runs phase 2 of a transfer over the session's prepared data channel: 150,
@@ -72,7 +79,7 @@ export function startTransfer(s: Session, plan: TransferPlan): void {
   const channel = s.data;
   s.data = undefined;
   const controller = plan.controller ?? new AbortController();
-  let settle!: () => void;
+  let settle!: (code: ReplyCode) => void;
   const transfer: Transfer = {
     direction: plan.direction,
     path: plan.path,
@@ -82,16 +89,16 @@ export function startTransfer(s: Session, plan: TransferPlan): void {
       controller.abort(new Error('transfer aborted'));
       channel?.close();
     },
-    done: new Promise<void>((resolve) => (settle = resolve)),
+    done: new Promise<ReplyCode>((resolve) => (settle = resolve)),
   };
   s.transfer = transfer;
   const started = performance.now();
   run(s, plan, channel, transfer, controller)
-    .catch((err: unknown): { outcome: Outcome; error: unknown } => {
+    .catch((err: unknown): Result => {
       s.log.error({ err }, 'transfer failed unexpectedly');
-      return { outcome: 'failed', error: err };
+      return { outcome: 'failed', error: err, code: Reply.LocalError, text: '' };
     })
-    .then(({ outcome, error }) => {
+    .then(({ outcome, error, code }) => {
       s.log[outcome === 'ok' ? 'info' : 'warn']({
         event: 'transfer',
         user: s.user?.name,
@@ -104,7 +111,7 @@ export function startTransfer(s: Session, plan: TransferPlan): void {
       });
       s.server.metrics.transfer(plan.direction, outcome, transfer.bytes);
       s.transferEnded();
-      settle();
+      settle(code);
     });
 }
 
@@ -114,13 +121,10 @@ async function run(
   channel: DataChannel | undefined,
   transfer: Transfer,
   controller: AbortController,
-): Promise<{ outcome: Outcome; error?: unknown }> {
+): Promise<Result> {
   let tcp: Socket | undefined;
   let socket: Socket | undefined;
-  let result: { outcome: Outcome; error?: unknown; reply: () => void } = {
-    outcome: 'failed',
-    reply: () => s.reply(Reply.CantOpenDataConnection, "Can't open data connection."),
-  };
+  let result: Result = { outcome: 'failed', code: Reply.CantOpenDataConnection, text: "Can't open data connection." };
   try {
     if (!channel) throw new Error('no data channel');
     s.reply(Reply.FileStatusOkay, plan.opening);
@@ -136,7 +140,7 @@ async function run(
         }
       } catch (err) {
         s.log.warn({ event: 'data-tls-refused', reason: (err as Error).message });
-        result = { outcome: 'failed', error: err, reply: () => s.reply(Reply.TlsFailed, 'TLS on the data connection failed.') };
+        result = { outcome: 'failed', error: err, code: Reply.TlsFailed, text: 'TLS on the data connection failed.' };
         throw err;
       }
     }
@@ -147,17 +151,16 @@ async function run(
       socket: stream,
       signal: controller.signal,
       count: (bytes) => (transfer.bytes += bytes),
-      commit: () => commitUpload(s, data, controller.signal),
+      commit: () => commitUpload(s, stream, data, controller.signal),
     });
-    result = { outcome: 'ok', reply: () => s.reply(Reply.TransferComplete, 'Transfer complete.') };
+    result = { outcome: 'ok', code: Reply.TransferComplete, text: 'Transfer complete.' };
   } catch (err) {
     if (result.error !== undefined) {
       // TLS refused: its 522 stands.
     } else if (controller.signal.aborted || s.closed || (socket && !(err instanceof StorageError))) {
-      result = { outcome: 'aborted', error: err, reply: () => s.reply(Reply.TransferAborted, 'Connection closed; transfer aborted.') };
+      result = { outcome: 'aborted', error: err, code: Reply.TransferAborted, text: 'Connection closed; transfer aborted.' };
     } else if (socket) {
-      const { code, text } = replyForError(err);
-      result = { outcome: 'failed', error: err, reply: () => s.reply(code, text) };
+      result = { outcome: 'failed', error: err, ...replyForError(err) };
     } else {
       result.error = err;
     }
@@ -169,8 +172,8 @@ async function run(
     if (result.outcome !== 'ok') controller.abort(result.error);
     await plan.release?.();
   }
-  result.reply();
-  return { outcome: result.outcome, error: result.error };
+  s.reply(result.code, result.text);
+  return result;
 }
 
 /**
@@ -181,8 +184,10 @@ async function run(
  * deliver what already arrived) to show it is closing too. Abort after this
  * point still reaches the storage through the signal, up to its publish.
  */
-async function commitUpload(s: Session, tcp: Socket, signal: AbortSignal): Promise<void> {
+async function commitUpload(s: Session, socket: Socket, tcp: Socket, signal: AbortSignal): Promise<void> {
   if (!(await endedCleanly(tcp))) throw new Error('data connection reset by the client');
+  // Our side closes too (under TLS with its close_notify, which ftplib's unwrap() waits for).
+  socket.end();
   await nextTurn();
   await nextTurn();
   if (s.server.config.uploadSettleMs > 0) await sleep(s.server.config.uploadSettleMs);

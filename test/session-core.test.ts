@@ -1,0 +1,448 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { connect as tlsConnect } from 'node:tls';
+import { basicFtp, RawFtp, readAll } from './helpers/ftp.js';
+import { childEnv, startServerProcess } from './helpers/process.js';
+import { drivers, noDanglingUploads, PASSWORD, startTestServer, tempDir, USER, type Driver, type TestServer } from './helpers/server.js';
+import { testFtps } from './helpers/tls.js';
+
+const MiB = 1024 * 1024;
+const all = await drivers();
+const local = all.find((d) => d.name === 'local')!;
+
+/** Resolves once everything written so far has been handed to the kernel. */
+function flushed(socket: Socket, data: Buffer): Promise<void> {
+  return new Promise((resolve) => socket.write(data, () => resolve()));
+}
+
+/** Stores content with a raw client, asserting 150 then 226. */
+async function put(server: TestServer, name: string, content: Buffer): Promise<void> {
+  const raw = await RawFtp.login(server.port, USER, PASSWORD);
+  const data = await raw.passive();
+  await raw.expect(`STOR ${name}`, 150);
+  data.end(content);
+  assert.equal((await raw.read()).code, 226);
+  raw.close();
+}
+
+async function get(server: TestServer, name: string): Promise<Buffer> {
+  const raw = await RawFtp.login(server.port, USER, PASSWORD);
+  const data = await raw.passive();
+  await raw.expect(`RETR ${name}`, 150);
+  const body = await readAll(data);
+  assert.equal((await raw.read()).code, 226);
+  raw.close();
+  return body;
+}
+
+/** The server still serves: a new session logs in and answers NOOP. */
+async function stillServes(server: TestServer): Promise<void> {
+  const raw = await RawFtp.login(server.port, USER, PASSWORD);
+  await raw.expect('NOOP', 200);
+  raw.close();
+}
+
+/** Kills a child with SIGKILL after `ms`, and waits for it to be gone. */
+async function killAfter(child: ChildProcess, ms: number): Promise<void> {
+  const exited = once(child, 'exit');
+  await sleep(ms);
+  child.kill('SIGKILL');
+  await exited;
+}
+
+for (const driver of all) {
+  describe(`session core (${driver.name})`, { skip: driver.skip }, () => {
+    let server: TestServer;
+    before(async () => {
+      server = await startTestServer(driver);
+    });
+    after(async () => {
+      await server?.close();
+    });
+
+    test('STOR into a missing directory, onto a directory, or with a bad REST: the refusal comes with no 150 before it', async () => {
+      await put(server, 'rest-short.txt', Buffer.from('12345'));
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('MKD a-dir', 257);
+      for (const [command, code] of [
+        ['STOR /no-such-dir/x', 550],
+        ['STOR a-dir', 550],
+        ['APPE /no-such-dir/x', 550],
+      ] as const) {
+        const data = await raw.passive();
+        await raw.expect(command, code);
+        data.destroy();
+      }
+      const data = await raw.passive();
+      await raw.expect('REST 9', 350);
+      await raw.expect('STOR rest-short.txt', 554);
+      data.destroy();
+      await raw.expect('NOOP', 200);
+      raw.close();
+    });
+
+    test('the crash sequence (150, then the data and control sockets closed at once) 100 times leaves the server running and nothing published', async () => {
+      for (let i = 0; i < 100; i++) {
+        const raw = await RawFtp.login(server.port, USER, PASSWORD);
+        const data = await raw.passive();
+        if (i % 2 === 0) {
+          await raw.expect('STOR /no-such-dir/x', 550);
+        } else {
+          await raw.expect(`STOR crash-${i}.bin`, 150);
+          await flushed(data, randomBytes(64 * 1024));
+        }
+        data.destroy();
+        raw.socket.destroy();
+      }
+      await stillServes(server);
+      await noDanglingUploads(driver, server);
+      const listing = await server.storage.list('')[Symbol.asyncIterator]().next();
+      const names = (listing.value ?? []).map((f: { name: string }) => f.name);
+      assert.deepEqual(names.filter((n: string) => n.startsWith('crash-')), []);
+    });
+
+    const deaths = ['data FIN, then control', 'control, then data FIN', 'data reset', 'data reset, then control'] as const;
+    for (const how of deaths) {
+      test(`a raw client that dies mid-upload (${how}), 20 times, never replaces the old file and leaves no upload`, async () => {
+        const name = `dies-${how.replace(/[ ,]+/g, '-')}.bin`;
+        const original = randomBytes(3000);
+        await put(server, name, original);
+        for (let i = 0; i < 20; i++) {
+          const raw = await RawFtp.login(server.port, USER, PASSWORD);
+          const data = await raw.passive();
+          await raw.expect(`STOR ${name}`, 150);
+          // Every other time past one S3 part, so a multipart upload is under way.
+          await flushed(data, randomBytes(i % 2 ? 6 * MiB : 256 * 1024));
+          if (how === 'data FIN, then control') {
+            data.end();
+            raw.socket.destroy();
+          } else if (how === 'control, then data FIN') {
+            raw.socket.destroy();
+            data.end();
+          } else if (how === 'data reset') {
+            data.resetAndDestroy();
+            assert.equal((await raw.read()).code, 426);
+            raw.close();
+          } else {
+            data.resetAndDestroy();
+            raw.socket.destroy();
+          }
+        }
+        await noDanglingUploads(driver, server);
+        assert.deepEqual(await get(server, name), original);
+        await stillServes(server);
+      });
+    }
+
+    test('curl and Python ftplib killed mid-upload, 20 times each, never replace the old file and leave no upload', async () => {
+      const dir = tempDir();
+      const big = join(dir, 'big.bin');
+      writeFileSync(big, randomBytes(24 * MiB));
+      const original = randomBytes(2000);
+      await put(server, 'killed.bin', original);
+      const url = `ftp://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${server.port}/killed.bin`;
+      const python = [
+        'import ftplib, sys, time',
+        'class Slow:',
+        '    def __init__(self): self.f = open(sys.argv[4], "rb")',
+        '    def read(self, n):',
+        '        time.sleep(0.01)',
+        '        return self.f.read(n)',
+        'ftp = ftplib.FTP()',
+        'ftp.connect("127.0.0.1", int(sys.argv[1]))',
+        'ftp.login(sys.argv[2], sys.argv[3])',
+        'ftp.storbinary("STOR killed.bin", Slow(), blocksize=256 * 1024)',
+      ].join('\n');
+      for (let i = 0; i < 20; i++) {
+        const curl = spawn('curl', ['-s', '--limit-rate', '8M', '-T', big, url], { stdio: 'ignore' });
+        await killAfter(curl, 300 + ((i * 97) % 900));
+        const ftplib = spawn('python3', ['-c', python, String(server.port), USER, PASSWORD, big], { stdio: 'ignore' });
+        await killAfter(ftplib, 300 + ((i * 131) % 900));
+      }
+      await noDanglingUploads(driver, server);
+      assert.deepEqual(await get(server, 'killed.bin'), original);
+      await stillServes(server);
+    });
+
+    test('REST is consumed by the next command, whatever it is', async () => {
+      await put(server, 'rest.txt', Buffer.from('0123456789'));
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      // A failed or unrelated command between REST and STOR drops the offset: the file is replaced whole.
+      await raw.expect('REST 4', 350);
+      await raw.expect('NOOP', 200);
+      let data = await raw.passive();
+      await raw.expect('STOR rest.txt', 150);
+      data.end('AB');
+      assert.equal((await raw.read()).code, 226);
+      await raw.expect('REST 1', 350);
+      await raw.expect('RETR missing.txt', 550);
+      data = await raw.passive();
+      await raw.expect('RETR rest.txt', 150);
+      assert.equal((await readAll(data)).toString(), 'AB');
+      assert.equal((await raw.read()).code, 226);
+      await raw.expect('REST 1', 350);
+      await raw.expect('BOGUS', 500);
+      data = await raw.passive();
+      await raw.expect('RETR rest.txt', 150);
+      assert.equal((await readAll(data)).toString(), 'AB');
+      assert.equal((await raw.read()).code, 226);
+      raw.close();
+    });
+  });
+}
+
+/** A TCP listener whose accept queue is full, so a connect to it stays pending (SYNs are dropped). */
+async function blackholePort(): Promise<{ port: number; close(): void }> {
+  const child = spawn('python3', ['-c', [
+    'import socket, sys, time',
+    's = socket.socket()',
+    's.bind(("127.0.0.1", 0))',
+    's.listen(0)',
+    'print(s.getsockname()[1], flush=True)',
+    'time.sleep(120)',
+  ].join('\n')], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+  const port = Number(line.toString().trim());
+  // Fill the accept queue (it holds backlog + 1).
+  const fillers: Socket[] = [];
+  for (let i = 0; i < 3; i++) {
+    const socket = connect({ port, host: '127.0.0.1' });
+    socket.on('error', () => {});
+    fillers.push(socket);
+  }
+  await sleep(300);
+  return {
+    port,
+    close() {
+      for (const socket of fillers) socket.destroy();
+      child.kill('SIGKILL');
+    },
+  };
+}
+
+describe('session core (control connection)', { skip: local.skip }, () => {
+  test('ABOR while an active-mode connect is still pending answers at once', async () => {
+    const server = await startTestServer(local, { dataTimeoutMs: 30_000 });
+    const hole = await blackholePort();
+    try {
+      await put(server, 'abor.txt', Buffer.from('data'));
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect(`PORT 127,0,0,1,${hole.port >> 8},${hole.port & 255}`, 200);
+      await raw.expect('RETR abor.txt', 150);
+      await sleep(200);
+      const started = performance.now();
+      raw.socket.write('ABOR\r\n');
+      const first = await raw.read(1000);
+      assert.ok([425, 426].includes(first.code), `got ${first.code}`);
+      assert.equal((await raw.read(1000)).code, 226);
+      assert.ok(performance.now() - started < 1000);
+      await raw.expect('NOOP', 200);
+      raw.close();
+    } finally {
+      hole.close();
+      await server.close();
+    }
+  });
+
+  test('pipelined AUTH TLS, USER and PASS: nothing behind AUTH runs until it is sent again over TLS', async () => {
+    const server = await startTestServer(local, { ftps: testFtps({ implicitPort: undefined }) });
+    try {
+      const plain = connect({ port: server.port, host: '127.0.0.1' });
+      await once(plain, 'connect');
+      const raw = RawFtp.over(plain);
+      assert.equal((await raw.read()).code, 220);
+      plain.write(`AUTH TLS\r\nUSER ${USER}\r\nPASS ${PASSWORD}\r\nMKD injected\r\n`);
+      assert.equal((await raw.read()).code, 234);
+      plain.removeAllListeners('data');
+      const secure = tlsConnect({ socket: plain, rejectUnauthorized: false });
+      await once(secure, 'secureConnect');
+      const ftp = RawFtp.over(secure);
+      await ftp.expect('PWD', 530);
+      await ftp.expect(`USER ${USER}`, 331);
+      await ftp.expect(`PASS ${PASSWORD}`, 230);
+      await ftp.expect('PWD', 257);
+      await assert.rejects(server.storage.stat('injected'), /no such/);
+      ftp.close();
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('500 trickling connections that never log in are closed at the login deadline; a real client then logs in', async () => {
+    const server = await startTestServer(local, { loginTimeoutMs: 3000 });
+    const sockets: Socket[] = [];
+    try {
+      const closed: Array<Promise<unknown>> = [];
+      for (let i = 0; i < 500; i++) {
+        const socket = connect({ port: server.port, host: '127.0.0.1' });
+        socket.on('error', () => {});
+        closed.push(once(socket, 'close'));
+        sockets.push(socket);
+      }
+      // One byte every 250 ms: every byte would have reset an idle timer.
+      const trickle = setInterval(() => {
+        for (const socket of sockets) if (!socket.destroyed) socket.write('N');
+      }, 250);
+      const all = Promise.all(closed);
+      const outcome = await Promise.race([all.then(() => 'closed'), sleep(15_000).then(() => 'still open')]);
+      clearInterval(trickle);
+      assert.equal(outcome, 'closed');
+      const client = await basicFtp(server.port, USER, PASSWORD, 'passive');
+      assert.equal((await client.send('NOOP')).code, 200);
+      client.close();
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await server.close();
+    }
+  });
+});
+
+/** Resident memory of a process, in MiB. */
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
+}
+
+describe('session core (server process)', () => {
+  test('a 60 s HELP flood from a client that never reads keeps RSS within +32 MiB, during it and after', { timeout: 120_000 }, async () => {
+    const server = await startServerProcess(
+      childEnv({ FTP_PORT: '0', FTP_USER: USER, FTP_PASSWORD: PASSWORD, DATA_DIR: tempDir(), LOG_LEVEL: 'warn' }),
+    );
+    try {
+      const pid = server.child.pid!;
+      await stillServesAt(server.port);
+      await sleep(500);
+      const baseline = rssMiB(pid);
+      const flood = connect({ port: server.port, host: '127.0.0.1' });
+      flood.on('error', () => {});
+      await once(flood, 'connect');
+      flood.pause(); // never read a reply
+      const chunk = Buffer.from('HELP\r\n'.repeat(10_000));
+      const until = Date.now() + 60_000;
+      let peak = baseline;
+      const sampler = setInterval(() => (peak = Math.max(peak, rssMiB(pid))), 250);
+      while (Date.now() < until && !flood.destroyed) {
+        if (!flood.write(chunk)) await Promise.race([once(flood, 'drain'), sleep(1000)]);
+      }
+      flood.destroy();
+      await sleep(1000);
+      clearInterval(sampler);
+      const afterwards = rssMiB(pid);
+      assert.ok(peak - baseline <= 32, `RSS rose from ${baseline.toFixed(1)} to a peak of ${peak.toFixed(1)} MiB`);
+      assert.ok(afterwards - baseline <= 32, `RSS after the flood: ${afterwards.toFixed(1)} MiB (baseline ${baseline.toFixed(1)})`);
+      await stillServesAt(server.port);
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  test('SIGTERM exits 0 when clients reset their connections after the 421, and with an active connect pending', { timeout: 60_000 }, async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'f.txt'), 'data');
+    const server = await startServerProcess(
+      childEnv({ FTP_PORT: '0', FTP_USER: USER, FTP_PASSWORD: PASSWORD, DATA_DIR: dir, FTP_SHUTDOWN_GRACE: '2', LOG_LEVEL: 'warn' }),
+    );
+    const hole = await blackholePort();
+    try {
+      const clients = await Promise.all(Array.from({ length: 10 }, () => RawFtp.login(server.port, USER, PASSWORD)));
+      for (const client of clients) client.socket.on('data', () => client.socket.resetAndDestroy());
+      const pending = await RawFtp.login(server.port, USER, PASSWORD);
+      await pending.expect(`PORT 127,0,0,1,${hole.port >> 8},${hole.port & 255}`, 200);
+      await pending.expect('RETR f.txt', 150);
+      const exited = once(server.child, 'exit') as Promise<[number | null]>;
+      server.child.kill('SIGTERM');
+      const [code] = await Promise.race([exited, sleep(15_000).then(() => [-1] as [number])]);
+      assert.equal(code, 0, server.stderr());
+    } finally {
+      hole.close();
+      await server.stop();
+    }
+  });
+});
+
+async function stillServesAt(port: number): Promise<void> {
+  const raw = await RawFtp.login(port, USER, PASSWORD);
+  await raw.expect('NOOP', 200);
+  raw.close();
+}
+
+const s3 = all.find((d) => d.name === 's3')!;
+
+describe('session core (S3 under many transfers)', { skip: s3.skip }, () => {
+  test('with 100 concurrent RETRs held open, a LIST in another session answers', { timeout: 120_000 }, async () => {
+    const server = await startTestServer(s3, { limits: { ...limits(), maxConnections: 1000, maxConnectionsPerAddress: 1000 } });
+    const readers: RawFtp[] = [];
+    const sockets: Socket[] = [];
+    try {
+      await put(server, 'held.bin', randomBytes(4 * MiB));
+      for (let i = 0; i < 100; i++) {
+        const raw = await RawFtp.login(server.port, USER, PASSWORD);
+        const data = await raw.passive();
+        data.pause(); // never read: the download holds its S3 connection
+        await raw.expect('RETR held.bin', 150);
+        readers.push(raw);
+        sockets.push(data);
+      }
+      const client = await basicFtp(server.port, USER, PASSWORD, 'passive');
+      const listing = await Promise.race([client.list(), sleep(20_000).then(() => undefined)]);
+      assert.ok(listing?.some((f) => f.name === 'held.bin'), 'LIST did not answer');
+      client.close();
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      for (const raw of readers) raw.close();
+      await server.close();
+    }
+  });
+
+  test('a RETR whose reader pauses for twice the S3 request timeout completes with the right bytes', { timeout: 60_000 }, async () => {
+    const slow: Driver = {
+      ...s3,
+      storageConfig: () => {
+        const config = s3.storageConfig();
+        return config.kind === 's3' ? { ...config, requestTimeoutMs: 1000 } : config;
+      },
+    };
+    const server = await startTestServer(slow);
+    try {
+      const content = randomBytes(16 * MiB);
+      await put(server, 'paused.bin', content);
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      const data = await raw.passive();
+      await raw.expect('RETR paused.bin', 150);
+      const chunks: Buffer[] = [];
+      let paused = false;
+      data.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        if (!paused) {
+          paused = true;
+          data.pause();
+          setTimeout(() => data.resume(), 2000);
+        }
+      });
+      await once(data, 'end');
+      assert.equal((await raw.read()).code, 226);
+      assert.ok(Buffer.concat(chunks).equals(content), 'the bytes differ');
+      raw.close();
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+function limits() {
+  return {
+    maxConnections: 1000,
+    maxConnectionsPerAddress: 1000,
+    maxLoginFailures: 1000,
+    loginFailureWindowMs: 60_000,
+    lockoutMs: 60_000,
+    failedLoginDelayMs: 500,
+  };
+}
