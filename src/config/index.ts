@@ -123,7 +123,7 @@ export function loadConfig(env: Env = process.env): Config {
     logPretty: bool(env, 'LOG_PRETTY', false),
     idleTimeoutMs: int(env, 'FTP_IDLE_TIMEOUT', 300, 1, 86400) * 1000,
     loginTimeoutMs: int(env, 'FTP_LOGIN_TIMEOUT', 60, 1, 3600) * 1000,
-    uploadSettleMs: int(env, 'FTP_UPLOAD_SETTLE_MS', 2, 0, 1000),
+    uploadSettleMs: int(env, 'FTP_UPLOAD_SETTLE_MS', 10, 0, 1000),
     dataTimeoutMs: int(env, 'FTP_DATA_TIMEOUT', 60, 1, 86400) * 1000,
     maxCommandBytes: int(env, 'FTP_MAX_COMMAND_BYTES', 4096, 512, 65536),
     shutdownGraceMs: int(env, 'FTP_SHUTDOWN_GRACE', 30, 0, 3600) * 1000,

@@ -84,7 +84,7 @@ export async function startTestServer(
     logPretty: false,
     idleTimeoutMs: 60_000,
     loginTimeoutMs: 60_000,
-    uploadSettleMs: 2,
+    uploadSettleMs: 10,
     dataTimeoutMs: 15_000,
     maxCommandBytes: 4096,
     shutdownGraceMs: 5000,
