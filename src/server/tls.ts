@@ -56,37 +56,111 @@ export function checkTlsPolicy(ciphers: string, minVersion: TlsMinVersion): stri
 }
 
 /**
- * The listener's context, with the TLS policy. One context for every TLS
- * socket, control and data, so data connections can resume the control session.
+ * The listener's context, with the TLS policy. Every control connection gets
+ * its own context from sessionContext() for its data connections.
  */
 export function createTlsContext(ftps: FtpsConfig): SecureContext {
   return buildContext(ftps);
 }
 
+const sessionOf = new WeakMap<TLSSocket, TlsSessionContext>();
+
+/**
+ * The TLS state of one control connection: a SecureContext of its own, so the
+ * session tickets and session IDs it issues are its own (own ticket keys, own
+ * cache). A data connection that resumes a session through this context
+ * resumed one issued to this control connection's client, never another
+ * connection's.
+ */
+export class TlsSessionContext {
+  #context: SecureContext;
+  readonly #policy: TlsPolicy;
+
+  constructor(ftps: FtpsConfig) {
+    this.#policy = ftps;
+    this.#context = buildContext(ftps);
+  }
+
+  /** The context for this control connection and its data connections. */
+  get context(): SecureContext {
+    return this.#context;
+  }
+
+  /**
+   * Makes every session issued so far unresumable: a fresh context, new
+   * ticket keys, empty cache. Call it after a data handshake that did not
+   * resume: that handshake may have been a stranger's, and TLS 1.3 sends it a
+   * ticket of this context before we can refuse it.
+   */
+  revoke(): void {
+    this.#context = buildContext(this.#policy);
+  }
+}
+
+/** A fresh per-control-connection TLS context (about 1 ms of CPU); see TlsSessionContext. */
+export function sessionContext(ftps: FtpsConfig): TlsSessionContext {
+  return new TlsSessionContext(ftps);
+}
+
 /**
  * Wraps a socket as the TLS server side with the per-socket policy (no
- * renegotiation). Every server-side TLS socket, control (AUTH TLS, implicit)
- * and data, should be made here.
+ * renegotiation) and remembers which control connection's context it uses.
+ * Every server-side TLS socket, control (AUTH TLS, implicit) and data, is made here.
  */
-export function secureSocket(socket: Socket, context: SecureContext): TLSSocket {
-  const secure = new TLSSocket(socket, { isServer: true, secureContext: context });
+export function secureSocket(socket: Socket, context: SecureContext | TlsSessionContext): TLSSocket {
+  const session = context instanceof TlsSessionContext ? context : undefined;
+  const secure = new TLSSocket(socket, { isServer: true, secureContext: session?.context ?? (context as SecureContext) });
   // Node's guard: a renegotiation that gets past OpenSSL emits 'error'.
   secure.disableRenegotiation();
+  if (session) sessionOf.set(secure, session);
   return secure;
 }
 
 /**
- * Wraps an accepted or connected socket as the TLS server side (secureSocket)
- * and resolves once the handshake is done.
+ * True when data resumed a TLS session issued through control's own context:
+ * the data connection belongs to the client that holds the control
+ * connection (vsftpd's require_ssl_reuse). Both sockets must come from secureSocket().
  */
-export function acceptTls(socket: Socket, context: SecureContext, timeoutMs: number): Promise<TLSSocket> {
+export function sameTlsSession(control: TLSSocket, data: TLSSocket): boolean {
+  const session = sessionOf.get(control);
+  return session !== undefined && sessionOf.get(data) === session && data.isSessionReused();
+}
+
+/** Why a TLS handshake was refused; the reply text never carries OpenSSL's own message. */
+export type TlsErrorCode = 'TLS_HANDSHAKE_FAILED' | 'TLS_HANDSHAKE_TIMEOUT' | 'TLS_SESSION_NOT_REUSED';
+
+/** A refused TLS handshake; the OpenSSL error, if any, is the cause (for the log only). */
+export class TlsError extends Error {
+  override name = 'TlsError';
+  constructor(readonly code: TlsErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The 522 reply text for a refused data-connection handshake: fixed text, no OpenSSL detail. */
+export function tlsRefusalText(err: unknown): string {
+  switch (err instanceof TlsError ? err.code : 'TLS_HANDSHAKE_FAILED') {
+    case 'TLS_SESSION_NOT_REUSED':
+      return 'Data connection must resume the TLS session of the control connection.';
+    case 'TLS_HANDSHAKE_TIMEOUT':
+      return 'TLS handshake on the data connection timed out.';
+    default:
+      return 'TLS handshake on the data connection failed.';
+  }
+}
+
+/**
+ * Wraps an accepted or connected socket as the TLS server side (secureSocket)
+ * and resolves once the handshake is done; rejects with a TlsError.
+ */
+export function acceptTls(socket: Socket, context: SecureContext | TlsSessionContext, timeoutMs: number): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
     const secure = secureSocket(socket, context);
-    const timer = setTimeout(() => fail(new Error('TLS handshake timed out')), timeoutMs);
+    const timer = setTimeout(() => fail(new TlsError('TLS_HANDSHAKE_TIMEOUT', 'TLS handshake timed out')), timeoutMs);
     const fail = (err: Error) => {
       clearTimeout(timer);
       secure.destroy();
-      reject(err);
+      reject(err instanceof TlsError ? err : new TlsError('TLS_HANDSHAKE_FAILED', 'TLS handshake failed', { cause: err }));
     };
     secure.once('error', fail);
     secure.once('secure', () => {
@@ -95,4 +169,26 @@ export function acceptTls(socket: Socket, context: SecureContext, timeoutMs: num
       resolve(secure);
     });
   });
+}
+
+/**
+ * The TLS handshake of a data connection (RFC 4217: the server is the TLS
+ * server). With requireReuse it resolves only when the data connection
+ * resumed the control connection's session (sameTlsSession); otherwise it
+ * revokes the control connection's sessions (see TlsSessionContext.revoke),
+ * destroys the socket and rejects with TLS_SESSION_NOT_REUSED.
+ */
+export async function acceptDataTls(
+  socket: Socket,
+  control: TLSSocket,
+  session: TlsSessionContext,
+  options: { timeoutMs: number; requireReuse: boolean },
+): Promise<TLSSocket> {
+  const data = await acceptTls(socket, session, options.timeoutMs);
+  if (options.requireReuse && !sameTlsSession(control, data)) {
+    session.revoke();
+    data.destroy();
+    throw new TlsError('TLS_SESSION_NOT_REUSED', 'data connection did not resume the control connection TLS session');
+  }
+  return data;
 }
