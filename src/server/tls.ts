@@ -108,11 +108,11 @@ export function sessionContext(ftps: FtpsConfig): TlsSessionContext {
  * Every server-side TLS socket, control (AUTH TLS, implicit) and data, is made here.
  */
 export function secureSocket(socket: Socket, context: SecureContext | TlsSessionContext): TLSSocket {
-  const session = context instanceof TlsSessionContext ? context : undefined;
-  const secure = new TLSSocket(socket, { isServer: true, secureContext: session?.context ?? (context as SecureContext) });
+  const secureContext = context instanceof TlsSessionContext ? context.context : context;
+  const secure = new TLSSocket(socket, { isServer: true, secureContext });
   // Node's guard: a renegotiation that gets past OpenSSL emits 'error'.
   secure.disableRenegotiation();
-  if (session) sessionOf.set(secure, session);
+  if (context instanceof TlsSessionContext) sessionOf.set(secure, context);
   return secure;
 }
 
