@@ -56,8 +56,10 @@ export function checkTlsPolicy(ciphers: string, minVersion: TlsMinVersion): stri
 }
 
 /**
- * The listener's context, with the TLS policy. Every control connection gets
- * its own context from sessionContext() for its data connections.
+ * A context with the TLS policy, shared by every connection. Only to say that
+ * FTPS is on, and for tests: a control connection and its data connections
+ * should use their own sessionContext(), or any client can resume on any
+ * connection the session it got on its own.
  */
 export function createTlsContext(ftps: FtpsConfig): SecureContext {
   return buildContext(ftps);
@@ -89,8 +91,9 @@ export class TlsSessionContext {
   /**
    * Makes every session issued so far unresumable: a fresh context, new
    * ticket keys, empty cache. Call it after a data handshake that did not
-   * resume: that handshake may have been a stranger's, and TLS 1.3 sends it a
-   * ticket of this context before we can refuse it.
+   * resume: that handshake may have been a stranger's, and it may already
+   * hold a session of this context (TLS 1.2 sends the ticket inside the
+   * handshake, TLS 1.3 right after it) before we can refuse it.
    */
   revoke(): void {
     this.#context = buildContext(this.#policy);
