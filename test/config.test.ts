@@ -7,7 +7,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { hashPassword, parsePasswordHash, parseUsersFile, verifyPassword } from '../src/auth/users.js';
 import { ConfigError, loadConfig } from '../src/config/index.js';
+import { DEFAULT_CIPHERS } from '../src/server/tls.js';
 import { tempDir } from './helpers/server.js';
+import { testCertificate } from './helpers/tls.js';
 
 const run = promisify(execFile);
 const main = fileURLToPath(new URL('../src/main.js', import.meta.url));
@@ -49,6 +51,27 @@ test('every invalid setting fails with one message naming the variable', () => {
   ];
   for (const [env, variable] of cases) {
     assert.throws(() => loadConfig(env), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${variable}:`), JSON.stringify(env));
+  }
+});
+
+test('FTPS_CIPHERS and FTPS_MIN_VERSION: forward-secret AEAD and TLS 1.2 by default, checked when set', () => {
+  const { cert, key } = testCertificate();
+  const files = { FTPS_CERT_FILE: cert, FTPS_KEY_FILE: key };
+  const defaults = loadConfig(files).ftps;
+  assert.equal(defaults?.ciphers, DEFAULT_CIPHERS);
+  assert.equal(defaults?.minVersion, 'TLSv1.2');
+  const set = loadConfig({ ...files, FTPS_CIPHERS: 'TLS_AES_256_GCM_SHA384:ECDHE-ECDSA-AES256-GCM-SHA384', FTPS_MIN_VERSION: 'tlsv1.3' }).ftps;
+  assert.equal(set?.ciphers, 'TLS_AES_256_GCM_SHA384:ECDHE-ECDSA-AES256-GCM-SHA384');
+  assert.equal(set?.minVersion, 'TLSv1.3');
+  const bad: Array<[Record<string, string>, string]> = [
+    [{ FTPS_MIN_VERSION: 'TLSv1.1' }, 'FTPS_MIN_VERSION'],
+    [{ FTPS_MIN_VERSION: 'TLSv1' }, 'FTPS_MIN_VERSION'],
+    [{ FTPS_MIN_VERSION: '1.2' }, 'FTPS_MIN_VERSION'],
+    [{ FTPS_CIPHERS: 'NO-SUCH-SUITE' }, 'FTPS_CIPHERS'],
+    [{ FTPS_CIPHERS: 'TLS_NO_SUCH_SUITE' }, 'FTPS_CIPHERS'],
+  ];
+  for (const [env, variable] of bad) {
+    assert.throws(() => loadConfig({ ...files, ...env }), (err: unknown) => err instanceof ConfigError && err.message.startsWith(`${variable}:`), JSON.stringify(env));
   }
 });
 

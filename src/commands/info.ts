@@ -92,13 +92,12 @@ export async function stat(s: Session, arg: string): Promise<void> {
     return;
   }
   if (arg.trim() === '') {
-    const { storage } = s.server.config;
+    // Nothing about the storage behind the server (bucket, prefix, endpoint, directory): any logged-in user may ask.
     s.reply(Reply.SystemStatus, [
       's3ftp status:',
       `Connected from ${s.clientAddress}`,
       `Logged in as ${s.user?.name ?? '(nobody)'}`,
       `TYPE: ${s.type === 'A' ? 'ASCII' : 'BINARY'}, MODE: Stream, STRU: File`,
-      `Storage: ${storage.kind === 's3' ? `S3 bucket ${storage.bucket}` : 'local directory'}`,
       `Session timeout in seconds is ${s.server.config.idleTimeoutMs / 1000}`,
       `Data connection: ${s.data ? s.data.mode : 'none'}`,
       'End of status',

@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { parseUsersFile, type User } from '../auth/users.js';
 import { homeToStoragePath } from '../paths.js';
+import { checkTlsPolicy, DEFAULT_CIPHERS, DEFAULT_MIN_VERSION, TLS_MIN_VERSIONS, type TlsMinVersion } from '../server/tls.js';
 
 /** A configuration problem; the message names the variable at fault. */
 export class ConfigError extends Error {
@@ -88,6 +89,10 @@ export interface FtpsConfig {
   requireProtP: boolean;
   /** A data connection's TLS session must resume the control connection's (vsftpd's require_ssl_reuse). */
   requireSessionReuse: boolean;
+  /** OpenSSL cipher list, TLS 1.3 suites included, in the server's order of preference; default DEFAULT_CIPHERS. */
+  ciphers?: string;
+  /** Oldest TLS version accepted; default TLSv1.2. */
+  minVersion?: TlsMinVersion;
 }
 
 export interface LimitsConfig {
@@ -168,7 +173,18 @@ function loadFtps(env: Env): FtpsConfig | undefined {
     requireTlsLogin: bool(env, 'FTPS_REQUIRE_TLS', true),
     requireProtP: bool(env, 'FTPS_REQUIRE_PROT_P', true),
     requireSessionReuse: bool(env, 'FTPS_REQUIRE_SESSION_REUSE', true),
+    ...tlsPolicy(env),
   };
+}
+
+function tlsPolicy(env: Env): Pick<FtpsConfig, 'ciphers' | 'minVersion'> {
+  const raw = env.FTPS_MIN_VERSION?.trim();
+  const minVersion = raw ? TLS_MIN_VERSIONS.find((v) => v.toLowerCase() === raw.toLowerCase()) : DEFAULT_MIN_VERSION;
+  if (!minVersion) throw new ConfigError(`FTPS_MIN_VERSION: "${raw}" is not one of ${TLS_MIN_VERSIONS.join(', ')}`);
+  const ciphers = env.FTPS_CIPHERS?.trim() || DEFAULT_CIPHERS;
+  const problem = checkTlsPolicy(ciphers, minVersion);
+  if (problem) throw new ConfigError(`FTPS_CIPHERS: "${ciphers}": ${problem}`);
+  return { ciphers, minVersion };
 }
 
 function loadStorage(env: Env): StorageConfig {

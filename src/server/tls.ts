@@ -1,21 +1,169 @@
-import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
+import { constants } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import type { FtpsConfig } from '../config/index.js';
 
-/** One context for every TLS socket, control and data, so data connections can resume the control session. */
-export function createTlsContext(ftps: FtpsConfig): SecureContext {
-  return createSecureContext({ cert: ftps.cert, key: ftps.key, minVersion: 'TLSv1.2' });
+/**
+ * Forward-secret AEAD suites only: ECDHE key exchange with AES-GCM or
+ * ChaCha20-Poly1305 for TLS 1.2, and the TLS 1.3 suites (all of them are
+ * forward-secret AEAD). No RSA key exchange, no CBC, no SHA-1 MACs. The order
+ * is the server's preference (honorCipherOrder).
+ */
+export const DEFAULT_CIPHERS = [
+  'TLS_AES_128_GCM_SHA256',
+  'TLS_AES_256_GCM_SHA384',
+  'TLS_CHACHA20_POLY1305_SHA256',
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+].join(':');
+
+export const TLS_MIN_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+export type TlsMinVersion = (typeof TLS_MIN_VERSIONS)[number];
+export const DEFAULT_MIN_VERSION: TlsMinVersion = 'TLSv1.2';
+
+/** The parts of FtpsConfig that make a SecureContext. */
+type TlsPolicy = Pick<FtpsConfig, 'cert' | 'key' | 'ciphers' | 'minVersion'>;
+
+/** Builds a SecureContext with the policy; throws (OpenSSL's error) when the cipher list selects nothing. */
+function buildContext(policy: Partial<TlsPolicy>): SecureContext {
+  return createSecureContext({
+    cert: policy.cert,
+    key: policy.key,
+    minVersion: policy.minVersion ?? DEFAULT_MIN_VERSION,
+    ciphers: policy.ciphers ?? DEFAULT_CIPHERS,
+    honorCipherOrder: true,
+    // OpenSSL answers a renegotiation request with a no_renegotiation alert
+    // (TLS 1.2; TLS 1.3 has no renegotiation). secureSocket() adds Node's own guard.
+    secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
+  });
 }
 
-/** Wraps an accepted or connected socket as the TLS server side; resolves once the handshake is done. */
-export function acceptTls(socket: Socket, context: SecureContext, timeoutMs: number): Promise<TLSSocket> {
+/**
+ * Checks a cipher list and minimum version as the server would use them;
+ * returns an error message, or undefined when OpenSSL accepts them.
+ */
+export function checkTlsPolicy(ciphers: string, minVersion: TlsMinVersion): string | undefined {
+  try {
+    buildContext({ ciphers, minVersion });
+    return undefined;
+  } catch (err) {
+    return (err as { code?: string }).code === 'ERR_SSL_NO_CIPHER_MATCH' ? 'OpenSSL knows none of these suites' : 'not accepted by OpenSSL';
+  }
+}
+
+/**
+ * A context with the TLS policy, shared by every connection. Only to say that
+ * FTPS is on, and for tests: a control connection and its data connections
+ * should use their own sessionContext(), or any client can resume on any
+ * connection the session it got on its own.
+ */
+export function createTlsContext(ftps: FtpsConfig): SecureContext {
+  return buildContext(ftps);
+}
+
+const sessionOf = new WeakMap<TLSSocket, TlsSessionContext>();
+
+/**
+ * The TLS state of one control connection: a SecureContext of its own, so the
+ * session tickets and session IDs it issues are its own (own ticket keys, own
+ * cache). A data connection that resumes a session through this context
+ * resumed one issued to this control connection's client, never another
+ * connection's.
+ */
+export class TlsSessionContext {
+  #context: SecureContext;
+  readonly #policy: TlsPolicy;
+
+  constructor(ftps: FtpsConfig) {
+    this.#policy = ftps;
+    this.#context = buildContext(ftps);
+  }
+
+  /** The context for this control connection and its data connections. */
+  get context(): SecureContext {
+    return this.#context;
+  }
+
+  /**
+   * Makes every session issued so far unresumable: a fresh context, new
+   * ticket keys, empty cache. Call it after a data handshake that did not
+   * resume: that handshake may have been a stranger's, and it may already
+   * hold a session of this context (TLS 1.2 sends the ticket inside the
+   * handshake, TLS 1.3 right after it) before we can refuse it.
+   */
+  revoke(): void {
+    this.#context = buildContext(this.#policy);
+  }
+}
+
+/** A fresh per-control-connection TLS context (about 1 ms of CPU); see TlsSessionContext. */
+export function sessionContext(ftps: FtpsConfig): TlsSessionContext {
+  return new TlsSessionContext(ftps);
+}
+
+/**
+ * Wraps a socket as the TLS server side with the per-socket policy (no
+ * renegotiation) and remembers which control connection's context it uses.
+ * Every server-side TLS socket, control (AUTH TLS, implicit) and data, is made here.
+ */
+export function secureSocket(socket: Socket, context: SecureContext | TlsSessionContext): TLSSocket {
+  const secureContext = context instanceof TlsSessionContext ? context.context : context;
+  const secure = new TLSSocket(socket, { isServer: true, secureContext });
+  // Node's guard: a renegotiation that gets past OpenSSL emits 'error'.
+  secure.disableRenegotiation();
+  if (context instanceof TlsSessionContext) sessionOf.set(secure, context);
+  return secure;
+}
+
+/**
+ * True when data resumed a TLS session issued through control's own context:
+ * the data connection belongs to the client that holds the control
+ * connection (vsftpd's require_ssl_reuse). Both sockets must come from secureSocket().
+ */
+export function sameTlsSession(control: TLSSocket, data: TLSSocket): boolean {
+  const session = sessionOf.get(control);
+  return session !== undefined && sessionOf.get(data) === session && data.isSessionReused();
+}
+
+/** Why a TLS handshake was refused; the reply text never carries OpenSSL's own message. */
+export type TlsErrorCode = 'TLS_HANDSHAKE_FAILED' | 'TLS_HANDSHAKE_TIMEOUT' | 'TLS_SESSION_NOT_REUSED';
+
+/** A refused TLS handshake; the OpenSSL error, if any, is the cause (for the log only). */
+export class TlsError extends Error {
+  override name = 'TlsError';
+  constructor(readonly code: TlsErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** The 522 reply text for a refused data-connection handshake: fixed text, no OpenSSL detail. */
+export function tlsRefusalText(err: unknown): string {
+  switch (err instanceof TlsError ? err.code : 'TLS_HANDSHAKE_FAILED') {
+    case 'TLS_SESSION_NOT_REUSED':
+      return 'Data connection must resume the TLS session of the control connection.';
+    case 'TLS_HANDSHAKE_TIMEOUT':
+      return 'TLS handshake on the data connection timed out.';
+    default:
+      return 'TLS handshake on the data connection failed.';
+  }
+}
+
+/**
+ * Wraps an accepted or connected socket as the TLS server side (secureSocket)
+ * and resolves once the handshake is done; rejects with a TlsError.
+ */
+export function acceptTls(socket: Socket, context: SecureContext | TlsSessionContext, timeoutMs: number): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
-    const secure = new TLSSocket(socket, { isServer: true, secureContext: context });
-    const timer = setTimeout(() => fail(new Error('TLS handshake timed out')), timeoutMs);
+    const secure = secureSocket(socket, context);
+    const timer = setTimeout(() => fail(new TlsError('TLS_HANDSHAKE_TIMEOUT', 'TLS handshake timed out')), timeoutMs);
     const fail = (err: Error) => {
       clearTimeout(timer);
       secure.destroy();
-      reject(err);
+      reject(err instanceof TlsError ? err : new TlsError('TLS_HANDSHAKE_FAILED', 'TLS handshake failed', { cause: err }));
     };
     secure.once('error', fail);
     secure.once('secure', () => {
@@ -24,4 +172,26 @@ export function acceptTls(socket: Socket, context: SecureContext, timeoutMs: num
       resolve(secure);
     });
   });
+}
+
+/**
+ * The TLS handshake of a data connection (RFC 4217: the server is the TLS
+ * server). With requireReuse it resolves only when the data connection
+ * resumed the control connection's session (sameTlsSession); otherwise it
+ * revokes the control connection's sessions (see TlsSessionContext.revoke),
+ * destroys the socket and rejects with TLS_SESSION_NOT_REUSED.
+ */
+export async function acceptDataTls(
+  socket: Socket,
+  control: TLSSocket,
+  session: TlsSessionContext,
+  options: { timeoutMs: number; requireReuse: boolean },
+): Promise<TLSSocket> {
+  const data = await acceptTls(socket, session, options.timeoutMs);
+  if (options.requireReuse && !sameTlsSession(control, data)) {
+    session.revoke();
+    data.destroy();
+    throw new TlsError('TLS_SESSION_NOT_REUSED', 'data connection did not resume the control connection TLS session');
+  }
+  return data;
 }
