@@ -45,6 +45,11 @@ export async function rnto(s: Session, arg: string): Promise<void> {
 }
 
 export async function size(s: Session, arg: string): Promise<void> {
+  // RFC 3659 §4: SIZE is the size in the current TYPE; in ASCII that would take reading the whole file.
+  if (s.type === 'A') {
+    s.reply(Reply.FileUnavailable, 'SIZE is not available in ASCII mode; use TYPE I.');
+    return;
+  }
   const info = await s.storage.stat(s.resolve(arg).storage);
   if (info.isDirectory) throw new StorageError('IsADirectory', 'not a plain file');
   s.reply(Reply.FileStatus, String(info.size));

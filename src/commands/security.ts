@@ -1,10 +1,11 @@
 import { Reply } from '../replies.js';
+import { sessionContext } from '../server/tls.js';
 import type { Session } from '../session/session.js';
 
 /** AUTH TLS (RFC 4217): the reply goes out in plain text, then the handshake starts. */
 export function auth(s: Session, arg: string): void {
-  const context = s.server.tls;
-  if (!context) {
+  const ftps = s.server.config.ftps;
+  if (!s.server.tls || !ftps) {
     s.reply(Reply.NotImplemented, 'TLS is not configured on this server.');
     return;
   }
@@ -18,7 +19,7 @@ export function auth(s: Session, arg: string): void {
     return;
   }
   s.reply(Reply.SecurityExchangeOk, 'Proceed with negotiation.');
-  s.upgradeToTls(context);
+  s.upgradeToTls(sessionContext(ftps));
 }
 
 export function pbsz(s: Session, arg: string): void {

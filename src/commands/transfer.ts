@@ -15,7 +15,7 @@ import { baseName } from '../storage/types.js';
 const MIN_ACTIVE_PORT = 1024;
 
 export async function retr(s: Session, arg: string): Promise<void> {
-  if (!dataReady(s)) return;
+  if (!dataReady(s) || !restAllowed(s)) return;
   const target = s.resolve(arg);
   // Phase 1: validated and opened before the 150 (a driver may start fetching only once read).
   const { stream: source, size: total } = await s.storage.read(target.storage, { start: s.restOffset, signal: s.signal });
@@ -24,7 +24,8 @@ export async function retr(s: Session, arg: string): Promise<void> {
     direction: 'download',
     path: target.ftp,
     total,
-    opening: `Opening ${modeName(s)} mode data connection for ${baseName(target.storage)} (${total} bytes).`,
+    // In ASCII mode the stored size is not what crosses the wire.
+    opening: `Opening ${modeName(s)} mode data connection for ${baseName(target.storage)}${s.type === 'I' ? ` (${total} bytes)` : ''}.`,
     run: ({ socket, signal, count }) =>
       sendStream(source, socket, { signal, count, transform: s.type === 'A' ? toNetworkAscii() : undefined }),
     release: () => void source.destroy(),
@@ -40,7 +41,7 @@ export async function appe(s: Session, arg: string): Promise<void> {
 }
 
 async function upload(s: Session, arg: string, append: boolean): Promise<void> {
-  if (!dataReady(s)) return;
+  if (!dataReady(s) || !restAllowed(s)) return;
   const target = s.resolve(arg);
   const offset = s.restOffset;
   if (offset > 0 && !s.storage.capabilities.resumeUpload) {
@@ -258,6 +259,16 @@ export function dataReady(s: Session): boolean {
   }
   if (s.data) return true;
   s.reply(Reply.CantOpenDataConnection, 'Use PORT, PASV or EPSV first.');
+  return false;
+}
+
+/**
+ * In TYPE A the bytes on the wire are not the stored bytes, so an offset
+ * means nothing the client could have computed: refused (554), like SIZE.
+ */
+function restAllowed(s: Session): boolean {
+  if (s.restOffset === 0 || s.type === 'I') return true;
+  s.reply(Reply.InvalidRestart, 'REST is not supported in ASCII mode; use TYPE I.');
   return false;
 }
 

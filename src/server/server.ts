@@ -10,7 +10,7 @@ import type { Storage } from '../storage/types.js';
 import { AbuseGuard } from './limits.js';
 import { Metrics } from './metrics.js';
 import { readProxyHeader } from './proxy.js';
-import { acceptTls, createTlsContext } from './tls.js';
+import { acceptTls, createTlsContext, sessionContext, type TlsSessionContext } from './tls.js';
 
 /** How long an implicit-FTPS client has to finish its handshake. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -75,8 +75,8 @@ export async function startServer(config: Config, storage: Storage, log: Logger,
     setTimeout(() => socket.destroy(), 1000).unref();
     return undefined;
   };
-  const run = (socket: Socket, implicitTls: boolean, clientAddress: string) => {
-    const session = new Session(socket, context, { implicitTls, clientAddress });
+  const run = (socket: Socket, implicitTls: boolean, clientAddress: string, tlsSession?: TlsSessionContext) => {
+    const session = new Session(socket, context, { implicitTls, clientAddress, tlsSession });
     sessions.add(session);
     context.metrics.sessions.inc();
     context.metrics.sessionsTotal.inc();
@@ -95,13 +95,14 @@ export async function startServer(config: Config, storage: Storage, log: Logger,
   await listen(server, config.host, config.port);
   let implicit: Server | undefined;
   if (config.ftps?.implicitPort !== undefined && context.tls) {
-    const tls = context.tls;
+    const ftps = config.ftps;
     implicit = createServer((socket) =>
       identify(socket, (address) => {
         if (admit(socket, address) === undefined) return;
         socket.on('error', () => {});
-        acceptTls(socket, tls, HANDSHAKE_TIMEOUT_MS).then(
-          (secure) => run(secure, true, address),
+        const tlsSession = sessionContext(ftps);
+        acceptTls(socket, tlsSession, HANDSHAKE_TIMEOUT_MS).then(
+          (secure) => run(secure, true, address, tlsSession),
           (err: Error) => {
             log.info({ event: 'tls-handshake-failed', client: address, reason: err.message });
             socket.destroy();

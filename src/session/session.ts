@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { TLSSocket, type SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
+import { secureSocket, type TlsSessionContext } from '../server/tls.js';
 import { isAllowed, type Permission } from '../auth/permissions.js';
 import { stripListOptions } from '../commands/listing.js';
 import type { AbuseGuard } from '../server/limits.js';
@@ -83,6 +84,8 @@ export class Session {
   pbsz = false;
   /** PROT P: data connections are TLS too. */
   protectData = false;
+  /** This control connection's own TLS context: data connections must resume a session issued through it. */
+  tlsSession: TlsSessionContext | undefined;
 
   readonly #ended = new AbortController();
   #reader: LineReader;
@@ -98,10 +101,11 @@ export class Session {
     socket: Socket,
     readonly server: ServerContext,
     /** clientAddress: the client's real address when a proxy told it (PROXY protocol); else the peer's. */
-    options: { implicitTls?: boolean; clientAddress?: string } = {},
+    options: { implicitTls?: boolean; clientAddress?: string; tlsSession?: TlsSessionContext } = {},
   ) {
     this.socket = socket;
     this.#raw = socket;
+    this.tlsSession = options.tlsSession;
     if (options.implicitTls) {
       // Implicit FTPS protects everything from the first byte, data included.
       this.secure = true;
@@ -231,7 +235,7 @@ export class Session {
    * unread (RFC 4217 §4; the CVE-2011-0411 class): only what arrives over
    * TLS is ever run.
    */
-  upgradeToTls(context: SecureContext): void {
+  upgradeToTls(tlsSession: TlsSessionContext): void {
     const raw = this.#raw;
     raw.removeAllListeners('readable');
     raw.removeAllListeners('drain');
@@ -239,7 +243,8 @@ export class Session {
     this.#reader.discard();
     // Node would hand bytes still buffered on the TCP socket to the TLS handshake.
     while (raw.read() !== null);
-    const secure = new TLSSocket(raw, { isServer: true, secureContext: context });
+    const secure = secureSocket(raw, tlsSession);
+    this.tlsSession = tlsSession;
     this.socket = secure;
     this.secure = true;
     this.#listen(secure);

@@ -4,7 +4,8 @@ import { replyForError } from '../commands/errors.js';
 import type { DataChannel } from '../data/channel.js';
 import { endedCleanly } from '../data/streams.js';
 import { Reply, type ReplyCode } from '../replies.js';
-import { acceptTls } from '../server/tls.js';
+import type { TLSSocket } from 'node:tls';
+import { acceptDataTls, tlsRefusalText } from '../server/tls.js';
 import { StorageError } from '../storage/types.js';
 import type { Session } from './session.js';
 
@@ -130,17 +131,16 @@ async function run(
     s.reply(Reply.FileStatusOkay, plan.opening);
     tcp = await channel.connect();
     socket = tcp;
-    if (s.protectData && s.server.tls) {
+    if (s.protectData && s.tlsSession) {
       // RFC 4217: the server is the TLS server on data connections, passive or active.
       try {
-        const secure = await acceptTls(tcp, s.server.tls, s.server.config.dataTimeoutMs);
-        socket = secure;
-        if (s.server.config.ftps?.requireSessionReuse && !secure.isSessionReused()) {
-          throw new Error('TLS session reuse required');
-        }
+        socket = await acceptDataTls(tcp, s.socket as TLSSocket, s.tlsSession, {
+          timeoutMs: s.server.config.dataTimeoutMs,
+          requireReuse: s.server.config.ftps?.requireSessionReuse ?? true,
+        });
       } catch (err) {
         s.log.warn({ event: 'data-tls-refused', reason: (err as Error).message });
-        result = { outcome: 'failed', error: err, code: Reply.TlsFailed, text: 'TLS on the data connection failed.' };
+        result = { outcome: 'failed', error: err, code: Reply.TlsFailed, text: tlsRefusalText(err) };
         throw err;
       }
     }
