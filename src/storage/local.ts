@@ -61,6 +61,8 @@ export class LocalStorage implements Storage {
   private readonly pageSize: number;
   private readonly onListPage: LocalStorageOptions['onListPage'];
   private realRoot: Promise<string> | undefined;
+  /** Temp files of writes in progress here: a sweep leaves them alone, whatever their age. */
+  private readonly temps = new Set<string>();
 
   constructor(
     private readonly config: LocalStorageConfig,
@@ -70,7 +72,8 @@ export class LocalStorage implements Storage {
     this.onListPage = options.onListPage;
   }
 
-  async stat(path: StoragePath): Promise<FileInfo> {
+  async stat(path: StoragePath, signal?: AbortSignal): Promise<FileInfo> {
+    throwIfAborted(signal);
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such file or directory: ${path}`);
     return toInfo(baseName(path), found.stats);
@@ -134,6 +137,7 @@ export class LocalStorage implements Storage {
       const target = await this.prepareWrite(path, options);
       full = target.full;
       temp = await this.tempPath();
+      this.temps.add(temp);
       if (target.offset > 0) {
         await copyFile(full, temp, constants.COPYFILE_FICLONE);
         await truncate(temp, target.offset);
@@ -141,7 +145,7 @@ export class LocalStorage implements Storage {
       // A hash is stored only when every byte of the file passed through here (not after a kept prefix).
       const digest = target.offset === 0 ? createDigest('SHA-256') : undefined;
       const size = await writeBody(temp, target.offset, body, received, digest);
-      await this.install(temp, full, { sha256: digest?.hex(), metadata: options.metadata });
+      await this.install(temp, full, { sha256: digest?.hex(), metadata: options.metadata }, signal);
       return { size };
     } catch (err) {
       body.destroy();
@@ -150,9 +154,11 @@ export class LocalStorage implements Storage {
         await this.install(temp, full, { metadata: options.metadata }).catch(() => undefined);
       }
       if (temp) await unlink(temp).catch(() => undefined);
+      if (temp) this.temps.delete(temp);
       if (signal?.aborted) throw new StorageError('Unavailable', 'write aborted', { cause: signal.reason });
       throw classify(err, `write ${path}`);
     } finally {
+      if (temp) this.temps.delete(temp);
       signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -175,16 +181,18 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async mkdir(path: StoragePath): Promise<void> {
+  async mkdir(path: StoragePath, signal?: AbortSignal): Promise<void> {
     if (path === '') throw new StorageError('Exists', 'the root exists');
     await this.requireDirectory(parentPath(path));
     const full = await this.resolve(path);
+    throwIfAborted(signal);
     await fsCall(`mkdir ${path}`, () => mkdir(full));
   }
 
-  async mkdirAll(path: StoragePath): Promise<void> {
+  async mkdirAll(path: StoragePath, signal?: AbortSignal): Promise<void> {
     let level = '';
     for (const segment of path === '' ? [] : path.split('/')) {
+      throwIfAborted(signal);
       level = joinPath(level, segment);
       const found = await this.lookup(level);
       if (found && !found.stats.isDirectory()) throw new StorageError('NotADirectory', `not a directory: ${level}`);
@@ -197,24 +205,26 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async rmdir(path: StoragePath): Promise<void> {
+  async rmdir(path: StoragePath, signal?: AbortSignal): Promise<void> {
     if (path === '') throw new StorageError('Denied', 'cannot remove the root directory');
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such directory: ${path}`);
     if (!found.stats.isDirectory()) throw new StorageError('NotADirectory', `not a directory: ${path}`);
+    throwIfAborted(signal);
     await dropLoneMetaDir(found.full);
     await fsCall(`rmdir ${path}`, () => rmdir(found.full));
   }
 
-  async delete(path: StoragePath): Promise<void> {
+  async delete(path: StoragePath, signal?: AbortSignal): Promise<void> {
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
     if (found.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
+    throwIfAborted(signal);
     await fsCall(`delete ${path}`, () => unlink(found.full));
     await rm(sidecarPath(found.full), { force: true }).catch(() => undefined);
   }
 
-  async rename(from: StoragePath, to: StoragePath): Promise<void> {
+  async rename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {
     if (from === '') throw new StorageError('Denied', 'cannot rename the root directory');
     if (from === to || to.startsWith(`${from}/`)) {
       throw new StorageError('InvalidName', `cannot move ${from} onto or into itself`);
@@ -228,9 +238,35 @@ export class LocalStorage implements Storage {
       throw new StorageError('Exists', `already exists: ${to}`);
     }
     const full = await this.resolve(to);
+    throwIfAborted(signal);
     await fsCall(`rename ${from}`, () => rename(source.full, full));
     // A directory's sidecars moved with it; a file's follows it (best effort: a stale one never matches).
     if (!source.stats.isDirectory()) await moveSidecar(source.full, full);
+  }
+
+  /**
+   * Removes temp files of uploads (in the reserved partial directory) last
+   * written more than `olderThanMs` ago that this process is not writing:
+   * those of a server that was killed mid-transfer. The age must exceed the
+   * longest pause in a transfer another running instance on the same directory may make.
+   */
+  async sweep(olderThanMs: number, signal?: AbortSignal): Promise<{ removed: number }> {
+    const dir = join(await this.root(), PARTIAL_DIR);
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    const names = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [] as string[];
+      throw classify(err, 'sweep');
+    });
+    for (const name of names) {
+      throwIfAborted(signal);
+      const temp = join(dir, name);
+      if (this.temps.has(temp)) continue;
+      const stats = await lstat(temp).catch(() => undefined);
+      if (!stats?.isFile() || stats.mtimeMs > cutoff) continue;
+      if (await unlink(temp).then(() => true, () => false)) removed++;
+    }
+    return { removed };
   }
 
   async close(): Promise<void> {}
@@ -307,9 +343,11 @@ export class LocalStorage implements Storage {
    * Moves a finished temp file into place, its sidecar first: inode and mtime
    * survive the rename, so the sidecar is valid the moment the file appears.
    */
-  private async install(temp: string, full: string, record: Pick<Sidecar, 'sha256' | 'metadata'>): Promise<void> {
+  private async install(temp: string, full: string, record: Pick<Sidecar, 'sha256' | 'metadata'>, signal?: AbortSignal): Promise<void> {
     const stats = await lstat(temp);
     await writeSidecar(full, { ...record, size: stats.size, mtimeMs: stats.mtimeMs, ino: stats.ino }).catch(() => undefined);
+    // The last moment a write can be taken back: an aborted session publishes nothing.
+    throwIfAborted(signal);
     await rename(temp, full);
   }
 
@@ -453,6 +491,11 @@ function classify(err: unknown, what: string): StorageError {
   const e = err as { code?: string; message?: string };
   const code = (e.code && ERRNO_CODES[e.code]) || 'Unavailable';
   return new StorageError(code, `${what}: ${e.message ?? String(err)}`, { cause: err });
+}
+
+/** Stops a call between its steps once the session is gone. */
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new StorageError('Unavailable', 'aborted', { cause: signal.reason });
 }
 
 function abortError(signal: AbortSignal | undefined): Error {
