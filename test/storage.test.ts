@@ -642,6 +642,30 @@ for (const driver of drivers) {
           await rejectsWith(storage.stat('ren'), 'NotFound');
         });
 
+        it('a directory rename stops between requests once the session is aborted, and can be run again', T, async () => {
+          const env = s3 as S3TestEnv;
+          const controller = new AbortController();
+          let copies = 0;
+          const observed = new S3Storage(s3StorageConfig(env, 'abort-rename'), {
+            onRequest: (operation) => {
+              if (operation === 'CopyObject' && ++copies === 5) controller.abort();
+            },
+          });
+          try {
+            await observed.mkdir('d');
+            for (let i = 0; i < 60; i++) await put(observed, `d/f${i}`, String(i));
+            await rejectsWith(observed.rename('d', 'e', controller.signal), 'Unavailable');
+            // At most the copies already in flight (16 at a time) ran; nothing was deleted.
+            assert.ok(copies < 5 + 16, `${copies} copies`);
+            assert.equal((await names(observed, 'd')).length, 60);
+            await observed.rename('d', 'e');
+            assert.equal((await names(observed, 'e')).length, 60);
+            await rejectsWith(observed.stat('d'), 'NotFound');
+          } finally {
+            await observed.close();
+          }
+        });
+
         it('a directory rename that would make a key too long copies nothing', T, async () => {
           const deep = Array.from({ length: 4 }, () => 'd'.repeat(200)).join('/');
           await storage.mkdirAll(`src/${deep}`);

@@ -195,6 +195,8 @@ export class MultipartWriter {
   }
 
   #startPart(body: Buffer): void {
+    // S3 would refuse the part with a generic 400; say what it is (the driver answers QuotaExceeded).
+    if (this.#nextPart > MAX_PARTS) throw new Error(`Exceeded ${MAX_PARTS} parts: the upload is larger than partSize × ${MAX_PARTS}`);
     const number = this.#nextPart++;
     const task = this.#open()
       .then((uploadId) =>

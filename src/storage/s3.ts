@@ -881,7 +881,7 @@ function classify(err: unknown, what: string): StorageError {
   const name = e.Code ?? e.name ?? 'Error';
   const status = e.$metadata?.httpStatusCode;
   let code = ERROR_CODES[name] ?? (status === undefined ? undefined : STATUS_CODES[status]) ?? 'Unavailable';
-  // lib-storage's own limit (partSize × 10000) surfaces as a plain Error.
+  // MultipartWriter's part limit (partSize × 10000) surfaces as a plain Error.
   if (/^Exceeded \d+ parts/.test(e.message ?? '')) code = 'QuotaExceeded';
   return new StorageError(code, `${what}: ${name}${e.message ? `: ${e.message}` : ''}`, { cause: err });
 }
