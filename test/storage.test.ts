@@ -658,6 +658,10 @@ for (const driver of drivers) {
             // At most the copies already in flight (16 at a time) ran; nothing was deleted.
             assert.ok(copies < 5 + 16, `${copies} copies`);
             assert.equal((await names(observed, 'd')).length, 60);
+            // Undone through FTP: DELE what was copied, then RMD (the rename's journal does not block it).
+            for (const name of await names(observed, 'e')) await observed.delete(`e/${name}`);
+            await observed.rmdir('e');
+            await rejectsWith(observed.stat('e'), 'NotFound');
             await observed.rename('d', 'e');
             assert.equal((await names(observed, 'e')).length, 60);
             await rejectsWith(observed.stat('d'), 'NotFound');
