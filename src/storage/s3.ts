@@ -334,7 +334,7 @@ export class S3Storage implements Storage {
     if (!info.isDirectory) throw new StorageError('NotADirectory', `not a directory: ${path}`);
     const marker = this.dirPrefix(path);
     const journal = marker + RENAME_JOURNAL;
-    // The marker sorts first and the journal ('.s3ftp-…') before most names: three keys tell.
+    // Only two keys are no content (the marker and a journal), so three keys tell.
     const page = await this.listPage(marker, undefined, undefined, signal, 3);
     const keys = (page.Contents ?? []).map((o) => o.Key);
     if (keys.some((k) => k !== marker && k !== journal)) {
@@ -373,9 +373,13 @@ export class S3Storage implements Storage {
       const head = await this.headFile(this.key(from), signal);
       if (!head) throw new StorageError('NotFound', `no such file: ${from}`);
       await this.copy(this.key(from), this.key(to), head.ContentLength ?? 0, head.ETag, signal);
-      await this.call(`rename ${from}`, () =>
-        this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.key(from) }), { abortSignal: signal }),
-      );
+      // The original goes only if it is still the version copied (see deleteOriginals).
+      const now = await this.headFile(this.key(from), signal);
+      const kept = now?.ETag !== head.ETag || (await this.deleteKeys([{ Key: this.key(from), ETag: head.ETag }], signal)).length > 0;
+      if (now && kept) {
+        this.logger?.warn({ event: 'rename-left-changed', from, to }, 'a file written during its rename was left in place');
+        throw new StorageError('Unavailable', `${from} changed during the rename and was left there; ${to} holds the earlier version`);
+      }
     }
   }
 
