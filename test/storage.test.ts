@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { GetObjectTaggingCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { CreateMultipartUploadCommand, GetObjectTaggingCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { LocalStorage } from '../src/storage/local.js';
 import { S3Storage } from '../src/storage/s3.js';
 import { StorageError, type FileInfo, type Storage, type StorageErrorCode, type WriteOptions } from '../src/storage/types.js';
@@ -25,6 +25,8 @@ interface Fixture {
   key?(path: string): string;
   /** The root directory (local only). */
   dataDir?: string;
+  /** Leaves what a server killed mid-upload leaves: a temp file, or a multipart upload. */
+  crashedWrite(): Promise<void>;
   dispose(): Promise<void>;
 }
 
@@ -47,6 +49,13 @@ const drivers: Driver[] = [
         storage,
         dataDir: dir,
         leftovers: async () => readdirSafe(join(dir, '.s3ftp-partial')),
+        crashedWrite: async () => {
+          mkdirSync(join(dir, '.s3ftp-partial'), { recursive: true });
+          const temp = join(dir, '.s3ftp-partial', 'crashed');
+          writeFileSync(temp, 'half');
+          const old = new Date(Date.now() - 2000);
+          utimesSync(temp, old, old);
+        },
         dispose: async () => rmSync(dir, { recursive: true, force: true }),
       };
     },
@@ -62,6 +71,9 @@ const drivers: Driver[] = [
       return {
         storage,
         leftovers: () => listMultipartUploads(env, config.prefix),
+        crashedWrite: async () => {
+          await env.client.send(new CreateMultipartUploadCommand({ Bucket: env.bucket, Key: `${config.prefix}/crashed` }));
+        },
         key: (path) => `${config.prefix}/${path}`,
         dispose: () => storage.close(),
       };
@@ -271,6 +283,21 @@ for (const driver of drivers) {
         await rejectsWith(storage.stat('new'), 'NotFound');
       });
 
+      for (const [label, bytes] of [
+        ['one PutObject', 1000],
+        ['a multipart upload', 12 * MiB],
+      ] as const) {
+        it(`publishes nothing when the session is aborted after the body ended, before ${label} is published`, T, async () => {
+          await put(storage, 'f', 'original');
+          const controller = new AbortController();
+          // The abort comes with the body's last byte: every byte was taken, the publishing step is next.
+          const body = finite(bytes, () => controller.abort());
+          await rejectsWith(storage.write('f', body, { signal: controller.signal }), 'Unavailable');
+          assert.equal(await get(storage, 'f'), 'original');
+          assert.deepEqual(await fx.leftovers(), []);
+        });
+      }
+
       it('leaves the old content and nothing else when the body fails midway', T, async () => {
         await put(storage, 'f', 'original');
         const body = failing(12 * MiB);
@@ -329,6 +356,45 @@ for (const driver of drivers) {
         await put(storage, 'f', 'x');
         await rejectsWith(storage.rmdir('f'), 'NotADirectory');
         await rejectsWith(storage.rmdir(''), 'Denied');
+      });
+    });
+
+    describe('signals', () => {
+      it('an aborted session changes nothing', T, async () => {
+        const aborted = AbortSignal.abort();
+        await storage.mkdir('d');
+        await put(storage, 'd/f', 'x');
+        await assert.rejects(storage.stat('d/f', aborted), StorageError);
+        await assert.rejects(storage.mkdir('e', aborted), StorageError);
+        await assert.rejects(storage.mkdirAll('e/f', aborted), StorageError);
+        await assert.rejects(storage.delete('d/f', aborted), StorageError);
+        await assert.rejects(storage.rename('d/f', 'd/g', aborted), StorageError);
+        await assert.rejects(storage.rename('d', 'e', aborted), StorageError);
+        await storage.mkdir('empty');
+        await assert.rejects(storage.rmdir('empty', aborted), StorageError);
+        assert.deepEqual(await names(storage, ''), ['d/', 'empty/']);
+        assert.deepEqual(await names(storage, 'd'), ['f']);
+      });
+    });
+
+    describe('sweep', () => {
+      it('removes only what a crashed write left, and only when old enough', T, async () => {
+        await put(storage, 'f', 'x');
+        await fx.crashedWrite();
+        assert.equal((await fx.leftovers()).length, 1);
+        assert.deepEqual(await storage.sweep(3_600_000), { removed: 0 });
+        assert.equal((await fx.leftovers()).length, 1);
+        // A write in progress is never swept, however old its temp file or upload.
+        const controller = new AbortController();
+        const running = storage.write('g', endless(12 * MiB, () => undefined), { signal: controller.signal });
+        await waitFor(async () => (await fx.leftovers()).length === 2);
+        await new Promise((r) => setTimeout(r, 1100));
+        assert.deepEqual(await storage.sweep(1000), { removed: 1 });
+        assert.equal((await fx.leftovers()).length, 1);
+        controller.abort();
+        await assert.rejects(running, StorageError);
+        assert.deepEqual(await fx.leftovers(), []);
+        assert.equal(await get(storage, 'f'), 'x');
       });
     });
 
@@ -462,6 +528,158 @@ for (const driver of drivers) {
           assert.deepEqual(await storage.hash('moved', 'SHA-256'), { algorithm: 'SHA-256', hash: sha(other), size: other.length, stored: false });
         });
 
+        it('publishes nothing when the session is aborted after the last part, before CompleteMultipartUpload', T, async () => {
+          const env = s3 as S3TestEnv;
+          const controller = new AbortController();
+          let parts = 0;
+          // 12 MiB in 5 MiB parts is three parts; the abort comes as the third one is acknowledged.
+          const observed = new S3Storage(s3StorageConfig(env, 'complete'), {
+            onRequest: (operation, _seconds, ok) => {
+              if (operation === 'UploadPart' && ok && ++parts === 3) controller.abort();
+            },
+          });
+          try {
+            await put(observed, 'f', 'original');
+            await rejectsWith(observed.write('f', chunked(pattern(12 * MiB, 9)), { signal: controller.signal }), 'Unavailable');
+            assert.equal(parts, 3);
+            assert.equal(observed.requestCounts.get('CompleteMultipartUploadCommand') ?? 0, 0);
+            assert.equal(await get(observed, 'f'), 'original');
+            assert.deepEqual(await fx.leftovers(), []);
+          } finally {
+            await observed.close();
+          }
+        });
+
+        it('opens a read with one HEAD and starts the GET only when the stream is read', T, async () => {
+          const s3Storage = storage as S3Storage;
+          await put(storage, 'lazy', 'abcdef');
+          const gets = () => s3Storage.requestCounts.get('GetObjectCommand') ?? 0;
+          const before = gets();
+          const { stream, size } = await storage.read('lazy', { start: 2 });
+          assert.equal(size, 4);
+          assert.equal(gets(), before, 'no GET before the first read');
+          assert.equal(Buffer.concat((await stream.toArray()) as Buffer[]).toString(), 'cdef');
+          assert.equal(gets(), before + 1);
+        });
+
+        it('a reader that pauses past the request timeout still gets every byte', T, async () => {
+          const env = s3 as S3TestEnv;
+          const config = { ...s3StorageConfig(env, 'pause'), requestTimeoutMs: 1000 };
+          const slow = new S3Storage(config);
+          try {
+            const data = pattern(24 * MiB, 7);
+            await slow.write('big', chunked(data));
+            const { stream, size } = await slow.read('big');
+            assert.equal(size, data.length);
+            const chunks: Buffer[] = [];
+            let paused = false;
+            for await (const chunk of stream) {
+              chunks.push(chunk as Buffer);
+              if (!paused) {
+                paused = true;
+                // Twice the socket timeout without reading: S3's side of the GET times out meanwhile.
+                await new Promise((r) => setTimeout(r, 2 * config.requestTimeoutMs));
+              }
+            }
+            assert.equal(sha(Buffer.concat(chunks)), sha(data));
+          } finally {
+            await slow.close();
+          }
+        });
+
+        it('a read whose object changes after the HEAD fails with Unavailable, never mixing versions', T, async () => {
+          const env = s3 as S3TestEnv;
+          await put(storage, 'changing', 'old content');
+          const { stream } = await storage.read('changing');
+          await env.client.send(new PutObjectCommand({ Bucket: env.bucket, Key: fx.key?.('changing'), Body: 'new content!' }));
+          await rejectsWith(stream.toArray(), 'Unavailable');
+        });
+
+        it('100 transfers holding their GET open do not starve listings and stats', T, async () => {
+          const data = pattern(4 * MiB, 8);
+          await storage.write('held', chunked(data));
+          const opened = await Promise.all(Array.from({ length: 100 }, () => storage.read('held')));
+          try {
+            // Each stream starts its GET and then is not read any further.
+            await Promise.all(opened.map(({ stream }) => new Promise((resolve, reject) => stream.once('readable', resolve).once('error', reject))));
+            const answered = Promise.all([storage.stat('held'), listAll(storage, '')]);
+            const bound = new Promise((_, reject) => setTimeout(() => reject(new Error('stat and list did not answer')), 30_000).unref());
+            const [info, entries] = (await Promise.race([answered, bound])) as [FileInfo, FileInfo[]];
+            assert.equal(info.size, data.length);
+            assert.deepEqual(entries.map(entryName), ['held']);
+          } finally {
+            for (const { stream } of opened) stream.destroy();
+          }
+        });
+
+        it('a directory rename never deletes an original written to during the rename', T, async () => {
+          const env = s3 as S3TestEnv;
+          await storage.mkdir('ren');
+          await put(storage, 'ren/a-first', 'old');
+          await Promise.all(Array.from({ length: 150 }, (_, i) => put(storage, `ren/f${String(i).padStart(3, '0')}`, `file ${i}`)));
+          // Another session overwrites ren/a-first once it has been copied, while the rest are still copying.
+          let overwritten: Promise<unknown> | undefined;
+          const s3Storage = storage as S3Storage;
+          const copies = () => s3Storage.requestCounts.get('CopyObjectCommand') ?? 0;
+          const start = copies();
+          const poll = setInterval(() => {
+            if (!overwritten && copies() > start + 20) {
+              overwritten = env.client.send(new PutObjectCommand({ Bucket: env.bucket, Key: fx.key?.('ren/a-first'), Body: 'acknowledged' }));
+            }
+          }, 1);
+          try {
+            await rejectsWith(storage.rename('ren', 'ren2'), 'Unavailable');
+          } finally {
+            clearInterval(poll);
+          }
+          await overwritten;
+          assert.equal(await get(storage, 'ren/a-first'), 'acknowledged', 'the acknowledged write is still there');
+          assert.deepEqual(await names(storage, 'ren'), ['a-first']);
+          // Running the rename again finishes it with the new content.
+          await storage.rename('ren', 'ren2');
+          assert.equal(await get(storage, 'ren2/a-first'), 'acknowledged');
+          assert.equal((await names(storage, 'ren2')).length, 151);
+          await rejectsWith(storage.stat('ren'), 'NotFound');
+        });
+
+        it('a directory rename stops between requests once the session is aborted, and can be run again', T, async () => {
+          const env = s3 as S3TestEnv;
+          const controller = new AbortController();
+          let copies = 0;
+          const observed = new S3Storage(s3StorageConfig(env, 'abort-rename'), {
+            onRequest: (operation) => {
+              if (operation === 'CopyObject' && ++copies === 5) controller.abort();
+            },
+          });
+          try {
+            await observed.mkdir('d');
+            for (let i = 0; i < 60; i++) await put(observed, `d/f${i}`, String(i));
+            await rejectsWith(observed.rename('d', 'e', controller.signal), 'Unavailable');
+            // At most the copies already in flight (16 at a time) ran; nothing was deleted.
+            assert.ok(copies < 5 + 16, `${copies} copies`);
+            assert.equal((await names(observed, 'd')).length, 60);
+            // Undone through FTP: DELE what was copied, then RMD (the rename's journal does not block it).
+            for (const name of await names(observed, 'e')) await observed.delete(`e/${name}`);
+            await observed.rmdir('e');
+            await rejectsWith(observed.stat('e'), 'NotFound');
+            await observed.rename('d', 'e');
+            assert.equal((await names(observed, 'e')).length, 60);
+            await rejectsWith(observed.stat('d'), 'NotFound');
+          } finally {
+            await observed.close();
+          }
+        });
+
+        it('a directory rename that would make a key too long copies nothing', T, async () => {
+          const deep = Array.from({ length: 4 }, () => 'd'.repeat(200)).join('/');
+          await storage.mkdirAll(`src/${deep}`);
+          for (let i = 0; i < 8; i++) await put(storage, `src/f${i}`, String(i));
+          await put(storage, `src/${deep}/leaf-with-a-long-name-${'x'.repeat(90)}`, 'deep');
+          await rejectsWith(storage.rename('src', 'y'.repeat(100)), 'InvalidName');
+          assert.deepEqual(await names(storage, ''), ['src/']);
+          assert.equal((await names(storage, 'src')).length, 9);
+        });
+
         it('answers InvalidName for keys longer than 1024 bytes', T, async () => {
           const long = Array.from({ length: 5 }, () => 'x'.repeat(250)).join('/');
           await rejectsWith(storage.stat(long), 'InvalidName');
@@ -575,6 +793,32 @@ function endless(bytes: number, onStall: () => void): Readable {
       }
     },
   });
+}
+
+/** `bytes` of data, then the end; calls onEnd once the consumer has seen the end, before it does anything else. */
+function finite(bytes: number, onEnd: () => void): Readable {
+  let sent = 0;
+  const stream = new Readable({
+    read() {
+      if (sent < bytes) {
+        const n = Math.min(MiB, bytes - sent);
+        sent += n;
+        this.push(Buffer.alloc(n, 0x63));
+      } else {
+        this.push(null);
+      }
+    },
+  });
+  stream.once('end', () => queueMicrotask(onEnd));
+  return stream;
+}
+
+async function waitFor(condition: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
 }
 
 /** `bytes` of data, then an error (a data connection that broke). */

@@ -53,3 +53,43 @@ export function isAllowed(rules: PermissionRules, ftpPath: string, permission: P
   const rule = rules.find((r) => r.dir === '/' || ftpPath === r.dir || ftpPath.startsWith(`${r.dir}/`));
   return rule?.allowed.has(permission) ?? false;
 }
+
+/**
+ * Whether moving the directory `from` to `to` (normalised FTP paths) leaves
+ * every rule below either of them as strong as it was: a rename moves a whole
+ * tree at once, so without this, a stricter rule below the source could be
+ * escaped (move the tree away, change the files, move it back) and one below
+ * the target could be filled with content it never allowed to be written.
+ * At each point where a rule below either path applies, translated to the
+ * other side, both sides must allow 'rename' and the target side may allow
+ * nothing the source side did not (SFTPGo's checkRecursiveRenameDirPermissions
+ * refuses such renames the same way).
+ */
+export function isDirectoryRenameAllowed(rules: PermissionRules, from: string, to: string): boolean {
+  const suffixes = new Set<string>();
+  for (const { dir } of rules) {
+    for (const top of [from, to]) {
+      if (isStrictlyBelow(dir, top)) suffixes.add(dir.slice(top === '/' ? 0 : top.length));
+    }
+  }
+  for (const suffix of suffixes) {
+    const source = allowedAt(rules, joinFtp(from, suffix));
+    const target = allowedAt(rules, joinFtp(to, suffix));
+    if (!source.has('rename') || !target.has('rename')) return false;
+    for (const permission of target) if (!source.has(permission)) return false;
+  }
+  return true;
+}
+
+function allowedAt(rules: PermissionRules, ftpPath: string): ReadonlySet<Permission> {
+  return new Set(PERMISSIONS.filter((p) => isAllowed(rules, ftpPath, p)));
+}
+
+function isStrictlyBelow(dir: string, top: string): boolean {
+  return top === '/' ? dir !== '/' : dir.startsWith(`${top}/`);
+}
+
+/** `suffix` starts with '/'. */
+function joinFtp(top: string, suffix: string): string {
+  return top === '/' ? suffix : `${top}${suffix}`;
+}

@@ -1,3 +1,4 @@
+import { isDirectoryRenameAllowed } from '../auth/permissions.js';
 import { ftpTime } from '../listing.js';
 import { quotePath, Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
@@ -39,6 +40,12 @@ export async function rnto(s: Session, arg: string): Promise<void> {
   const target = s.resolve(arg);
   if (target.ftp === '/') throw new StorageError('InvalidName', 'cannot rename onto the root');
   await s.authorizeOverwrite(target);
+  // Rules below the source or target matter only when a whole tree moves; stat only then.
+  const rules = s.user?.permissions;
+  if (rules && !isDirectoryRenameAllowed(rules, source.ftp, target.ftp) && (await s.storage.stat(source.storage)).isDirectory) {
+    s.log.warn({ event: 'permission-denied', user: s.user?.name, permission: 'rename', path: source.ftp, to: target.ftp });
+    throw new StorageError('Denied', 'a stricter rule applies below the directory or its new name');
+  }
   await s.storage.rename(source.storage, target.storage);
   s.log.info({ event: 'rename', from: source.ftp, to: target.ftp });
   s.reply(Reply.FileActionOkay, 'Rename successful.');

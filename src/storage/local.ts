@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
-import { access, copyFile, lstat, mkdir, open, opendir, readdir, readFile, realpath, rename, rm, rmdir, truncate, unlink, writeFile } from 'node:fs/promises';
+import { constants, existsSync, type Stats } from 'node:fs';
+import { access, copyFile, lstat, mkdir, open, opendir, readdir, readFile, realpath, rename, rm, rmdir, truncate, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { LocalStorageConfig } from '../config/index.js';
@@ -33,6 +33,12 @@ const PARTIAL_DIR = `${RESERVED_PREFIX}partial`;
  */
 const META_DIR = `${RESERVED_PREFIX}meta`;
 const DEFAULT_PAGE_SIZE = 1000;
+/**
+ * Linux: a path through /proc/self/fd/N starts at the directory open as N,
+ * which is what openat(2) does and Node does not offer. Elsewhere the driver
+ * falls back to checking real paths, which a concurrent rename can outrun.
+ */
+const FD_PATHS = process.platform === 'linux' && existsSync('/proc/self/fd');
 
 /** Optional LocalStorage settings; the defaults suit production. */
 export interface LocalStorageOptions {
@@ -61,6 +67,8 @@ export class LocalStorage implements Storage {
   private readonly pageSize: number;
   private readonly onListPage: LocalStorageOptions['onListPage'];
   private realRoot: Promise<string> | undefined;
+  /** Temp files of writes in progress here: a sweep leaves them alone, whatever their age. */
+  private readonly temps = new Set<string>();
 
   constructor(
     private readonly config: LocalStorageConfig,
@@ -70,7 +78,8 @@ export class LocalStorage implements Storage {
     this.onListPage = options.onListPage;
   }
 
-  async stat(path: StoragePath): Promise<FileInfo> {
+  async stat(path: StoragePath, signal?: AbortSignal): Promise<FileInfo> {
+    throwIfAborted(signal);
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such file or directory: ${path}`);
     return toInfo(baseName(path), found.stats);
@@ -80,7 +89,13 @@ export class LocalStorage implements Storage {
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such directory: ${path}`);
     if (!found.stats.isDirectory()) throw new StorageError('NotADirectory', `not a directory: ${path}`);
-    const dir = await fsCall(`list ${path}`, () => opendir(found.full, { bufferSize: 64 }));
+    // The listing reads the directory it opened, reached without following any link.
+    const held = await this.openAt(path, constants.O_RDONLY | constants.O_DIRECTORY);
+    const base = FD_PATHS ? fdPath(held) : found.full;
+    const dir = await fsCall(`list ${path}`, () => opendir(base, { bufferSize: 64 })).catch(async (err: unknown) => {
+      await held.close();
+      throw err;
+    });
     try {
       let names: string[] = [];
       let number = 1;
@@ -90,26 +105,25 @@ export class LocalStorage implements Storage {
         if (entry.name.startsWith(RESERVED_PREFIX)) continue;
         names.push(entry.name);
         if (names.length >= this.pageSize) {
-          yield await this.entries(found.full, names);
+          yield await this.entries(base, names);
           names = [];
           await this.onListPage?.(++number);
         }
       }
-      yield await this.entries(found.full, names);
+      yield await this.entries(base, names);
     } catch (err) {
       throw classify(err, `list ${path}`);
     } finally {
       // for-await closes the Dir when it completes or throws, but not when our consumer stops early.
       await dir.close().catch(() => undefined);
+      await held.close();
     }
   }
 
   async read(path: StoragePath, options: ReadOptions = {}): Promise<OpenedRead> {
     const start = options.start ?? 0;
     if (!Number.isSafeInteger(start) || start < 0) throw new StorageError('InvalidRange', `bad offset ${start}`);
-    const full = await this.resolve(path);
-    // O_NOFOLLOW: the last component must not be a symbolic link either.
-    const handle = await fsCall(`read ${path}`, () => open(full, constants.O_RDONLY | constants.O_NOFOLLOW));
+    const handle = await this.openAt(path, constants.O_RDONLY);
     try {
       const stats = await handle.stat();
       if (stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
@@ -134,25 +148,34 @@ export class LocalStorage implements Storage {
       const target = await this.prepareWrite(path, options);
       full = target.full;
       temp = await this.tempPath();
+      this.temps.add(temp);
       if (target.offset > 0) {
-        await copyFile(full, temp, constants.COPYFILE_FICLONE);
+        // Copied from the file as opened now, beneath the root, not from whatever the path names later.
+        const source = await this.openAt(path, constants.O_RDONLY);
+        try {
+          await copyFile(FD_PATHS ? fdPath(source) : full, temp, constants.COPYFILE_FICLONE);
+        } finally {
+          await source.close();
+        }
         await truncate(temp, target.offset);
       }
       // A hash is stored only when every byte of the file passed through here (not after a kept prefix).
       const digest = target.offset === 0 ? createDigest('SHA-256') : undefined;
       const size = await writeBody(temp, target.offset, body, received, digest);
-      await this.install(temp, full, { sha256: digest?.hex(), metadata: options.metadata });
+      await this.install(temp, path, { sha256: digest?.hex(), metadata: options.metadata }, signal);
       return { size };
     } catch (err) {
       body.destroy();
       if (temp && full && options.onAbort === 'publish' && received.bytes > 0) {
         // keepPartialUploads: what was received replaces the file; the write still fails.
-        await this.install(temp, full, { metadata: options.metadata }).catch(() => undefined);
+        await this.install(temp, path, { metadata: options.metadata }).catch(() => undefined);
       }
       if (temp) await unlink(temp).catch(() => undefined);
+      if (temp) this.temps.delete(temp);
       if (signal?.aborted) throw new StorageError('Unavailable', 'write aborted', { cause: signal.reason });
       throw classify(err, `write ${path}`);
     } finally {
+      if (temp) this.temps.delete(temp);
       signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -175,46 +198,55 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async mkdir(path: StoragePath): Promise<void> {
+  async mkdir(path: StoragePath, signal?: AbortSignal): Promise<void> {
     if (path === '') throw new StorageError('Exists', 'the root exists');
     await this.requireDirectory(parentPath(path));
-    const full = await this.resolve(path);
-    await fsCall(`mkdir ${path}`, () => mkdir(full));
+    throwIfAborted(signal);
+    await this.atPath(path, (at) => fsCall(`mkdir ${path}`, () => mkdir(at)));
   }
 
-  async mkdirAll(path: StoragePath): Promise<void> {
+  async mkdirAll(path: StoragePath, signal?: AbortSignal): Promise<void> {
     let level = '';
     for (const segment of path === '' ? [] : path.split('/')) {
+      throwIfAborted(signal);
       level = joinPath(level, segment);
       const found = await this.lookup(level);
       if (found && !found.stats.isDirectory()) throw new StorageError('NotADirectory', `not a directory: ${level}`);
       if (!found) {
-        const full = await this.resolve(level);
-        await mkdir(full).catch((err: NodeJS.ErrnoException) => {
-          if (err.code !== 'EEXIST') throw classify(err, `mkdir ${level}`);
-        });
+        const dir = level;
+        await this.atPath(dir, (at) =>
+          mkdir(at).catch((err: NodeJS.ErrnoException) => {
+            if (err.code !== 'EEXIST') throw classify(err, `mkdir ${dir}`);
+          }),
+        );
       }
     }
   }
 
-  async rmdir(path: StoragePath): Promise<void> {
+  async rmdir(path: StoragePath, signal?: AbortSignal): Promise<void> {
     if (path === '') throw new StorageError('Denied', 'cannot remove the root directory');
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such directory: ${path}`);
     if (!found.stats.isDirectory()) throw new StorageError('NotADirectory', `not a directory: ${path}`);
-    await dropLoneMetaDir(found.full);
-    await fsCall(`rmdir ${path}`, () => rmdir(found.full));
+    throwIfAborted(signal);
+    await this.atPath(path, async (at) => {
+      await dropLoneMetaDir(at);
+      await fsCall(`rmdir ${path}`, () => rmdir(at));
+    });
   }
 
-  async delete(path: StoragePath): Promise<void> {
+  async delete(path: StoragePath, signal?: AbortSignal): Promise<void> {
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
     if (found.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
-    await fsCall(`delete ${path}`, () => unlink(found.full));
-    await rm(sidecarPath(found.full), { force: true }).catch(() => undefined);
+    throwIfAborted(signal);
+    await this.atPath(path, async (at) => {
+      await fsCall(`delete ${path}`, () => unlink(at));
+      await rm(sidecarPath(at), { force: true }).catch(() => undefined);
+    });
   }
 
-  async rename(from: StoragePath, to: StoragePath): Promise<void> {
+  async rename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {
     if (from === '') throw new StorageError('Denied', 'cannot rename the root directory');
     if (from === to || to.startsWith(`${from}/`)) {
       throw new StorageError('InvalidName', `cannot move ${from} onto or into itself`);
@@ -227,10 +259,40 @@ export class LocalStorage implements Storage {
     if (target && (target.stats.isDirectory() || source.stats.isDirectory())) {
       throw new StorageError('Exists', `already exists: ${to}`);
     }
-    const full = await this.resolve(to);
-    await fsCall(`rename ${from}`, () => rename(source.full, full));
-    // A directory's sidecars moved with it; a file's follows it (best effort: a stale one never matches).
-    if (!source.stats.isDirectory()) await moveSidecar(source.full, full);
+    throwIfAborted(signal);
+    // Both ends are reached afresh from the root: a rename can neither take a file from outside nor put one there.
+    await this.atPath(from, (src) =>
+      this.atPath(to, async (dst) => {
+        await fsCall(`rename ${from}`, () => rename(src, dst));
+        // A directory's sidecars moved with it; a file's follows it (best effort: a stale one never matches).
+        if (!source.stats.isDirectory()) await moveSidecar(src, dst);
+      }),
+    );
+  }
+
+  /**
+   * Removes temp files of uploads (in the reserved partial directory) last
+   * written more than `olderThanMs` ago that this process is not writing:
+   * those of a server that was killed mid-transfer. The age must exceed the
+   * longest pause in a transfer another running instance on the same directory may make.
+   */
+  async sweep(olderThanMs: number, signal?: AbortSignal): Promise<{ removed: number }> {
+    const dir = join(await this.root(), PARTIAL_DIR);
+    const cutoff = Date.now() - olderThanMs;
+    let removed = 0;
+    const names = await readdir(dir).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return [] as string[];
+      throw classify(err, 'sweep');
+    });
+    for (const name of names) {
+      throwIfAborted(signal);
+      const temp = join(dir, name);
+      if (this.temps.has(temp)) continue;
+      const stats = await lstat(temp).catch(() => undefined);
+      if (!stats?.isFile() || stats.mtimeMs > cutoff) continue;
+      if (await unlink(temp).then(() => true, () => false)) removed++;
+    }
+    return { removed };
   }
 
   async close(): Promise<void> {}
@@ -265,6 +327,57 @@ export class LocalStorage implements Storage {
     });
     if (real !== expected) throw new StorageError('NotFound', `no such file or directory: ${path}`);
     return join(root, path);
+  }
+
+  /**
+   * Runs `fn` with a path to `path` whose directory part the kernel does not
+   * resolve again: it names the parent directory as opened by a walk from the
+   * root that followed no symbolic link. Whatever is renamed meanwhile, the
+   * use happens beneath the root. (The last component is the caller's to
+   * treat: rename and unlink do not follow it, opens use O_NOFOLLOW.)
+   */
+  private async atPath<T>(path: StoragePath, fn: (at: string) => Promise<T>): Promise<T> {
+    if (!FD_PATHS) return fn(await this.resolve(path));
+    const parent = await this.openParent(path);
+    try {
+      return await fn(`${fdPath(parent)}/${baseName(path)}`);
+    } finally {
+      await parent.close();
+    }
+  }
+
+  /** Opens `path` itself (never through a link, the last component included) with `flags`. */
+  private async openAt(path: StoragePath, flags: number): Promise<FileHandle> {
+    if (path === '') return fsCall('open data directory', async () => open(await this.root(), flags));
+    return this.atPath(path, (at) => fsCall(`open ${path}`, () => open(at, flags | constants.O_NOFOLLOW)));
+  }
+
+  /**
+   * The parent directory of `path`, opened component by component from the
+   * root, each with O_NOFOLLOW | O_DIRECTORY relative to the one before: the
+   * emulation of openat(2) that FD_PATHS allows. NotFound when a component is
+   * missing, a link or not a directory.
+   */
+  private async openParent(path: StoragePath): Promise<FileHandle> {
+    const root = await this.root();
+    const flags = constants.O_RDONLY | constants.O_DIRECTORY;
+    let dir = await fsCall('open data directory', () => open(root, flags));
+    const parent = parentPath(path);
+    try {
+      for (const segment of parent === '' ? [] : parent.split('/')) {
+        const next = await open(`${fdPath(dir)}/${segment}`, flags | constants.O_NOFOLLOW);
+        await dir.close();
+        dir = next;
+      }
+      return dir;
+    } catch (err) {
+      await dir.close();
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') {
+        throw new StorageError('NotFound', `no such file or directory: ${path}`, { cause: err });
+      }
+      throw classify(err, `resolve ${path}`);
+    }
   }
 
   /** lstat of a path, or undefined when it does not exist, runs through a file, or is a symbolic link. */
@@ -307,15 +420,27 @@ export class LocalStorage implements Storage {
    * Moves a finished temp file into place, its sidecar first: inode and mtime
    * survive the rename, so the sidecar is valid the moment the file appears.
    */
-  private async install(temp: string, full: string, record: Pick<Sidecar, 'sha256' | 'metadata'>): Promise<void> {
+  private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'sha256' | 'metadata'>, signal?: AbortSignal): Promise<void> {
     const stats = await lstat(temp);
-    await writeSidecar(full, { ...record, size: stats.size, mtimeMs: stats.mtimeMs, ino: stats.ino }).catch(() => undefined);
-    await rename(temp, full);
+    // The target's directory is reached afresh: the transfer took long, and its path may have been renamed meanwhile.
+    await this.atPath(path, async (full) => {
+      await writeSidecar(full, { ...record, size: stats.size, mtimeMs: stats.mtimeMs, ino: stats.ino }).catch(() => undefined);
+      // The last moment a write can be taken back: an aborted session publishes nothing.
+      throwIfAborted(signal);
+      await rename(temp, full);
+    });
   }
 
+  /**
+   * A fresh name in the temp directory. No FTP path can name that directory
+   * (reserved prefix), so no client can rename a link into its place; it is
+   * still checked to be a real directory, and the temp file is created with
+   * O_EXCL, which follows no link.
+   */
   private async tempPath(): Promise<string> {
     const dir = join(await this.root(), PARTIAL_DIR);
     await mkdir(dir, { recursive: true });
+    if (!(await lstat(dir)).isDirectory()) throw new StorageError('Unavailable', `${PARTIAL_DIR} is not a directory`);
     return join(dir, randomUUID());
   }
 
@@ -369,6 +494,11 @@ async function writeBody(
   } finally {
     await handle.close();
   }
+}
+
+/** A path naming an open file or directory itself (see FD_PATHS). */
+function fdPath(handle: FileHandle): string {
+  return `/proc/self/fd/${handle.fd}`;
 }
 
 function sidecarPath(full: string): string {
@@ -453,6 +583,11 @@ function classify(err: unknown, what: string): StorageError {
   const e = err as { code?: string; message?: string };
   const code = (e.code && ERRNO_CODES[e.code]) || 'Unavailable';
   return new StorageError(code, `${what}: ${e.message ?? String(err)}`, { cause: err });
+}
+
+/** Stops a call between its steps once the session is gone. */
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new StorageError('Unavailable', 'aborted', { cause: signal.reason });
 }
 
 function abortError(signal: AbortSignal | undefined): Error {

@@ -21,7 +21,18 @@ const PART_COPY_CONCURRENCY = 8;
 const MIN_COPY_PART_BYTES = 64 * 1024 * 1024;
 
 export interface MultipartWriterOptions {
+  /** Creates, completes and puts: short metadata requests. */
   client: S3Client;
+  /** Sends the part uploads (long, body-carrying requests); defaults to `client`. */
+  transferClient?: S3Client;
+  /**
+   * The session's signal: once aborted, finish() publishes nothing. It is
+   * checked right before the publishing request, the last moment we can still
+   * take the write back. publishReceived() ignores it (keepPartialUploads).
+   */
+  signal?: AbortSignal;
+  /** Told the upload id once the multipart upload exists, and when it is gone (completed or aborted). */
+  onUpload?: (uploadId: string, open: boolean) => void;
   bucket: string;
   key: string;
   /** Size of every streamed part but the last. */
@@ -60,6 +71,8 @@ export class MultipartWriter {
   #failure: { part: number; err: unknown } | undefined;
   #pending: Buffer[] = [];
   #pendingBytes = 0;
+  /** Set by publishReceived(): publishing what was received is the point, aborted or not. */
+  #partial = false;
 
   constructor(options: MultipartWriterOptions) {
     this.#o = options;
@@ -110,6 +123,7 @@ export class MultipartWriter {
    */
   async finish(putMetadata?: Record<string, string>): Promise<Finished> {
     if (!this.#uploadId) {
+      this.#throwIfAborted();
       const out = await this.#o.client.send(
         new PutObjectCommand({
           ...this.#o.create,
@@ -125,6 +139,7 @@ export class MultipartWriter {
     if (this.#pendingBytes > 0) this.#startPart(this.#take(this.#pendingBytes));
     await Promise.all(this.#inFlight);
     this.#throwIfFailed();
+    this.#throwIfAborted();
     return { etag: await this.#complete([...this.#parts.keys()].sort((x, y) => x - y)), multipart: true };
   }
 
@@ -134,6 +149,7 @@ export class MultipartWriter {
    * rest then. Returns the bytes published; 0 means nothing was published.
    */
   async publishReceived(): Promise<number> {
+    this.#partial = true;
     await Promise.allSettled(this.#inFlight);
     if (!this.#uploadId) {
       // Everything received is still buffered: one PutObject, or nothing at all.
@@ -164,20 +180,27 @@ export class MultipartWriter {
     const uploadId = await this.#uploadId?.catch(() => undefined);
     if (uploadId === undefined) return;
     await this.#o.aborts.abort(this.#o.key, uploadId);
+    this.#o.onUpload?.(uploadId, false);
   }
 
   #open(): Promise<string> {
     this.#uploadId ??= this.#o.client
       .send(new CreateMultipartUploadCommand({ ...this.#o.create, Bucket: this.#o.bucket, Key: this.#o.key }))
-      .then((out) => out.UploadId ?? '');
+      .then((out) => {
+        const uploadId = out.UploadId ?? '';
+        this.#o.onUpload?.(uploadId, true);
+        return uploadId;
+      });
     return this.#uploadId;
   }
 
   #startPart(body: Buffer): void {
+    // S3 would refuse the part with a generic 400; say what it is (the driver answers QuotaExceeded).
+    if (this.#nextPart > MAX_PARTS) throw new Error(`Exceeded ${MAX_PARTS} parts: the upload is larger than partSize × ${MAX_PARTS}`);
     const number = this.#nextPart++;
     const task = this.#open()
       .then((uploadId) =>
-        this.#o.client.send(
+        (this.#o.transferClient ?? this.#o.client).send(
           new UploadPartCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId, PartNumber: number, Body: body }),
           { abortSignal: this.#cancel.signal },
         ),
@@ -198,6 +221,7 @@ export class MultipartWriter {
     const out = await this.#o.client.send(
       new CompleteMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
     );
+    this.#o.onUpload?.(uploadId, false);
     return out.ETag;
   }
 
@@ -213,6 +237,11 @@ export class MultipartWriter {
 
   #throwIfFailed(): void {
     if (this.#failure) throw this.#failure.err;
+  }
+
+  #throwIfAborted(): void {
+    const signal = this.#o.signal;
+    if (signal?.aborted && !this.#partial) throw Object.assign(new Error('aborted before publishing', { cause: signal.reason }), { name: 'AbortError' });
   }
 }
 

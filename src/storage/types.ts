@@ -147,6 +147,14 @@ export interface Storage {
    * NotFound, IsADirectory as for read.
    */
   hash(path: StoragePath, algorithm: HashAlgorithm, signal?: AbortSignal): Promise<HashResult>;
+  /**
+   * Removes what a crashed server left under this storage's root: temp files
+   * of uploads (local) or multipart uploads (S3) started more than
+   * `olderThanMs` ago, except those of writes this instance is running. The
+   * age must exceed the longest transfer any other instance sharing the root
+   * may still be making. Resolves with how many were removed.
+   */
+  sweep(olderThanMs: number, signal?: AbortSignal): Promise<{ removed: number }>;
   /** Releases clients and sockets. */
   close(): Promise<void>;
   /** Resolves when the backend answers and the root is usable (readiness, check-config); else StorageError. */
