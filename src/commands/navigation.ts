@@ -8,7 +8,7 @@ export function pwd(s: Session): void {
 
 export async function cwd(s: Session, arg: string): Promise<void> {
   const target = s.resolve(arg);
-  const info = await s.storage.stat(target.storage);
+  const info = await s.storage.stat(target.storage, s.signal);
   if (!info.isDirectory) throw new StorageError('NotADirectory', 'not a directory');
   s.cwd = target.ftp;
   s.reply(Reply.FileActionOkay, 'Directory successfully changed.');

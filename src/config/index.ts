@@ -66,6 +66,12 @@ export interface Config {
   dataTimeoutMs: number;
   /** Longest accepted command line in bytes. */
   maxCommandBytes: number;
+  /**
+   * Upload leftovers (local temp files, S3 multipart uploads) older than this
+   * are removed at start and every hour: what a crashed server left. Longer
+   * than the longest upload of any instance sharing the storage.
+   */
+  sweepAgeMs: number;
   /** On SIGTERM, how long running transfers may take to finish before they are aborted. */
   shutdownGraceMs: number;
   /** FTPS (RFC 4217); undefined when no certificate is configured. */
@@ -132,6 +138,7 @@ export function loadConfig(env: Env = process.env): Config {
     dataTimeoutMs: int(env, 'FTP_DATA_TIMEOUT', 60, 1, 86400) * 1000,
     maxCommandBytes: int(env, 'FTP_MAX_COMMAND_BYTES', 4096, 512, 65536),
     shutdownGraceMs: int(env, 'FTP_SHUTDOWN_GRACE', 30, 0, 3600) * 1000,
+    sweepAgeMs: int(env, 'STORAGE_SWEEP_AGE_HOURS', 24, 1, 8760) * 3600_000,
     ftps: loadFtps(env),
     proxyProtocol: bool(env, 'FTP_PROXY_PROTOCOL', false),
     health: env.HEALTH_PORT?.trim()

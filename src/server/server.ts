@@ -12,6 +12,8 @@ import { Metrics } from './metrics.js';
 import { readProxyHeader } from './proxy.js';
 import { acceptTls, createTlsContext, sessionContext, type TlsSessionContext } from './tls.js';
 
+/** How often upload leftovers older than the sweep age are looked for. */
+const SWEEP_EVERY_MS = 3600_000;
 /** How long an implicit-FTPS client has to finish its handshake. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -112,6 +114,14 @@ export async function startServer(config: Config, storage: Storage, log: Logger,
     );
     await listen(implicit, config.host, config.ftps.implicitPort);
   }
+  // What a crashed server (this one or another on the same storage) left behind.
+  const sweep = () =>
+    storage.sweep(config.sweepAgeMs).then(
+      ({ removed }) => removed > 0 && log.info({ event: 'sweep', removed }),
+      (err: unknown) => log.warn({ err }, 'sweep of upload leftovers failed'),
+    );
+  void sweep();
+  const sweeper = setInterval(sweep, SWEEP_EVERY_MS).unref();
   const address = server.address() as AddressInfo;
   const implicitAddress = implicit?.address() as AddressInfo | undefined;
   log.info({
@@ -127,6 +137,7 @@ export async function startServer(config: Config, storage: Storage, log: Logger,
     address,
     implicitAddress,
     async close(graceMs = 0) {
+      clearInterval(sweeper);
       const closed = Promise.all([server, implicit].map((s) => (s ? new Promise((r) => s.close(r)) : undefined)));
       await Promise.all([...sessions].map((session) => session.shutdown(graceMs)));
       await closed;

@@ -88,6 +88,7 @@ export async function startTestServer(
     dataTimeoutMs: 15_000,
     maxCommandBytes: 4096,
     shutdownGraceMs: 5000,
+    sweepAgeMs: 24 * 3600_000,
     limits: {
       maxConnections: 1000,
       maxConnectionsPerAddress: 1000,
