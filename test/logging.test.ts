@@ -16,13 +16,21 @@ test('one JSON line per session, command and transfer, and never a password', as
     const bad = await RawFtp.connect(server.port);
     await bad.expect('USER mallory', 331);
     await bad.expect('PASS hunter2-secret', 530);
+    // Mistyped and oddly spaced PASS lines are logged without their argument too.
+    await bad.expect('USER mallory', 331);
+    await bad.expect(' PASS leading-space-secret', 500);
+    await bad.expect('PASS\ttab-secret', 500);
+    await bad.expect('PASSWORD typo-secret', 500);
+    await bad.expect('pass lower-case-secret', 530);
     bad.close();
     await new Promise((r) => setTimeout(r, 200));
   } finally {
     await server.close();
   }
   const text = lines.join('');
-  assert.ok(!text.includes(PASSWORD) && !text.includes('hunter2-secret'), 'a password reached the log');
+  for (const secret of [PASSWORD, 'hunter2-secret', 'leading-space-secret', 'tab-secret', 'typo-secret', 'lower-case-secret']) {
+    assert.ok(!text.toLowerCase().includes(secret.toLowerCase()), `${secret} reached the log`);
+  }
   const events = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
   assert.ok(events.some((e) => e.event === 'session-start' && e.client === '127.0.0.1'));
   assert.ok(events.some((e) => e.event === 'session-end'));

@@ -189,6 +189,13 @@ for (const driver of all) {
       await raw.expect('RETR rest.txt', 150);
       assert.equal((await readAll(data)).toString(), 'AB');
       assert.equal((await raw.read()).code, 226);
+      // In ASCII mode an offset means nothing the client could compute: 554 before any 150.
+      await raw.expect('TYPE A', 200);
+      data = await raw.passive();
+      await raw.expect('REST 1', 350);
+      await raw.expect('RETR rest.txt', 554);
+      data.destroy();
+      await raw.expect('TYPE I', 200);
       await raw.expect('REST 1', 350);
       await raw.expect('BOGUS', 500);
       data = await raw.passive();

@@ -52,11 +52,9 @@ export async function rnto(s: Session, arg: string): Promise<void> {
 }
 
 export async function size(s: Session, arg: string): Promise<void> {
-  // RFC 3659 §4: SIZE is the size in the current TYPE; in ASCII that would take reading the whole file.
-  if (s.type === 'A') {
-    s.reply(Reply.FileUnavailable, 'SIZE is not available in ASCII mode; use TYPE I.');
-    return;
-  }
+  // The stored size in every TYPE, as Pure-FTPd and a default vsftpd answer: ftplib's
+  // retrlines() leaves TYPE A on, and scripts call size() after it. (The ASCII
+  // size would take reading the whole file.) REST is what TYPE A refuses.
   const info = await s.storage.stat(s.resolve(arg).storage, s.signal);
   if (info.isDirectory) throw new StorageError('IsADirectory', 'not a plain file');
   s.reply(Reply.FileStatus, String(info.size));
