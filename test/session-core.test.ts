@@ -171,6 +171,46 @@ for (const driver of all) {
       await stillServes(server);
     });
 
+    test('pipelined commands are answered one by one, in order; a command behind a transfer waits for its final reply', async () => {
+      const socket = connect({ port: server.port, host: '127.0.0.1' });
+      await once(socket, 'connect');
+      const raw = RawFtp.over(socket);
+      assert.equal((await raw.read()).code, 220);
+      socket.write(`USER ${USER}\r\nPASS ${PASSWORD}\r\nTYPE I\r\nNOOP\r\nPWD\r\nSYST\r\nEPSV\r\n`);
+      const codes: number[] = [];
+      for (let i = 0; i < 7; i++) codes.push((await raw.read()).code);
+      assert.deepEqual(codes, [331, 230, 200, 200, 257, 215, 229]);
+      const data = await raw.passive();
+      socket.write('STOR piped.bin\r\nNOOP\r\nSIZE piped.bin\r\n');
+      assert.equal((await raw.read()).code, 150);
+      data.end(Buffer.alloc(1000, 1));
+      assert.deepEqual([(await raw.read()).code, (await raw.read()).code], [226, 200]);
+      const size = await raw.read();
+      assert.deepEqual([size.code, size.text], [213, '1000']);
+      raw.close();
+    });
+
+    test('the idle timer runs only while the server waits for a command: a slow transfer longer than it completes', async () => {
+      const idle = await startTestServer(driver, { idleTimeoutMs: 1000 });
+      try {
+        const raw = await RawFtp.login(idle.port, USER, PASSWORD);
+        const data = await raw.passive();
+        await raw.expect('STOR slow.bin', 150);
+        for (let i = 0; i < 10; i++) {
+          await flushed(data, Buffer.alloc(1000, i));
+          await sleep(250);
+        }
+        data.end();
+        assert.equal((await raw.read()).code, 226);
+        await raw.expect('NOOP', 200);
+        // Then, silent for longer than the timeout: 421.
+        assert.equal((await raw.read(3000)).code, 421);
+        raw.close();
+      } finally {
+        await idle.close();
+      }
+    });
+
     test('REST is consumed by the next command, whatever it is', async () => {
       await put(server, 'rest.txt', Buffer.from('0123456789'));
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
