@@ -190,6 +190,18 @@ for (const driver of all) {
       raw.close();
     });
 
+    test('a client that half-closes after pipelining its commands gets every reply, then the server closes', async () => {
+      const socket = connect({ port: server.port, host: '127.0.0.1' });
+      await once(socket, 'connect');
+      const raw = RawFtp.over(socket);
+      assert.equal((await raw.read()).code, 220);
+      socket.end(`USER ${USER}\r\nPASS ${PASSWORD}\r\nPWD\r\nNOOP\r\n`);
+      const codes: number[] = [];
+      for (let i = 0; i < 4; i++) codes.push((await raw.read()).code);
+      assert.deepEqual(codes, [331, 230, 257, 200]);
+      assert.equal((await raw.read()).code, 0, 'the server closes once every command ran');
+    });
+
     test('the idle timer runs only while the server waits for a command: a slow transfer longer than it completes', async () => {
       const idle = await startTestServer(driver, { idleTimeoutMs: 1000 });
       try {

@@ -89,7 +89,8 @@ export async function startServer(config: Config, storage: Storage, log: Logger,
     session.start();
   };
 
-  const server = createServer((socket) =>
+  // Half-open: a client that half-closes after pipelining its commands still gets every reply.
+  const server = createServer({ allowHalfOpen: true }, (socket) =>
     identify(socket, (address) => {
       if (admit(socket, address) !== undefined) run(socket, false, address);
     }),
@@ -98,7 +99,7 @@ export async function startServer(config: Config, storage: Storage, log: Logger,
   let implicit: Server | undefined;
   if (config.ftps?.implicitPort !== undefined && context.tls) {
     const ftps = config.ftps;
-    implicit = createServer((socket) =>
+    implicit = createServer({ allowHalfOpen: true }, (socket) =>
       identify(socket, (address) => {
         if (admit(socket, address) === undefined) return;
         socket.on('error', () => {});

@@ -90,6 +90,9 @@ export class Session {
   readonly #ended = new AbortController();
   #reader: LineReader;
   #closed = false;
+  /** The client closed its side of the control connection (FIN). */
+  #peerEnded = false;
+  #unlisten: () => void = () => {};
   #overlong = 0;
   #lastCode: ReplyCode | undefined;
   /** Wakes the command loop: input arrived, output drained, or the connection closed. */
@@ -134,6 +137,15 @@ export class Session {
     return this.#closed;
   }
 
+  /**
+   * The control connection is closed or closing: an upload not yet
+   * published must not be (the commit rule). A half-close counts: a dying
+   * client's FIN looks the same.
+   */
+  get controlGone(): boolean {
+    return this.#closed || this.#peerEnded;
+  }
+
   /** Greets the client and runs its commands until the connection ends. */
   start(): void {
     this.log.info({ event: 'session-start', secure: this.secure });
@@ -143,7 +155,7 @@ export class Session {
       this.log.info({ event: 'login-timeout' });
       this.close(Reply.ServiceNotAvailable, 'Login timeout: closing control connection.');
     }, this.server.config.loginTimeoutMs);
-    this.#listen(this.socket);
+    this.#unlisten = this.#listen(this.socket);
     this.reply(Reply.ServiceReady, 's3ftp ready.');
     this.#loop().catch((err: unknown) => {
       this.log.error({ err }, 'command loop failed');
@@ -151,12 +163,24 @@ export class Session {
     });
   }
 
-  #listen(socket: Socket): void {
-    socket.on('readable', () => this.#fill());
-    socket.on('drain', () => this.#fill());
-    // The client closed its side: it will send nothing more, and whatever it was doing is given up.
-    socket.on('end', () => this.close());
+  /** Reads commands from `socket`; returns what stops it (AUTH TLS moves to the TLS socket). */
+  #listen(socket: Socket): () => void {
+    const fill = () => this.#fill();
+    // The client will send nothing more: what it sent is still run, and a transfer is given up.
+    const ended = () => {
+      this.#peerEnded = true;
+      this.transfer?.abort();
+      this.#wake?.();
+    };
+    socket.on('readable', fill);
+    socket.on('drain', fill);
+    socket.on('end', ended);
     socket.on('error', (err) => this.log.debug({ err }, 'control connection error'));
+    return () => {
+      socket.off('readable', fill);
+      socket.off('drain', fill);
+      socket.off('end', ended);
+    };
   }
 
   /** Moves received bytes into the line reader while both bounds allow, then wakes the loop. */
@@ -203,6 +227,11 @@ export class Session {
         if (event) return event;
         this.#fill();
         if (this.#reader.buffered > 0) continue;
+        // Every command the client sent before its FIN has run.
+        if (this.#peerEnded) {
+          this.close();
+          return undefined;
+        }
       }
       await new Promise<void>((resolve) => {
         this.#wake = resolve;
@@ -237,9 +266,7 @@ export class Session {
    */
   upgradeToTls(tlsSession: TlsSessionContext): void {
     const raw = this.#raw;
-    raw.removeAllListeners('readable');
-    raw.removeAllListeners('drain');
-    raw.removeAllListeners('end');
+    this.#unlisten();
     this.#reader.discard();
     // Node would hand bytes still buffered on the TCP socket to the TLS handshake.
     while (raw.read() !== null);
@@ -247,7 +274,7 @@ export class Session {
     this.tlsSession = tlsSession;
     this.socket = secure;
     this.secure = true;
-    this.#listen(secure);
+    this.#unlisten = this.#listen(secure);
     secure.once('secure', () => this.log.info({ event: 'tls', protocol: secure.getProtocol() }));
   }
 

@@ -157,7 +157,7 @@ async function run(
   } catch (err) {
     if (result.error !== undefined) {
       // TLS refused: its 522 stands.
-    } else if (controller.signal.aborted || s.closed || (socket && !(err instanceof StorageError))) {
+    } else if (controller.signal.aborted || s.controlGone || (socket && !(err instanceof StorageError))) {
       result = { outcome: 'aborted', error: err, code: Reply.TransferAborted, text: 'Connection closed; transfer aborted.' };
     } else if (socket) {
       result = { outcome: 'failed', error: err, ...replyForError(err) };
@@ -191,6 +191,6 @@ async function commitUpload(s: Session, socket: Socket, tcp: Socket, signal: Abo
   await nextTurn();
   await nextTurn();
   if (s.server.config.uploadSettleMs > 0) await sleep(s.server.config.uploadSettleMs);
-  if (s.closed) throw new Error('control connection closed before the upload was complete');
+  if (s.controlGone) throw new Error('control connection closed before the upload was complete');
   if (signal.aborted) throw new Error('transfer aborted');
 }
