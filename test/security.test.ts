@@ -388,3 +388,23 @@ for (const driver of await drivers()) {
     });
   });
 }
+
+for (const driver of await drivers()) {
+  describe(`the README's drop-box example (${driver.name})`, { skip: driver.skip }, () => {
+    test('a partner whose /incoming is a drop box finds it created at first login and uploads into it', async () => {
+      const server = await startTestServer(driver, {
+        users: [plain('partner', 'droppw', 'drops/partner', { '/': 'read-only', '/incoming': 'drop-box' })],
+      });
+      try {
+        const ftp = await RawFtp.login(server.port, 'partner', 'droppw');
+        await ftp.expect('CWD /incoming', 250);
+        assert.equal(await store(ftp, 'report.csv', 'a,b\n'), 226);
+        await ftp.expect('MKD /other', 550);
+        ftp.close();
+        assert.equal((await server.storage.stat('drops/partner/incoming/report.csv')).size, 4);
+      } finally {
+        await server.close();
+      }
+    });
+  });
+}

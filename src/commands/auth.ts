@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { verifyPassword, type PasswordSecret, type User } from '../auth/users.js';
+import { toStoragePath } from '../paths.js';
 import { Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
 import { StorageError } from '../storage/types.js';
@@ -74,17 +75,23 @@ export async function pass(s: Session, arg: string): Promise<void> {
     }
     return;
   }
-  try {
-    await s.storage.stat(account.home, s.signal);
-  } catch (err) {
-    if (!(err instanceof StorageError && err.code === 'NotFound')) throw err;
-    // Like SFTPGo, and unlike vsftpd, a missing home is created rather than refused.
-    await s.storage.mkdirAll(account.home, s.signal);
-  }
+  // Like SFTPGo, and unlike vsftpd, a missing home is created rather than refused; so is every
+  // directory a permission rule names, so a drop box's `/incoming` exists for a partner who may not MKD.
+  const dirs = [account.home, ...(account.permissions ?? []).filter((r) => r.dir !== '/').map((r) => toStoragePath(account.home, r.dir))];
+  for (const dir of dirs) await ensureDirectory(s, dir);
   s.loggedIn(account);
   s.log.info({ event: 'login', user: account.name });
   s.server.metrics.logins.inc({ result: 'ok' });
   s.reply(Reply.LoggedIn, 'Login successful.');
+}
+
+async function ensureDirectory(s: Session, dir: string): Promise<void> {
+  try {
+    await s.storage.stat(dir, s.signal);
+  } catch (err) {
+    if (!(err instanceof StorageError && err.code === 'NotFound')) throw err;
+    await s.storage.mkdirAll(dir, s.signal);
+  }
 }
 
 export function quit(s: Session): void {
