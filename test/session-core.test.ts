@@ -10,6 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
 import { basicFtp, RawFtp, readAll } from './helpers/ftp.js';
 import { childEnv, startServerProcess } from './helpers/process.js';
+import { rcloneBinary, rcloneFtpEnv } from './helpers/rclone.js';
 import { drivers, noDanglingUploads, PASSWORD, startTestServer, tempDir, USER, type Driver, type TestServer } from './helpers/server.js';
 import { testFtps } from './helpers/tls.js';
 
@@ -141,7 +142,9 @@ for (const driver of all) {
       });
     }
 
-    test('curl and Python ftplib killed mid-upload, 20 times each, never replace the old file and leave no upload', async () => {
+    test('curl, rclone and Python ftplib killed mid-upload, 20 times each, never replace the old file and leave no upload', async () => {
+      const rclone = await rcloneBinary();
+      const rcloneEnv = rclone ? await rcloneFtpEnv(rclone, server.port, USER, PASSWORD) : undefined;
       const dir = tempDir();
       const big = join(dir, 'big.bin');
       writeFileSync(big, randomBytes(24 * MiB));
@@ -165,6 +168,10 @@ for (const driver of all) {
         await killAfter(curl, 300 + ((i * 97) % 900));
         const ftplib = spawn('python3', ['-c', python, String(server.port), USER, PASSWORD, big], { stdio: 'ignore' });
         await killAfter(ftplib, 300 + ((i * 131) % 900));
+        if (rclone) {
+          const copy = spawn(rclone, ['copyto', '--inplace', '--bwlimit', '8M', '--retries', '1', big, ':ftp:killed.bin'], { env: rcloneEnv, stdio: 'ignore' });
+          await killAfter(copy, 400 + ((i * 173) % 900));
+        }
       }
       await noDanglingUploads(driver, server);
       assert.deepEqual(await get(server, 'killed.bin'), original);
