@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { basicFtp, RawFtp, readAll } from './helpers/ftp.js';
+import { basicFtp, getFile, putFile, RawFtp, readAll } from './helpers/ftp.js';
 import { drivers, noDanglingUploads, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
 import { unreachableS3Config } from './helpers/minio.js';
 
@@ -18,25 +18,8 @@ for (const driver of await drivers()) {
       await server?.close();
     });
 
-    /** Stores content with a raw client and checks 226. */
-    async function put(name: string, content: Buffer): Promise<void> {
-      const raw = await RawFtp.login(server.port, USER, PASSWORD);
-      const data = await raw.passive();
-      await raw.expect(`STOR ${name}`, 150);
-      data.end(content);
-      assert.equal((await raw.read()).code, 226);
-      raw.close();
-    }
-
-    async function get(name: string): Promise<Buffer> {
-      const raw = await RawFtp.login(server.port, USER, PASSWORD);
-      const data = await raw.passive();
-      await raw.expect(`RETR ${name}`, 150);
-      const body = await readAll(data);
-      assert.equal((await raw.read()).code, 226);
-      raw.close();
-      return body;
-    }
+    const put = (name: string, content: Buffer) => putFile(server.port, USER, PASSWORD, name, content);
+    const get = (name: string) => getFile(server.port, USER, PASSWORD, name);
 
     // More than one 8 MiB part, so the S3 driver is in the middle of a multipart upload.
     const CUT_AFTER = 12 * 1024 * 1024;

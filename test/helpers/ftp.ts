@@ -125,6 +125,29 @@ export class RawFtp {
   }
 }
 
+/** Stores content as `user` with a raw client, asserting 150 then 226. */
+export async function putFile(port: number, user: string, password: string, name: string, content: Buffer): Promise<void> {
+  const raw = await RawFtp.login(port, user, password);
+  const data = await raw.passive();
+  await raw.expect(`STOR ${name}`, 150);
+  data.end(content);
+  const done = await raw.read();
+  if (done.code !== 226) throw new Error(`STOR ${name}: expected 226, got ${done.code} ${done.text}`);
+  raw.close();
+}
+
+/** Fetches a file as `user` with a raw client, asserting 150 then 226. */
+export async function getFile(port: number, user: string, password: string, name: string): Promise<Buffer> {
+  const raw = await RawFtp.login(port, user, password);
+  const data = await raw.passive();
+  await raw.expect(`RETR ${name}`, 150);
+  const body = await readAll(data);
+  const done = await raw.read();
+  if (done.code !== 226) throw new Error(`RETR ${name}: expected 226, got ${done.code} ${done.text}`);
+  raw.close();
+  return body;
+}
+
 /** Reads a socket to its end. */
 export async function readAll(socket: Socket): Promise<Buffer> {
   const chunks: Buffer[] = [];
