@@ -44,3 +44,18 @@ export const ALL_FACTS = ['type', 'size', 'modify', 'perm', 'unique'] as const;
 export function ftpTime(date: Date): string {
   return date.toISOString().replace(/[-:T]/g, '').slice(0, 14);
 }
+
+/**
+ * Parses an RFC 3659 time-val (YYYYMMDDHHMMSS, optionally .fraction) as UTC;
+ * undefined for anything else, out-of-range fields included.
+ */
+export function parseFtpTime(text: string): Date | undefined {
+  const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d{1,3})\d*)?$/.exec(text);
+  if (!m) return undefined;
+  const [y, mo, d, h, mi, sec] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const ms = m[7] ? Number(m[7].padEnd(3, '0')) : 0;
+  const date = new Date(Date.UTC(y, mo - 1, d, h, mi, sec, ms));
+  // Date.UTC rolls 32 January into February; a valid time-val round-trips field by field.
+  const valid = date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d && date.getUTCHours() === h && date.getUTCMinutes() === mi && date.getUTCSeconds() === sec;
+  return valid ? date : undefined;
+}

@@ -29,6 +29,7 @@ export function feat(s: Session): void {
     'EPSV',
     hash.featLine(s),
     'MDTM',
+    ...(s.storage.capabilities.setModificationTime ? ['MFMT'] : []),
     `MLST ${ALL_FACTS.map((f) => `${f}${s.mlstFacts.has(f) ? '*' : ''};`).join('')}`,
     'PASV',
     'REST STREAM',

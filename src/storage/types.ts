@@ -30,7 +30,15 @@ export type StorageErrorCode =
   | 'InvalidName'
   | 'InvalidRange'
   | 'QuotaExceeded'
-  | 'Unavailable';
+  | 'Unavailable'
+  /**
+   * The backend refused the server itself (S3: wrong credentials, a bad
+   * signature, clock skew, an expired token): nothing about the client's
+   * request is wrong, and only the administrator can fix it.
+   */
+  | 'BackendRefused'
+  /** The backend cannot do this at all (e.g. setting a modification time on S3). */
+  | 'Unsupported';
 
 /** The only error type drivers throw; `code` is stable, `cause` keeps the driver's error. */
 export class StorageError extends Error {
@@ -105,6 +113,8 @@ export interface WriteResult {
 export interface StorageCapabilities {
   /** APPE and REST+STOR are offered (FEAT, HELP) only when true. */
   resumeUpload: boolean;
+  /** MFMT and `MDTM <time> <path>` are offered (FEAT, HELP) only when true; see Storage.setModificationTime. */
+  setModificationTime: boolean;
 }
 
 /**
@@ -155,6 +165,11 @@ export interface Storage {
    * may still be making. Resolves with how many were removed.
    */
   sweep(olderThanMs: number, signal?: AbortSignal): Promise<{ removed: number }>;
+  /**
+   * Sets a file's modification time (MFMT). Only drivers whose capabilities
+   * say setModificationTime implement it; others throw Unsupported.
+   */
+  setModificationTime(path: StoragePath, mtime: Date, signal?: AbortSignal): Promise<void>;
   /** Releases clients and sockets. */
   close(): Promise<void>;
   /** Resolves when the backend answers and the root is usable (readiness, check-config); else StorageError. */
