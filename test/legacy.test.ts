@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { RawFtp, readAll } from './helpers/ftp.js';
-import { drivers, PASSWORD, startTestServer, USER, type Driver, type TestServer } from './helpers/server.js';
+import { drivers, PASSWORD, startTestServer, tempDir, USER, type Driver, type TestServer } from './helpers/server.js';
 import { StorageError } from '../src/storage/types.js';
 
 /** Issue 14 items 4 and 5: what legacy clients and tools send, on both drivers. */
@@ -24,6 +27,123 @@ async function listing(ftp: RawFtp, line: string): Promise<{ code: number; lines
   const text = (await readAll(data)).toString('utf8');
   const end = await ftp.read();
   return { code: end.code, lines: text.split('\r\n').filter((l) => l !== '') };
+}
+
+/** A command-line client fed a script on stdin (it must not wait for a terminal), bounded in time. */
+function runClient(command: string, args: string[], script: string, cwd: string): Promise<{ code: number | null; out: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { cwd, stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH, HOME: cwd, TERM: 'dumb' } });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    });
+    child.stdin.end(script);
+  });
+}
+
+const have = (bin: string) => ['/usr/bin', '/usr/local/bin', '/bin'].some((d) => existsSync(join(d, bin)));
+const CLIENTS = [
+  // inetutils-ftp: -n no auto-login, -p passive, -v show replies.
+  { name: 'inetutils-ftp', args: (port: number) => ['-n', '-p', '-v', '127.0.0.1', String(port)] },
+  // tnftp: -n no auto-login; passive by default.
+  { name: 'tnftp', args: (port: number) => ['-n', '-v', '127.0.0.1', String(port)] },
+];
+const LEGACY_USER = 'legacy';
+const LEGACY_PASSWORD = 'legacypw';
+
+for (const driver of await drivers()) {
+  describe(`legacy clients: globs in NLST and LIST (${driver.name})`, { skip: driver.skip }, () => {
+    let server: TestServer;
+    let ftp: RawFtp;
+    const fixture = async () => {
+      await ftp.send('MKD sub');
+      for (const [name, body] of [['a.txt', 'alpha'], ['b.txt', 'bravo'], ['c.log', 'charlie'], ['.hidden.txt', 'h'], ['sub/d.txt', 'delta'], ['sub/e.log', 'echo']]) {
+        await put(ftp, name!, body!);
+      }
+    };
+    before(async () => {
+      server = await startTestServer(driver, {
+        users: [
+          { name: USER, password: { kind: 'plain', value: PASSWORD }, home: '' },
+          { name: LEGACY_USER, password: { kind: 'plain', value: LEGACY_PASSWORD }, home: '' },
+        ],
+      });
+      ftp = await RawFtp.login(server.port, USER, PASSWORD);
+      await fixture();
+    });
+    after(async () => {
+      ftp?.close();
+      await server?.close();
+    });
+
+    test('NLST takes *, ? and [...] in the last component; names carry the directory as written', async () => {
+      const nlst = async (arg: string) => {
+        const r = await listing(ftp, `NLST ${arg}`);
+        assert.equal(r.code, 226, `NLST ${arg}`);
+        return r.lines.sort();
+      };
+      assert.deepEqual(await nlst('*.txt'), ['a.txt', 'b.txt']);
+      assert.deepEqual(await nlst('?.log'), ['c.log']);
+      assert.deepEqual(await nlst('[ab].txt'), ['a.txt', 'b.txt']);
+      assert.deepEqual(await nlst('[!a]*.txt'), ['b.txt']);
+      assert.deepEqual(await nlst('[a-b]*'), ['a.txt', 'b.txt']);
+      assert.deepEqual(await nlst('*'), ['a.txt', 'b.txt', 'c.log', 'sub'], 'a leading dot is matched only explicitly');
+      assert.deepEqual(await nlst('.*.txt'), ['.hidden.txt']);
+      assert.deepEqual(await nlst('sub/*.txt'), ['sub/d.txt']);
+      assert.deepEqual(await nlst('/sub/*'), ['/sub/d.txt', '/sub/e.log']);
+      assert.deepEqual(await nlst('-l *.log'), ['c.log'], 'ls options before a glob');
+      assert.deepEqual(await nlst('*.none'), [], 'no match: an empty listing, as vsftpd');
+      // Without a pattern, nothing changes.
+      assert.deepEqual(await nlst('sub'), ['d.txt', 'e.log']);
+      assert.equal((await listing(ftp, 'NLST nosuch/*.txt')).code, 550);
+      assert.equal((await listing(ftp, 'NLST a.txt/*')).code, 550);
+    });
+
+    test('LIST filters the same way; MLSD takes no pattern (RFC 3659)', async () => {
+      const list = await listing(ftp, 'LIST *.log');
+      assert.equal(list.code, 226);
+      assert.equal(list.lines.length, 1);
+      assert.match(list.lines[0]!, /^-rw-r--r-- .* c\.log$/);
+      const sub = await listing(ftp, 'LIST -la sub/?.txt');
+      assert.deepEqual(sub.lines.map((l) => l.split(' ').at(-1)), ['d.txt']);
+      assert.equal((await listing(ftp, 'MLSD *.txt')).code, 550);
+    });
+
+    for (const client of CLIENTS) {
+      test(`${client.name}: mget and mdelete with a glob`, { skip: have(client.name) ? undefined : `${client.name} is not installed (apt-get install ${client.name})` }, async () => {
+        const local = tempDir();
+        mkdirSync(join(local, 'sub')); // inetutils writes sub/d.txt under the local directory
+        const script = [
+          `user ${LEGACY_USER} ${LEGACY_PASSWORD}`,
+          'prompt',
+          'binary',
+          'mget *.txt',
+          'mget sub/*.txt',
+          'mdelete *.log',
+          'bye',
+          '',
+        ].join('\n');
+        const { code, out } = await runClient(client.name, client.args(server.port), script, local);
+        assert.equal(code, 0, out);
+        assert.equal(readFileSync(join(local, 'a.txt'), 'utf8'), 'alpha', out);
+        assert.equal(readFileSync(join(local, 'b.txt'), 'utf8'), 'bravo', out);
+        assert.ok(!existsSync(join(local, '.hidden.txt')), 'a dot file is not in *.txt');
+        // mget of sub/*.txt writes sub/d.txt locally (inetutils) or d.txt (tnftp, which strips the directory); either holds delta.
+        const d = [join(local, 'sub', 'd.txt'), join(local, 'd.txt')].find((p) => existsSync(p));
+        assert.ok(d, `sub/d.txt fetched: ${out}`);
+        assert.equal(readFileSync(d, 'utf8'), 'delta');
+        const left = await listing(ftp, 'NLST');
+        assert.ok(!left.lines.includes('c.log'), `mdelete *.log removed c.log: ${out}`);
+        assert.ok(left.lines.includes('a.txt'));
+        await put(ftp, 'c.log', 'charlie'); // for the next client
+      });
+    }
+  });
 }
 
 for (const driver of await drivers()) {

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { sendStream } from '../data/streams.js';
 import { startTransfer } from '../session/transfer.js';
-import { formatFacts, formatListLine, unlistable } from '../listing.js';
+import { formatFacts, formatListLine, splitGlob, unlistable } from '../listing.js';
 import { Reply } from '../replies.js';
 import type { ResolvedPath, Session } from '../session/session.js';
 import { joinPath, StorageError, type FileInfo } from '../storage/types.js';
@@ -9,12 +9,28 @@ import { dataReady } from './transfer.js';
 
 type Format = (info: FileInfo, dir: ResolvedPath) => string;
 
+/** LIST and NLST take a glob in the last component (`LIST *.txt`), as vsftpd does. */
 export async function list(s: Session, arg: string): Promise<void> {
-  await sendListing(s, stripListOptions(arg), (info) => formatListLine(info));
+  const path = stripListOptions(arg);
+  const glob = splitGlob(path);
+  if (glob) await sendListing(s, glob.dir, (info) => formatListLine(info), { filter: glob.match });
+  else await sendListing(s, path, (info) => formatListLine(info));
 }
 
+/**
+ * NLST answers names; with a glob they carry the directory as the client
+ * wrote it (`NLST sub/*.txt` gives `sub/a.txt`), since mget and mdelete
+ * RETR and DELE each line as it comes.
+ */
 export async function nlst(s: Session, arg: string): Promise<void> {
-  await sendListing(s, stripListOptions(arg), (info) => info.name);
+  const path = stripListOptions(arg);
+  const glob = splitGlob(path);
+  if (!glob) {
+    await sendListing(s, path, (info) => info.name);
+    return;
+  }
+  const prefix = glob.dir === '' ? '' : glob.dir.endsWith('/') ? glob.dir : `${glob.dir}/`;
+  await sendListing(s, glob.dir, (info) => `${prefix}${info.name}`, { filter: glob.match });
 }
 
 export async function mlsd(s: Session, arg: string): Promise<void> {
@@ -22,7 +38,7 @@ export async function mlsd(s: Session, arg: string): Promise<void> {
     s,
     arg,
     (info, dir) => `${formatFacts(info, joinPath(dir.storage, info.name), s.mlstFacts)} ${info.name}`,
-    true,
+    { dirOnly: true },
   );
 }
 
@@ -40,9 +56,17 @@ export async function mlst(s: Session, arg: string): Promise<void> {
  * Streams a directory listing page by page: the first page is fetched before
  * the 150 reply (so a missing directory answers 550), and every later page is
  * written to the data connection as it arrives. A file argument lists that one
- * file, except for MLSD, which RFC 3659 reserves for directories.
+ * file, except for MLSD, which RFC 3659 reserves for directories, and a glob,
+ * whose directory part must be one. With `filter`, only the names it passes
+ * are sent (none is 150 then 226 with nothing, as vsftpd answers).
  */
-async function sendListing(s: Session, arg: string, format: Format, dirOnly = false): Promise<void> {
+async function sendListing(
+  s: Session,
+  arg: string,
+  format: Format,
+  { dirOnly = false, filter }: { dirOnly?: boolean; filter?: (name: string) => boolean } = {},
+): Promise<void> {
+  dirOnly ||= filter !== undefined;
   if (!dataReady(s)) return;
   const dir = s.resolve(arg.trim() === '' ? '.' : arg);
   let pages: AsyncIterator<FileInfo[]>;
@@ -60,7 +84,7 @@ async function sendListing(s: Session, arg: string, format: Format, dirOnly = fa
     let page = first;
     while (!page.done) {
       const text = page.value
-        .filter((info) => !unlistable(info.name))
+        .filter((info) => !unlistable(info.name) && (!filter || filter(info.name)))
         .map((info) => `${format(info, dir)}\r\n`)
         .join('');
       if (text) yield Buffer.from(text);
