@@ -196,6 +196,27 @@ for (const driver of await drivers()) {
       });
     }
 
+    test('directories list with their real date (S3: the dir/ marker\'s LastModified), not 1970', async () => {
+      await ftp.expect('MKD dated-dir', 257);
+      const now = Date.now();
+      const mlsd = await listing(ftp, 'MLSD');
+      const line = mlsd.lines.find((l) => l.endsWith(' dated-dir'));
+      const modify = /modify=(\d{14});/.exec(line ?? '')?.[1];
+      assert.ok(modify, mlsd.lines.join('\n'));
+      const t = Date.UTC(+modify.slice(0, 4), +modify.slice(4, 6) - 1, +modify.slice(6, 8), +modify.slice(8, 10), +modify.slice(10, 12), +modify.slice(12, 14));
+      assert.ok(Math.abs(t - now) < 120_000, `modify=${modify}`);
+      const list = await listing(ftp, 'LIST');
+      const row = list.lines.find((l) => l.endsWith(' dated-dir'));
+      assert.ok(row && !/ 1970 /.test(row), row);
+      if (driver.s3 && server.storageConfig.kind === 's3') {
+        // A prefix with no marker (written by another tool) has no date to show: the epoch, as documented.
+        const { PutObjectCommand } = await import('@aws-sdk/client-s3');
+        await driver.s3.client.send(new PutObjectCommand({ Bucket: driver.s3.bucket, Key: `${server.storageConfig.prefix}/implicit/f.txt`, Body: 'x' }));
+        const again = await listing(ftp, 'MLSD');
+        assert.ok(again.lines.some((l) => l.includes('modify=19700101000000;') && l.endsWith(' implicit')), again.lines.join('\n'));
+      }
+    });
+
     test('an invalid time-val is read as a path, as before (550 for a missing file)', async () => {
       await ftp.expect('MDTM 20201340000000 dated.txt', 550);
     });

@@ -25,12 +25,13 @@ export async function list(s: Session, arg: string): Promise<void> {
 export async function nlst(s: Session, arg: string): Promise<void> {
   const path = stripListOptions(arg);
   const glob = splitGlob(path);
+  // Names only: no request is spent on directory dates.
   if (!glob) {
-    await sendListing(s, path, (info) => info.name);
+    await sendListing(s, path, (info) => info.name, { dates: false });
     return;
   }
   const prefix = glob.dir === '' ? '' : glob.dir.endsWith('/') ? glob.dir : `${glob.dir}/`;
-  await sendListing(s, glob.dir, (info) => `${prefix}${info.name}`, { filter: glob.match });
+  await sendListing(s, glob.dir, (info) => `${prefix}${info.name}`, { filter: glob.match, dates: false });
 }
 
 export async function mlsd(s: Session, arg: string): Promise<void> {
@@ -64,7 +65,7 @@ async function sendListing(
   s: Session,
   arg: string,
   format: Format,
-  { dirOnly = false, filter }: { dirOnly?: boolean; filter?: (name: string) => boolean } = {},
+  { dirOnly = false, filter, dates = true }: { dirOnly?: boolean; filter?: (name: string) => boolean; dates?: boolean } = {},
 ): Promise<void> {
   dirOnly ||= filter !== undefined;
   if (!dataReady(s)) return;
@@ -72,7 +73,7 @@ async function sendListing(
   let pages: AsyncIterator<FileInfo[]>;
   let first: IteratorResult<FileInfo[]>;
   try {
-    pages = s.storage.list(dir.storage, s.signal)[Symbol.asyncIterator]();
+    pages = s.storage.list(dir.storage, s.signal, { directoryTimes: dates })[Symbol.asyncIterator]();
     first = await pages.next();
   } catch (err) {
     if (dirOnly || !(err instanceof StorageError && err.code === 'NotADirectory')) throw err;

@@ -30,6 +30,7 @@ import {
   type FileInfo,
   type HashAlgorithm,
   type HashResult,
+  type ListOptions,
   type OpenedRead,
   type ReadOptions,
   type Storage,
@@ -66,6 +67,8 @@ export const SHA256_METADATA = 's3ftp-sha256';
  */
 const RENAME_JOURNAL = `${RESERVED_PREFIX}rename`;
 const EPOCH = new Date(0);
+/** HEADs of directory markers in flight for one listing page. */
+const DIRECTORY_TIME_CONCURRENCY = 16;
 
 /** Optional S3Storage settings; the defaults suit production. */
 export interface S3StorageOptions {
@@ -220,7 +223,14 @@ export class S3Storage implements Storage {
     return info;
   }
 
-  async *list(path: StoragePath, signal?: AbortSignal): AsyncIterable<FileInfo[]> {
+  /**
+   * With a delimiter, S3 folds a subdirectory's `name/` marker into its
+   * CommonPrefix, which has no date. So each subdirectory on a page costs one
+   * HEAD of its marker (DIRECTORY_TIME_CONCURRENCY at a time) for its
+   * LastModified; one without a marker keeps the epoch. `directoryTimes:
+   * false` (NLST, which shows no dates) skips them.
+   */
+  async *list(path: StoragePath, signal?: AbortSignal, options: ListOptions = {}): AsyncIterable<FileInfo[]> {
     const prefix = this.dirPrefix(path);
     let number = 0;
     const fetch = async (token: string | undefined): Promise<ListObjectsV2CommandOutput> => {
@@ -241,7 +251,9 @@ export class S3Storage implements Storage {
       // (at most two pages held); the first page still goes out before any other is asked for.
       const next = token && number > 1 ? fetch(token) : undefined;
       next?.catch(() => undefined); // awaited below, unless the consumer stops early
-      yield entriesOf(page, prefix);
+      const entries = entriesOf(page, prefix);
+      if (options.directoryTimes !== false) await this.addDirectoryTimes(entries, prefix, signal);
+      yield entries;
       if (!token) return;
       page = await (next ?? fetch(token));
     }
@@ -495,6 +507,21 @@ export class S3Storage implements Storage {
     // The marker sorts before every other key under the prefix, so it comes first if present.
     const mtime = first.Key === prefix ? (first.LastModified ?? EPOCH) : EPOCH;
     return { name: baseName(path), isDirectory: true, size: 0, mtime };
+  }
+
+  /** Sets each directory entry's mtime to its marker's LastModified, where there is a marker. */
+  private async addDirectoryTimes(entries: FileInfo[], prefix: string, signal?: AbortSignal): Promise<void> {
+    const dirs = entries.filter((e) => e.isDirectory);
+    await mapLimit(dirs, DIRECTORY_TIME_CONCURRENCY, async (entry) => {
+      try {
+        const marker = await this.headFile(checkKey(`${prefix}${entry.name}/`), signal);
+        if (marker?.LastModified) entry.mtime = marker.LastModified;
+      } catch (err) {
+        // A date is not worth failing the listing for; the listing's own requests report S3's state.
+        if (signal?.aborted) throw err;
+        this.logger?.debug({ err, key: `${prefix}${entry.name}/` }, 'no date for a directory marker');
+      }
+    });
   }
 
   private async headFile(key: string, signal?: AbortSignal): Promise<HeadObjectCommandOutput | undefined> {

@@ -15,7 +15,7 @@ export interface FileInfo {
   isDirectory: boolean;
   /** Bytes; 0 for directories. */
   size: number;
-  /** Last modification; for S3 prefixes without a marker, the epoch. */
+  /** Last modification; for S3 prefixes without a `name/` marker, the epoch. */
   mtime: Date;
 }
 
@@ -50,6 +50,15 @@ export class StorageError extends Error {
     super(message, options);
     this.name = 'StorageError';
   }
+}
+
+export interface ListOptions {
+  /**
+   * Directory entries carry their real mtime (default true). On S3 that costs
+   * a request per subdirectory; callers that show no dates pass false and
+   * may get the epoch instead.
+   */
+  directoryTimes?: boolean;
 }
 
 export interface ReadOptions {
@@ -134,7 +143,7 @@ export interface Storage {
    * The entries of a directory, page by page as the backend yields them.
    * Throws NotFound (no such directory) or NotADirectory before the first page.
    */
-  list(path: StoragePath, signal?: AbortSignal): AsyncIterable<FileInfo[]>;
+  list(path: StoragePath, signal?: AbortSignal, options?: ListOptions): AsyncIterable<FileInfo[]>;
   /** Validates and opens a file for reading: NotFound, IsADirectory, InvalidRange (offset past the end). */
   read(path: StoragePath, options?: ReadOptions): Promise<OpenedRead>;
   write(path: StoragePath, body: Readable, options?: WriteOptions): Promise<WriteResult>;
