@@ -13,7 +13,7 @@ export const RESERVED_PREFIX = '.s3ftp-';
  * the user's root. Throws StorageError('InvalidName') for names no driver may see.
  */
 export function resolveFtpPath(cwd: string, arg: string): string {
-  if (arg.includes('\0') || arg.includes('\\')) {
+  if (arg.includes('\0')) {
     throw new StorageError('InvalidName', 'name contains a forbidden character');
   }
   const segments: string[] = [];
@@ -30,9 +30,24 @@ export function resolveFtpPath(cwd: string, arg: string): string {
     if (segment.startsWith(RESERVED_PREFIX)) {
       throw new StorageError('InvalidName', 'name is reserved');
     }
+    if (segment.includes('\\') && leavesWindowsDirectory(segment)) {
+      throw new StorageError('InvalidName', 'a backslash name that leaves the directory on Windows');
+    }
     segments.push(segment);
   }
   return `/${segments.join('/')}`;
+}
+
+/**
+ * A backslash is an ordinary character in a name (S3 keys and Linux file
+ * names hold it; rclone's encoding tests send it). Only a name that a Windows
+ * client would take as a path out of its download directory is refused: a
+ * '..' piece, a leading backslash, or a drive (`..\\x`, `\\x`, `C:\\x`), since
+ * mget writes each name it is given.
+ */
+function leavesWindowsDirectory(name: string): boolean {
+  const pieces = name.split('\\');
+  return pieces[0] === '' || /^[A-Za-z]:/.test(name) || pieces.some((p) => p.trim() === '..');
 }
 
 /**

@@ -217,6 +217,25 @@ for (const driver of await drivers()) {
       }
     });
 
+    test('a backslash is an ordinary character in names (rclone punctuation), except a way out on Windows', async () => {
+      await ftp.expect('MKD back\\dir', 257);
+      await put(ftp, 'back\\dir/file\\name.txt', 'bs');
+      assert.deepEqual((await listing(ftp, 'NLST back\\dir')).lines, ['file\\name.txt']);
+      const data = await ftp.passive();
+      await ftp.expect('RETR back\\dir/file\\name.txt', 150);
+      assert.equal((await readAll(data)).toString(), 'bs');
+      assert.equal((await ftp.read()).code, 226);
+      await ftp.expect('RNFR back\\dir/file\\name.txt', 350);
+      await ftp.expect('RNTO back\\dir/re\\named.txt', 250);
+      await ftp.expect('DELE back\\dir/re\\named.txt', 250);
+      await ftp.expect('RMD back\\dir', 250);
+      for (const name of ['..\\up.txt', '\\root.txt', 'C:\\drive.txt', 'a\\..\\..\\up.txt']) {
+        const probe = await ftp.passive();
+        assert.equal((await ftp.send(`STOR ${name}`)).code, 553, name);
+        probe.destroy();
+      }
+    });
+
     test('an invalid time-val is read as a path, as before (550 for a missing file)', async () => {
       await ftp.expect('MDTM 20201340000000 dated.txt', 550);
     });

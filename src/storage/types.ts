@@ -3,8 +3,8 @@ import type { Readable } from 'node:stream';
 /**
  * Storage paths: normalised POSIX paths relative to the storage root, with no
  * leading or trailing slash. The root itself is ''. They never contain '.', '..',
- * empty segments, NUL or backslash: src/paths.ts guarantees that before any
- * driver sees one.
+ * empty segments or NUL, and a backslash only inside a name that cannot lead a
+ * Windows client elsewhere: src/paths.ts guarantees that before any driver sees one.
  */
 export type StoragePath = string;
 
