@@ -1,3 +1,4 @@
+import { decodeArgument, type LegacyEncoding } from './encoding.js';
 import { StorageError, type StoragePath } from './storage/types.js';
 
 /** S3 allows keys of at most 1024 bytes; the same bound holds on the local driver. */
@@ -10,9 +11,16 @@ export const RESERVED_PREFIX = '.s3ftp-';
 /**
  * Resolves an FTP path argument against the working directory into a normalised
  * absolute FTP path ('/' or '/a/b'). '..' stops at '/', so no argument can leave
- * the user's root. Throws StorageError('InvalidName') for names no driver may see.
+ * the user's root. Throws StorageError('InvalidName') for names no driver may see,
+ * and for bytes that are not UTF-8 unless `legacyEncoding` says how to read them.
  */
-export function resolveFtpPath(cwd: string, arg: string): string {
+export function resolveFtpPath(cwd: string, raw: string, options: { legacyEncoding?: LegacyEncoding } = {}): string {
+  // Bytes that were not UTF-8 (escaped by the line reader): decoded from the client's code page
+  // when one is configured, else refused, never guessed (two names must not become one key).
+  const arg = decodeArgument(raw, options.legacyEncoding);
+  if (arg === undefined) {
+    throw new StorageError('InvalidName', 'name is not valid UTF-8 (send UTF-8, or ask for FTP_LEGACY_ENCODING)');
+  }
   if (arg.includes('\0')) {
     throw new StorageError('InvalidName', 'name contains a forbidden character');
   }
