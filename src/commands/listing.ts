@@ -1,10 +1,12 @@
 import { Readable } from 'node:stream';
 import { sendStream } from '../data/streams.js';
 import { startTransfer } from '../session/transfer.js';
+import { encodeLegacy } from '../encoding.js';
 import { formatFacts, formatListLine, splitGlob, unlistable } from '../listing.js';
 import { Reply } from '../replies.js';
 import type { ResolvedPath, Session } from '../session/session.js';
 import { joinPath, StorageError, type FileInfo } from '../storage/types.js';
+import { legacyEncodingOf } from './info.js';
 import { dataReady } from './transfer.js';
 
 type Format = (info: FileInfo, dir: ResolvedPath) => string;
@@ -81,6 +83,8 @@ async function sendListing(
     pages = (async function* () {})();
     first = { done: false, value: [{ ...info, name: arg.trim() }] };
   }
+  // A client in a legacy code page reads names in it (unmappable characters as '?').
+  const legacy = legacyEncodingOf(s);
   const lines = async function* (): AsyncGenerator<Buffer> {
     let page = first;
     while (!page.done) {
@@ -88,7 +92,7 @@ async function sendListing(
         .filter((info) => !unlistable(info.name) && (!filter || filter(info.name)))
         .map((info) => `${format(info, dir)}\r\n`)
         .join('');
-      if (text) yield Buffer.from(text);
+      if (text) yield legacy ? encodeLegacy(text, legacy) : Buffer.from(text);
       page = await pages.next();
     }
   };
