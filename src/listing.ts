@@ -44,3 +44,131 @@ export const ALL_FACTS = ['type', 'size', 'modify', 'perm', 'unique'] as const;
 export function ftpTime(date: Date): string {
   return date.toISOString().replace(/[-:T]/g, '').slice(0, 14);
 }
+
+/**
+ * Parses an RFC 3659 time-val (YYYYMMDDHHMMSS, optionally .fraction) as UTC;
+ * undefined for anything else, out-of-range fields included.
+ */
+export function parseFtpTime(text: string): Date | undefined {
+  const m = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d{1,3})\d*)?$/.exec(text);
+  if (!m) return undefined;
+  const [y, mo, d, h, mi, sec] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const ms = m[7] ? Number(m[7].padEnd(3, '0')) : 0;
+  const date = new Date(Date.UTC(y, mo - 1, d, h, mi, sec, ms));
+  // Date.UTC rolls 32 January into February; a valid time-val round-trips field by field.
+  const valid = date.getUTCFullYear() === y && date.getUTCMonth() === mo - 1 && date.getUTCDate() === d && date.getUTCHours() === h && date.getUTCMinutes() === mi && date.getUTCSeconds() === sec;
+  return valid ? date : undefined;
+}
+
+/** Characters that make a path's last component a pattern in LIST and NLST. */
+const GLOB_CHARS = /[*?[]/;
+
+type GlobToken = { kind: 'star' } | { kind: 'one' } | { kind: 'char'; ch: string } | { kind: 'set'; negate: boolean; ranges: Array<[string, string]> };
+
+/**
+ * Splits a LIST/NLST argument whose last component is a glob (`*`, `?`,
+ * `[...]`, as vsftpd takes them) into the directory as the client wrote it
+ * and a matcher; undefined when there is no pattern. Only the last component
+ * may be one: in `a*` followed by `/b`, the star is literal.
+ */
+export function splitGlob(arg: string): { dir: string; match: (name: string) => boolean } | undefined {
+  const slash = arg.lastIndexOf('/');
+  const last = arg.slice(slash + 1);
+  if (!GLOB_CHARS.test(last)) return undefined;
+  const dir = slash < 0 ? '' : slash === 0 ? '/' : arg.slice(0, slash);
+  return { dir, match: globMatcher(last) };
+}
+
+/**
+ * A matcher for one glob component. Like a shell, a leading '.' is matched
+ * only by a pattern that starts with one (so `mdelete *` spares dot files).
+ * Matching is iterative with one backtrack point: linear in pattern × name,
+ * whatever the pattern (no regular expression, so no catastrophic backtracking).
+ */
+export function globMatcher(pattern: string): (name: string) => boolean {
+  const tokens = parseGlob(Array.from(pattern));
+  const dotExplicit = pattern.startsWith('.');
+  return (name) => {
+    if (name.startsWith('.') && !dotExplicit) return false;
+    return matchTokens(tokens, Array.from(name));
+  };
+}
+
+function parseGlob(chars: string[]): GlobToken[] {
+  const tokens: GlobToken[] = [];
+  for (let i = 0; i < chars.length; i++) {
+    const ch = chars[i]!;
+    if (ch === '*') {
+      if (tokens.at(-1)?.kind !== 'star') tokens.push({ kind: 'star' });
+    } else if (ch === '?') {
+      tokens.push({ kind: 'one' });
+    } else if (ch === '[') {
+      // A set runs to the first ']' after its first member; without one, '[' is literal.
+      let j = i + 1;
+      const negate = chars[j] === '!' || chars[j] === '^';
+      if (negate) j++;
+      const start = j;
+      while (j < chars.length && (chars[j] !== ']' || j === start)) j++;
+      if (j >= chars.length) {
+        tokens.push({ kind: 'char', ch });
+        continue;
+      }
+      const members = chars.slice(start, j);
+      const ranges: Array<[string, string]> = [];
+      for (let k = 0; k < members.length; k++) {
+        const lo = members[k]!;
+        if (members[k + 1] === '-' && k + 2 < members.length) {
+          ranges.push([lo, members[k + 2]!]);
+          k += 2;
+        } else {
+          ranges.push([lo, lo]);
+        }
+      }
+      tokens.push({ kind: 'set', negate, ranges });
+      i = j;
+    } else {
+      tokens.push({ kind: 'char', ch });
+    }
+  }
+  return tokens;
+}
+
+function matchOne(token: GlobToken, ch: string): boolean {
+  switch (token.kind) {
+    case 'one':
+      return true;
+    case 'char':
+      return token.ch === ch;
+    case 'set': {
+      const cp = ch.codePointAt(0)!;
+      const inSet = token.ranges.some(([lo, hi]) => cp >= lo.codePointAt(0)! && cp <= hi.codePointAt(0)!);
+      return inSet !== token.negate;
+    }
+    case 'star':
+      return false;
+  }
+}
+
+function matchTokens(tokens: GlobToken[], name: string[]): boolean {
+  let t = 0;
+  let n = 0;
+  let starT = -1;
+  let starN = 0;
+  while (n < name.length) {
+    const token = tokens[t];
+    if (token?.kind === 'star') {
+      starT = t++;
+      starN = n;
+    } else if (token && matchOne(token, name[n]!)) {
+      t++;
+      n++;
+    } else if (starT >= 0) {
+      t = starT + 1;
+      n = ++starN;
+    } else {
+      return false;
+    }
+  }
+  while (tokens[t]?.kind === 'star') t++;
+  return t === tokens.length;
+}

@@ -1,3 +1,4 @@
+import { decodeArgument, type LegacyEncoding } from './encoding.js';
 import { StorageError, type StoragePath } from './storage/types.js';
 
 /** S3 allows keys of at most 1024 bytes; the same bound holds on the local driver. */
@@ -10,10 +11,17 @@ export const RESERVED_PREFIX = '.s3ftp-';
 /**
  * Resolves an FTP path argument against the working directory into a normalised
  * absolute FTP path ('/' or '/a/b'). '..' stops at '/', so no argument can leave
- * the user's root. Throws StorageError('InvalidName') for names no driver may see.
+ * the user's root. Throws StorageError('InvalidName') for names no driver may see,
+ * and for bytes that are not UTF-8 unless `legacyEncoding` says how to read them.
  */
-export function resolveFtpPath(cwd: string, arg: string): string {
-  if (arg.includes('\0') || arg.includes('\\')) {
+export function resolveFtpPath(cwd: string, raw: string, options: { legacyEncoding?: LegacyEncoding } = {}): string {
+  // Bytes that were not UTF-8 (escaped by the line reader): decoded from the client's code page
+  // when one is configured, else refused, never guessed (two names must not become one key).
+  const arg = decodeArgument(raw, options.legacyEncoding);
+  if (arg === undefined) {
+    throw new StorageError('InvalidName', 'name is not valid UTF-8 (send UTF-8, or ask for FTP_LEGACY_ENCODING)');
+  }
+  if (arg.includes('\0')) {
     throw new StorageError('InvalidName', 'name contains a forbidden character');
   }
   const segments: string[] = [];
@@ -30,9 +38,24 @@ export function resolveFtpPath(cwd: string, arg: string): string {
     if (segment.startsWith(RESERVED_PREFIX)) {
       throw new StorageError('InvalidName', 'name is reserved');
     }
+    if (segment.includes('\\') && leavesWindowsDirectory(segment)) {
+      throw new StorageError('InvalidName', 'a backslash name that leaves the directory on Windows');
+    }
     segments.push(segment);
   }
   return `/${segments.join('/')}`;
+}
+
+/**
+ * A backslash is an ordinary character in a name (S3 keys and Linux file
+ * names hold it; rclone's encoding tests send it). Only a name that a Windows
+ * client would take as a path out of its download directory is refused: a
+ * '..' piece, a leading backslash, or a drive (`..\\x`, `\\x`, `C:\\x`), since
+ * mget writes each name it is given.
+ */
+function leavesWindowsDirectory(name: string): boolean {
+  const pieces = name.split('\\');
+  return pieces[0] === '' || /^[A-Za-z]:/.test(name) || pieces.some((p) => p.trim() === '..');
 }
 
 /**

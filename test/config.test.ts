@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { hashPassword, parsePasswordHash, parseUsersFile, verifyPassword } from '../src/auth/users.js';
 import { ConfigError, loadConfig } from '../src/config/index.js';
+import { configSource, loadConfigWithFile } from '../src/config/file.js';
 import { DEFAULT_CIPHERS } from '../src/server/tls.js';
 import { tempDir } from './helpers/server.js';
 import { testCertificate } from './helpers/tls.js';
@@ -128,4 +129,57 @@ test('hash-password prints a hash the users file accepts', async () => {
   const { stdout } = await run(process.execPath, [main, 'hash-password', 'pw'], {});
   const secret = parsePasswordHash(stdout.trim());
   assert.equal(await verifyPassword(secret, 'pw'), true);
+});
+
+test('a users file with a key it does not know is refused, naming the key and the user', async () => {
+  const hash = await hashPassword('s3cret');
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ name: 'ro', password: hash, permission: 'read-only' }, /users\[0\] \(user "ro"\): unknown key "permission" \(did you mean "permissions"\?\)$/],
+    [{ name: 'jailed', password: hash, homedir: '/jail' }, /users\[0\] \(user "jailed"\): unknown key "homedir" \(did you mean "home"\?\)$/],
+    [{ name: 'x', password: hash, require_tls: true }, /unknown key "require_tls" \(did you mean "requireTls"\?\)/],
+    [{ name: 'x', password: hash, quota: 5 }, /unknown key "quota" \(known keys: name, password, home, permissions,/],
+    [{ username: 'x', password: hash }, /users\[0\]: unknown key "username"/],
+  ];
+  for (const [entry, message] of cases) {
+    assert.throws(() => parseUsersFile(JSON.stringify({ users: [entry] })), message, JSON.stringify(entry));
+  }
+  assert.throws(() => parseUsersFile(JSON.stringify({ users: [{ name: 'x', password: hash }], user: [] })), /the users file: unknown key "user"/);
+  assert.throws(() => parseUsersFile(JSON.stringify({ users: ['alice'] })), /users\[0\] must be an object/);
+  // Through the configuration, as check-config and serve read it.
+  const file = join(tempDir(), 'users.json');
+  writeFileSync(file, JSON.stringify({ users: [{ name: 'ro', password: hash, permission: 'read-only' }] }));
+  assert.throws(() => loadConfig({ FTP_USERS_FILE: file }), (err: unknown) => err instanceof ConfigError && /unknown key "permission"/.test(err.message));
+  // Every documented key is still accepted.
+  const [user] = parseUsersFile(JSON.stringify({
+    users: [{ name: 'ok', password: hash, home: '/h', permissions: 'read-only', requireTls: true, requireProtP: false, keepPartialUploads: true }],
+  }));
+  assert.equal(user!.home, 'h');
+});
+
+test('check-config refuses a users file with a misspelt key (exit code, the key on stderr)', async () => {
+  const hash = await hashPassword('s3cret');
+  const dir = tempDir();
+  const users = join(dir, 'users.json');
+  writeFileSync(users, JSON.stringify({ users: [{ name: 'ro', password: hash, permission: 'read-only' }] }));
+  const result = await run(process.execPath, [main, 'check-config'], {
+    env: { PATH: process.env.PATH, FTP_USERS_FILE: users, DATA_DIR: dir },
+    timeout: 30_000,
+  }).then(() => undefined, (err: { code: number; stderr: string }) => err);
+  assert.ok(result, 'check-config must fail');
+  assert.notEqual(result.code, 0);
+  assert.match(result.stderr, /unknown key "permission"/);
+});
+
+test('a config file setting nothing reads: reported in unused, and a ConfigError naming it when strict', () => {
+  const dir = tempDir();
+  const file = join(dir, 'config.json');
+  writeFileSync(file, JSON.stringify({ FTP_PORTT: 2300, DATA_DIR: dir }));
+  const source = configSource({}, file);
+  assert.deepEqual(loadConfigWithFile({}, source).unused, ['FTP_PORTT']);
+  assert.throws(
+    () => loadConfigWithFile({}, source, { strict: true }),
+    (err: unknown) => err instanceof ConfigError && err.message === `"FTP_PORTT" in ${file} is not used by this configuration (misspelt, or no effect with these settings)`,
+  );
+  writeFileSync(file, JSON.stringify({ FTP_PORT: 2300, DATA_DIR: dir }));
+  assert.equal(loadConfigWithFile({}, source, { strict: true }).config.port, 2300);
 });

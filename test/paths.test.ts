@@ -27,6 +27,11 @@ test('resolveFtpPath normalises and never leaves the root', () => {
     ['/', 'naïve file ✓.txt', '/naïve file ✓.txt'],
     ['/', ' spaced ', '/ spaced '],
     ['/x', '/..', '/'],
+    // A backslash is an ordinary character (S3 and Linux names hold it).
+    ['/', 'a\\b', '/a\\b'],
+    ['/d', 'x\\y\\z.txt', '/d/x\\y\\z.txt'],
+    ['/', 'trailing\\', '/trailing\\'],
+    ['/', '...\\x', '/...\\x'],
   ];
   for (const [cwd, arg, expected] of cases) {
     assert.equal(resolveFtpPath(cwd, arg), expected, `${cwd} + ${arg}`);
@@ -34,7 +39,7 @@ test('resolveFtpPath normalises and never leaves the root', () => {
 });
 
 test('resolveFtpPath refuses names no driver may see', () => {
-  const bad = ['a\\b', '..\\..\\etc', 'a\0b', 'x'.repeat(256), '.s3ftp-partial', 'dir/.s3ftp-upload-1'];
+  const bad = ['..\\..\\etc', 'a\\..\\..\\etc', '\\etc', 'C:\\Windows\\x', 'x/.. \\y', 'a\0b', 'x'.repeat(256), '.s3ftp-partial', 'dir/.s3ftp-upload-1'];
   for (const arg of bad) {
     assert.throws(() => resolveFtpPath('/', arg), (err: unknown) => err instanceof StorageError && err.code === 'InvalidName', arg);
   }

@@ -101,7 +101,12 @@ for (const driver of await drivers()) {
       await ftp.expect('CWD /', 250);
       await ftp.expect('CWD /../../etc', 550);
       await ftp.expect('SIZE ../../../etc/passwd', 550);
-      await ftp.expect('MKD a\\b', 553);
+      // A backslash is an ordinary character, except in names a Windows client would take as a way out.
+      await ftp.expect('MKD a\\b', 257);
+      await ftp.expect('RMD a\\b', 250);
+      await ftp.expect('MKD ..\\b', 553);
+      await ftp.expect('MKD \\b', 553);
+      await ftp.expect('MKD C:\\b', 553);
       await ftp.expect(`MKD ${'x'.repeat(300)}`, 553);
       await ftp.expect(`MKD ${Array(120).fill('abcdefghi').join('/')}`, 553);
     });

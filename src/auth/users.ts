@@ -83,9 +83,34 @@ export async function verifyPassword(secret: PasswordSecret, password: string): 
   return timingSafeEqual(candidate, secret.hash);
 }
 
+/** The keys a users file and each of its entries may hold; any other is an error, never ignored. */
+const FILE_KEYS = ['users'] as const;
+const USER_KEYS = ['name', 'password', 'home', 'permissions', 'requireTls', 'requireProtP', 'keepPartialUploads'] as const;
+
+function rejectUnknownKeys(object: Record<string, unknown>, known: readonly string[], where: string): void {
+  for (const key of Object.keys(object)) {
+    if (known.includes(key)) continue;
+    const near = known.find((k) => closeTo(k, key));
+    const hint = near ? `did you mean "${near}"?` : `known keys: ${known.join(', ')}`;
+    throw new Error(`${where}: unknown key "${key.slice(0, 64)}" (${hint})`);
+  }
+}
+
+/** A likely misspelling: same letters up to case, a plural, a prefix, or one edit. */
+function closeTo(known: string, key: string): boolean {
+  const a = known.toLowerCase();
+  const b = key.toLowerCase().replace(/[_-]/g, '');
+  if (a === b || a.startsWith(b) || b.startsWith(a)) return b.length >= 3;
+  if (Math.abs(a.length - b.length) > 1) return false;
+  let i = 0;
+  while (i < a.length && a[i] === b[i]) i++;
+  return a.slice(i + 1) === b.slice(i + 1) || a.slice(i + 1) === b.slice(i) || a.slice(i) === b.slice(i + 1);
+}
+
 /**
  * Parses a users file: `{ "users": [ { "name", "password": "scrypt$…", "home": "/alice" } ] }`.
- * Returns at least one user; throws with a message that names the entry at fault.
+ * Returns at least one user; throws with a message that names the entry at fault,
+ * also for a key it does not know (a misspelt "permission" must not mean full access).
  */
 export function parseUsersFile(text: string): User[] {
   let doc: unknown;
@@ -96,13 +121,17 @@ export function parseUsersFile(text: string): User[] {
   }
   const list = (doc as { users?: unknown })?.users;
   if (!Array.isArray(list)) throw new Error('expected an object with a "users" array');
+  rejectUnknownKeys(doc as Record<string, unknown>, FILE_KEYS, 'the users file');
   // A users file that names nobody is a mistake (an unfilled secret, a wrong file), never a wish
   // for a server with no users: refuse it rather than start with none or a made-up one.
   if (list.length === 0) throw new Error('defines no users: the "users" array is empty');
   const seen = new Set<string>();
   return list.map((entry: unknown, i) => {
     const e = entry as Record<string, unknown>;
+    if (typeof e !== 'object' || e === null || Array.isArray(e)) throw new Error(`users[${i}] must be an object`);
     const where = `users[${i}]`;
+    // A misspelt key ("permission", "homedir") would silently give the user full access or the root.
+    rejectUnknownKeys(e, USER_KEYS, typeof e.name === 'string' ? `${where} (user "${e.name.slice(0, 128)}")` : where);
     if (typeof e?.name !== 'string' || !/^[\w.@-]{1,128}$/.test(e.name)) {
       throw new Error(`${where}.name must be 1-128 letters, digits or ._@-`);
     }

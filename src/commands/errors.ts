@@ -31,5 +31,10 @@ export function replyForError(err: unknown): { code: ReplyCode; text: string } {
       return { code: Reply.ExceededStorage, text: 'Exceeded storage allocation.' };
     case 'Unavailable':
       return { code: Reply.LocalError, text: 'Storage unavailable, try again later.' };
+    case 'BackendRefused':
+      // Never 550: the client's path is fine; the server's own credentials are not (logged at error level).
+      return { code: Reply.LocalError, text: 'Storage refused the server\'s credentials; the administrator must fix the configuration.' };
+    case 'Unsupported':
+      return { code: Reply.FileUnavailable, text: `${err.message}.` };
   }
 }

@@ -1,3 +1,4 @@
+import type { LegacyEncoding } from '../encoding.js';
 import { ALL_FACTS, formatListLine, unlistable } from '../listing.js';
 import { Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
@@ -29,6 +30,7 @@ export function feat(s: Session): void {
     'EPSV',
     hash.featLine(s),
     'MDTM',
+    ...(s.storage.capabilities.setModificationTime ? ['MFMT'] : []),
     `MLST ${ALL_FACTS.map((f) => `${f}${s.mlstFacts.has(f) ? '*' : ''};`).join('')}`,
     'PASV',
     'REST STREAM',
@@ -57,15 +59,36 @@ export function help(s: Session, arg: string): void {
   s.reply(Reply.HelpMessage, ['The following commands are recognized.', ...rows, 'Help OK.']);
 }
 
+/** Sessions that sent OPTS UTF8 ON while FTP_LEGACY_ENCODING is set. */
+const utf8Sessions = new WeakSet<Session>();
+
+/**
+ * The code page this session's names travel in: FTP_LEGACY_ENCODING until
+ * the client sends OPTS UTF8 ON, else none (UTF-8). Arguments that are
+ * valid UTF-8 are read as UTF-8 either way.
+ */
+export function legacyEncodingOf(s: Session): LegacyEncoding | undefined {
+  const encoding = s.server.config.legacyEncoding;
+  return encoding && !utf8Sessions.has(s) ? encoding : undefined;
+}
+
 export function opts(s: Session, arg: string): void {
   const [name = '', ...rest] = arg.trim().split(/\s+/);
   const value = rest.join(' ');
   switch (name.toUpperCase()) {
     case 'UTF8':
     case 'UTF-8':
-      // Names are always UTF-8 (RFC 2640); OFF is accepted and changes nothing, as in vsftpd.
-      if (/^(ON|OFF)?$/i.test(value)) s.reply(Reply.CommandOkay, 'Always in UTF8 mode.');
-      else s.reply(Reply.SyntaxErrorInArguments, 'OPTS UTF8 takes ON or OFF.');
+      if (!/^(ON|OFF)?$/i.test(value)) {
+        s.reply(Reply.SyntaxErrorInArguments, 'OPTS UTF8 takes ON or OFF.');
+      } else if (!s.server.config.legacyEncoding) {
+        // Names are always UTF-8 (RFC 2640); OFF is accepted and changes nothing, as in vsftpd.
+        s.reply(Reply.CommandOkay, 'Always in UTF8 mode.');
+      } else {
+        // With FTP_LEGACY_ENCODING, a client that says UTF-8 gets UTF-8 both ways from now on.
+        if (/^OFF$/i.test(value)) utf8Sessions.delete(s);
+        else utf8Sessions.add(s);
+        s.reply(Reply.CommandOkay, utf8Sessions.has(s) ? 'UTF8 mode on.' : `UTF8 mode off: names in ${s.server.config.legacyEncoding}.`);
+      }
       return;
     case 'HASH':
       hash.opts(s, value);

@@ -1,20 +1,39 @@
 import { Readable } from 'node:stream';
 import { sendStream } from '../data/streams.js';
 import { startTransfer } from '../session/transfer.js';
-import { formatFacts, formatListLine, unlistable } from '../listing.js';
+import { encodeLegacy } from '../encoding.js';
+import { formatFacts, formatListLine, splitGlob, unlistable } from '../listing.js';
 import { Reply } from '../replies.js';
 import type { ResolvedPath, Session } from '../session/session.js';
 import { joinPath, StorageError, type FileInfo } from '../storage/types.js';
+import { legacyEncodingOf } from './info.js';
 import { dataReady } from './transfer.js';
 
 type Format = (info: FileInfo, dir: ResolvedPath) => string;
 
+/** LIST and NLST take a glob in the last component (`LIST *.txt`), as vsftpd does. */
 export async function list(s: Session, arg: string): Promise<void> {
-  await sendListing(s, stripListOptions(arg), (info) => formatListLine(info));
+  const path = stripListOptions(arg);
+  const glob = splitGlob(path);
+  if (glob) await sendListing(s, glob.dir, (info) => formatListLine(info), { filter: glob.match });
+  else await sendListing(s, path, (info) => formatListLine(info));
 }
 
+/**
+ * NLST answers names; with a glob they carry the directory as the client
+ * wrote it (`NLST sub/*.txt` gives `sub/a.txt`), since mget and mdelete
+ * RETR and DELE each line as it comes.
+ */
 export async function nlst(s: Session, arg: string): Promise<void> {
-  await sendListing(s, stripListOptions(arg), (info) => info.name);
+  const path = stripListOptions(arg);
+  const glob = splitGlob(path);
+  // Names only: no request is spent on directory dates.
+  if (!glob) {
+    await sendListing(s, path, (info) => info.name, { dates: false });
+    return;
+  }
+  const prefix = glob.dir === '' ? '' : glob.dir.endsWith('/') ? glob.dir : `${glob.dir}/`;
+  await sendListing(s, glob.dir, (info) => `${prefix}${info.name}`, { filter: glob.match, dates: false });
 }
 
 export async function mlsd(s: Session, arg: string): Promise<void> {
@@ -22,7 +41,7 @@ export async function mlsd(s: Session, arg: string): Promise<void> {
     s,
     arg,
     (info, dir) => `${formatFacts(info, joinPath(dir.storage, info.name), s.mlstFacts)} ${info.name}`,
-    true,
+    { dirOnly: true },
   );
 }
 
@@ -40,15 +59,23 @@ export async function mlst(s: Session, arg: string): Promise<void> {
  * Streams a directory listing page by page: the first page is fetched before
  * the 150 reply (so a missing directory answers 550), and every later page is
  * written to the data connection as it arrives. A file argument lists that one
- * file, except for MLSD, which RFC 3659 reserves for directories.
+ * file, except for MLSD, which RFC 3659 reserves for directories, and a glob,
+ * whose directory part must be one. With `filter`, only the names it passes
+ * are sent (none is 150 then 226 with nothing, as vsftpd answers).
  */
-async function sendListing(s: Session, arg: string, format: Format, dirOnly = false): Promise<void> {
+async function sendListing(
+  s: Session,
+  arg: string,
+  format: Format,
+  { dirOnly = false, filter, dates = true }: { dirOnly?: boolean; filter?: (name: string) => boolean; dates?: boolean } = {},
+): Promise<void> {
+  dirOnly ||= filter !== undefined;
   if (!dataReady(s)) return;
   const dir = s.resolve(arg.trim() === '' ? '.' : arg);
   let pages: AsyncIterator<FileInfo[]>;
   let first: IteratorResult<FileInfo[]>;
   try {
-    pages = s.storage.list(dir.storage, s.signal)[Symbol.asyncIterator]();
+    pages = s.storage.list(dir.storage, s.signal, { directoryTimes: dates })[Symbol.asyncIterator]();
     first = await pages.next();
   } catch (err) {
     if (dirOnly || !(err instanceof StorageError && err.code === 'NotADirectory')) throw err;
@@ -56,14 +83,16 @@ async function sendListing(s: Session, arg: string, format: Format, dirOnly = fa
     pages = (async function* () {})();
     first = { done: false, value: [{ ...info, name: arg.trim() }] };
   }
+  // A client in a legacy code page reads names in it (unmappable characters as '?').
+  const legacy = legacyEncodingOf(s);
   const lines = async function* (): AsyncGenerator<Buffer> {
     let page = first;
     while (!page.done) {
       const text = page.value
-        .filter((info) => !unlistable(info.name))
+        .filter((info) => !unlistable(info.name) && (!filter || filter(info.name)))
         .map((info) => `${format(info, dir)}\r\n`)
         .join('');
-      if (text) yield Buffer.from(text);
+      if (text) yield legacy ? encodeLegacy(text, legacy) : Buffer.from(text);
       page = await pages.next();
     }
   };

@@ -72,7 +72,9 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   RNFR: { ...post, arg: 'required', help: 'RNFR <path>', handler: files.rnfr, perm: 'rename' },
   RNTO: { ...post, arg: 'required', help: 'RNTO <path>', handler: files.rnto, perm: 'rename' },
   SIZE: { ...post, arg: 'required', help: 'SIZE <path>', handler: files.size, perm: 'list' },
-  MDTM: { ...post, arg: 'required', help: 'MDTM <path>', handler: files.mdtm, perm: 'list' },
+  MDTM: { ...post, arg: 'required', help: 'MDTM [<YYYYMMDDHHMMSS>] <path>', handler: files.mdtm, perm: 'list' },
+  // The argument starts with a time, so the handler checks write on the path behind it.
+  MFMT: { ...post, arg: 'required', help: 'MFMT <YYYYMMDDHHMMSS> <path>', handler: files.mfmt, capability: 'setModificationTime' },
   // Transfers
   RETR: { ...post, arg: 'required', help: 'RETR <path>', handler: transfer.retr, perm: 'read' },
   HASH: { ...post, arg: 'required', help: 'HASH <path>', handler: hash.hash, perm: 'read' },
@@ -99,6 +101,5 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   MIC: { ...post, arg: 'optional', help: 'MIC' },
   CONF: { ...post, arg: 'optional', help: 'CONF' },
   ENC: { ...post, arg: 'optional', help: 'ENC' },
-  MFMT: { ...post, arg: 'optional', help: 'MFMT' },
   MFF: { ...post, arg: 'optional', help: 'MFF' },
 };

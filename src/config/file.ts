@@ -74,9 +74,12 @@ export function configSource(env: Env, flag: string | undefined): ConfigSource |
 /**
  * The configuration from the config file (when one is named) under the
  * environment: a variable set to a non-empty value wins over the file. A bad
- * value that came from the file is reported with the file's name.
+ * value that came from the file is reported with the file's name. With
+ * `strict`, a file setting this configuration never reads (a misspelt key,
+ * or one that has no effect here) is a ConfigError naming it; without, it is
+ * only returned in `unused`.
  */
-export function loadConfigWithFile(env: Env, source: ConfigSource | undefined): LoadedConfig {
+export function loadConfigWithFile(env: Env, source: ConfigSource | undefined, options: { strict?: boolean } = {}): LoadedConfig {
   const fromFile = source ? readConfigFile(source) : {};
   const settings: Env = { ...fromFile };
   const fileKeys = new Set(Object.keys(fromFile));
@@ -103,9 +106,13 @@ export function loadConfigWithFile(env: Env, source: ConfigSource | undefined): 
     if (key && fileKeys.has(key)) throw new ConfigError(`${err.message} (set in ${source.path})`);
     throw err;
   }
-  return {
-    config,
-    file: source?.path,
-    unused: [...Object.keys(fromFile)].filter((key) => !read.has(key)),
-  };
+  const unused = [...Object.keys(fromFile)].filter((key) => !read.has(key));
+  if (options.strict && source && unused.length > 0) throw new ConfigError(unusedSettingsMessage(unused, source.path));
+  return { config, file: source?.path, unused };
+}
+
+/** The error for config-file settings nothing read: each key, and where it was set. */
+export function unusedSettingsMessage(unused: readonly string[], file: string): string {
+  const keys = unused.map((k) => `"${k}"`).join(', ');
+  return `${keys} in ${file} ${unused.length === 1 ? 'is' : 'are'} not used by this configuration (misspelt, or no effect with these settings)`;
 }

@@ -81,6 +81,8 @@ export interface Config {
   proxyProtocol?: boolean;
   /** The HTTP port of /healthz, /readyz and /metrics; off when undefined. */
   health?: { host: string; port: number };
+  /** FTP_LEGACY_ENCODING: the code page of clients that do not send UTF-8 (src/encoding.ts); undefined: such names get 553. */
+  legacyEncoding?: import('../encoding.js').LegacyEncoding;
 }
 
 export interface FtpsConfig {
@@ -141,6 +143,7 @@ export function loadConfig(env: Env = process.env): Config {
     sweepAgeMs: int(env, 'STORAGE_SWEEP_AGE_HOURS', 24, 1, 8760) * 3600_000,
     ftps: loadFtps(env),
     proxyProtocol: bool(env, 'FTP_PROXY_PROTOCOL', false),
+    legacyEncoding: (oneOf(env, 'FTP_LEGACY_ENCODING', '', ['latin1', 'cp1252', 'cp437']) || undefined) as Config['legacyEncoding'],
     health: env.HEALTH_PORT?.trim()
       ? { host: host(env, 'HEALTH_HOST', '127.0.0.1'), port: int(env, 'HEALTH_PORT', 0, 0, 65535) }
       : undefined,

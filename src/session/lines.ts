@@ -1,7 +1,10 @@
+import { decodeLine } from '../encoding.js';
+
 /** Telnet bytes (RFC 854) that clients put on the control connection, e.g. around ABOR. */
 const IAC = 0xff;
 const WILL = 0xfb;
 const DONT = 0xfe;
+const DM = 0xf2;
 const CR = 0x0d;
 const LF = 0x0a;
 
@@ -11,7 +14,8 @@ export type LineEvent = { line: string } | { tooLong: true };
  * Splits the control connection's bytes into command lines, one at a time:
  * the session asks for the next line only when it is ready to run it, so
  * bytes behind a line stay here unparsed (AUTH TLS drops them). All parsing
- * of raw network bytes happens here: Telnet IAC sequences are dropped, CR,
+ * of raw network bytes happens here: Telnet IAC sequences are dropped, bytes
+ * that are not UTF-8 are kept as escapes for the path function (src/encoding.ts), CR,
  * LF and CRLF all end a line (Python's ftplib sends ABOR's final LF as urgent
  * data, which the kernel drops from the stream), and a line longer than
  * `maxBytes` is reported once and discarded without being buffered.
@@ -83,7 +87,7 @@ export class LineReader {
       const event: LineEvent | undefined = this.#overflow
         ? { tooLong: true }
         : this.#len > 0
-          ? { line: this.#buf.toString('utf8', 0, this.#len) }
+          ? { line: decodeLine(this.#buf.subarray(this.#start(), this.#len)) }
           : undefined;
       this.#len = 0;
       this.#overflow = false;
@@ -92,6 +96,17 @@ export class LineReader {
       this.#append(byte);
     }
     return undefined;
+  }
+
+  /**
+   * Where the line's text starts. A client interrupting a transfer sends
+   * IAC IP, IAC DM, ABOR with the IAC before DM as TCP urgent data (RFC 959
+   * §4.1.3), which the kernel takes out of the stream: a lone DM (0xF2, never
+   * the start of a valid UTF-8 line before an ASCII verb) is left in front
+   * of the verb, and inetutils-ftp's ABOR read as an unknown command.
+   */
+  #start(): number {
+    return this.#len > 1 && this.#buf[0] === DM && this.#buf[1]! < 0x80 ? 1 : 0;
   }
 
   #append(byte: number): void {

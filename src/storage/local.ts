@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { constants, existsSync, type Stats } from 'node:fs';
-import { access, copyFile, lstat, mkdir, open, opendir, readdir, readFile, realpath, rename, rm, rmdir, truncate, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { access, copyFile, lstat, lutimes, mkdir, open, opendir, readdir, readFile, realpath, rename, rm, rmdir, truncate, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { LocalStorageConfig } from '../config/index.js';
@@ -63,7 +63,7 @@ interface Sidecar {
  * link can lead a client outside the root.
  */
 export class LocalStorage implements Storage {
-  readonly capabilities: StorageCapabilities = { resumeUpload: true };
+  readonly capabilities: StorageCapabilities = { resumeUpload: true, setModificationTime: true };
   private readonly pageSize: number;
   private readonly onListPage: LocalStorageOptions['onListPage'];
   private realRoot: Promise<string> | undefined;
@@ -244,6 +244,20 @@ export class LocalStorage implements Storage {
       await fsCall(`delete ${path}`, () => unlink(at));
       await rm(sidecarPath(at), { force: true }).catch(() => undefined);
     });
+  }
+
+  /** Sets a file's mtime (lutimes: a link is never followed); a stored hash stays valid across it. */
+  async setModificationTime(path: StoragePath, mtime: Date, signal?: AbortSignal): Promise<void> {
+    const found = await this.lookup(path);
+    if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
+    if (found.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
+    throwIfAborted(signal);
+    const sidecar = await readSidecar(found.full, found.stats);
+    await this.atPath(path, (at) => fsCall(`set mtime ${path}`, () => lutimes(at, found.stats.atime, mtime)));
+    if (sidecar) {
+      const stats = await lstat(found.full).catch(() => undefined);
+      if (stats?.ino === sidecar.ino) await writeSidecar(found.full, { ...sidecar, mtimeMs: stats.mtimeMs }).catch(() => undefined);
+    }
   }
 
   async rename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {

@@ -30,6 +30,7 @@ import {
   type FileInfo,
   type HashAlgorithm,
   type HashResult,
+  type ListOptions,
   type OpenedRead,
   type ReadOptions,
   type Storage,
@@ -66,6 +67,8 @@ export const SHA256_METADATA = 's3ftp-sha256';
  */
 const RENAME_JOURNAL = `${RESERVED_PREFIX}rename`;
 const EPOCH = new Date(0);
+/** HEADs of directory markers in flight for one listing page. */
+const DIRECTORY_TIME_CONCURRENCY = 16;
 
 /** Optional S3Storage settings; the defaults suit production. */
 export interface S3StorageOptions {
@@ -114,7 +117,8 @@ interface WriteJob {
 
 /** A Storage on an S3 bucket under a key prefix; directories are key prefixes kept alive by `dir/` markers. */
 export class S3Storage implements Storage {
-  readonly capabilities: StorageCapabilities = { resumeUpload: true };
+    /** No S3 API sets LastModified; MFMT and `MDTM <time> <path>` are refused (550) rather than faked. */
+  readonly capabilities: StorageCapabilities = { resumeUpload: true, setModificationTime: false };
   /** Short requests: their own socket pool, so transfers holding sockets never starve LIST, SIZE or readiness. */
   private readonly client: S3Client;
   /** Requests that stream a body for as long as a transfer lasts (GetObject for reads, UploadPart). */
@@ -152,7 +156,35 @@ export class S3Storage implements Storage {
     this.client = new S3Client(clientConfig(config, options.metadataSockets ?? DEFAULT_METADATA_SOCKETS));
     this.transfer = new S3Client(clientConfig(config, options.transferSockets ?? DEFAULT_TRANSFER_SOCKETS));
     this.aborts = new MultipartAborts(this.client, this.bucket, this.logger, options.abortRetryMs);
-    for (const client of [this.client, this.transfer]) this.instrument(client, options.onRequest);
+    for (const client of [this.client, this.transfer]) {
+      this.instrument(client, options.onRequest);
+      this.reportRefusals(client);
+    }
+  }
+
+  /**
+   * S3 refusing the server itself (credentials, signature, clock skew, an
+   * expired token) is logged at error level with S3's error code, whatever
+   * command or transfer ran into it: clients only see 451.
+   */
+  private reportRefusals(client: S3Client): void {
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        try {
+          return await next(args);
+        } catch (err) {
+          const name = s3ErrorName(err);
+          if (ERROR_CODES[name] === 'BackendRefused') {
+            this.logger?.error(
+              { event: 's3-refused-credentials', s3Code: name, operation: context.commandName, bucket: this.bucket, message: (err as Error).message },
+              'S3 refused the server\'s credentials, signature or clock: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN and the clock',
+            );
+          }
+          throw err;
+        }
+      },
+      { step: 'initialize', name: 's3ftpRefusalReporter' },
+    );
   }
 
   /** Counts (and, with onRequest, times) every request a client sends, for metrics and tests. */
@@ -191,7 +223,14 @@ export class S3Storage implements Storage {
     return info;
   }
 
-  async *list(path: StoragePath, signal?: AbortSignal): AsyncIterable<FileInfo[]> {
+  /**
+   * With a delimiter, S3 folds a subdirectory's `name/` marker into its
+   * CommonPrefix, which has no date. So each subdirectory on a page costs one
+   * HEAD of its marker (DIRECTORY_TIME_CONCURRENCY at a time) for its
+   * LastModified; one without a marker keeps the epoch. `directoryTimes:
+   * false` (NLST, which shows no dates) skips them.
+   */
+  async *list(path: StoragePath, signal?: AbortSignal, options: ListOptions = {}): AsyncIterable<FileInfo[]> {
     const prefix = this.dirPrefix(path);
     let number = 0;
     const fetch = async (token: string | undefined): Promise<ListObjectsV2CommandOutput> => {
@@ -212,7 +251,9 @@ export class S3Storage implements Storage {
       // (at most two pages held); the first page still goes out before any other is asked for.
       const next = token && number > 1 ? fetch(token) : undefined;
       next?.catch(() => undefined); // awaited below, unless the consumer stops early
-      yield entriesOf(page, prefix);
+      const entries = entriesOf(page, prefix);
+      if (options.directoryTimes !== false) await this.addDirectoryTimes(entries, prefix, signal);
+      yield entries;
       if (!token) return;
       page = await (next ?? fetch(token));
     }
@@ -426,9 +467,20 @@ export class S3Storage implements Storage {
     this.transfer.destroy();
   }
 
+  async setModificationTime(): Promise<void> {
+    throw new StorageError('Unsupported', 'Setting the modification time is not supported on S3 storage');
+  }
+
   async ping(): Promise<void> {
     // HeadBucket needs only s3:ListBucket, which the server needs anyway.
-    await this.call(`bucket ${this.bucket}`, () => this.client.send(new HeadBucketCommand({ Bucket: this.bucket })));
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      const error = classify(err, `bucket ${this.bucket}`);
+      // HEAD has no error body: a listing tells wrong credentials from a refused bucket.
+      if (isBodiless403(err)) await this.listPage(this.dirPrefix(''), undefined, undefined, undefined, 1);
+      throw error;
+    }
   }
 
   /** The object key of a storage path. */
@@ -457,12 +509,30 @@ export class S3Storage implements Storage {
     return { name: baseName(path), isDirectory: true, size: 0, mtime };
   }
 
+  /** Sets each directory entry's mtime to its marker's LastModified, where there is a marker. */
+  private async addDirectoryTimes(entries: FileInfo[], prefix: string, signal?: AbortSignal): Promise<void> {
+    const dirs = entries.filter((e) => e.isDirectory);
+    await mapLimit(dirs, DIRECTORY_TIME_CONCURRENCY, async (entry) => {
+      try {
+        const marker = await this.headFile(checkKey(`${prefix}${entry.name}/`), signal);
+        if (marker?.LastModified) entry.mtime = marker.LastModified;
+      } catch (err) {
+        // A date is not worth failing the listing for; the listing's own requests report S3's state.
+        if (signal?.aborted) throw err;
+        this.logger?.debug({ err, key: `${prefix}${entry.name}/` }, 'no date for a directory marker');
+      }
+    });
+  }
+
   private async headFile(key: string, signal?: AbortSignal): Promise<HeadObjectCommandOutput | undefined> {
     try {
       return await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
     } catch (err) {
       const error = classify(err, `stat ${key}`);
       if (error.code === 'NotFound') return undefined;
+      // A HEAD 403 has no error code: one listing (with an error body) tells a refused key
+      // from refused credentials, and costs a request only on this failure path.
+      if (isBodiless403(err)) await this.listPage(key, undefined, undefined, signal, 1);
       throw error;
     }
   }
@@ -857,8 +927,18 @@ const ERROR_CODES: Record<string, StorageErrorCode> = {
   AccessDenied: 'Denied',
   Forbidden: 'Denied',
   AllAccessDisabled: 'Denied',
-  InvalidAccessKeyId: 'Denied',
-  SignatureDoesNotMatch: 'Denied',
+  // The server's own credentials, signature or clock: the administrator's to fix, never the client's path.
+  InvalidAccessKeyId: 'BackendRefused',
+  SignatureDoesNotMatch: 'BackendRefused',
+  RequestTimeTooSkewed: 'BackendRefused',
+  ExpiredToken: 'BackendRefused',
+  InvalidToken: 'BackendRefused',
+  TokenRefreshRequired: 'BackendRefused',
+  InvalidSecurity: 'BackendRefused',
+  AuthorizationHeaderMalformed: 'BackendRefused',
+  AuthorizationQueryParametersError: 'BackendRefused',
+  MissingSecurityHeader: 'BackendRefused',
+  CredentialsProviderError: 'BackendRefused',
   KeyTooLongError: 'InvalidName',
   InvalidObjectName: 'InvalidName',
   XMinioInvalidObjectName: 'InvalidName',
@@ -882,12 +962,29 @@ const STATUS_CODES: Record<number, StorageErrorCode> = { 403: 'Denied', 404: 'No
 function classify(err: unknown, what: string): StorageError {
   if (err instanceof StorageError) return err;
   const e = err as { name?: string; Code?: string; message?: string; $metadata?: { httpStatusCode?: number } };
-  const name = e.Code ?? e.name ?? 'Error';
+  const name = s3ErrorName(err);
   const status = e.$metadata?.httpStatusCode;
   let code = ERROR_CODES[name] ?? (status === undefined ? undefined : STATUS_CODES[status]) ?? 'Unavailable';
   // MultipartWriter's part limit (partSize × 10000) surfaces as a plain Error.
   if (/^Exceeded \d+ parts/.test(e.message ?? '')) code = 'QuotaExceeded';
   return new StorageError(code, `${what}: ${name}${e.message ? `: ${e.message}` : ''}`, { cause: err });
+}
+
+/** S3's error code (`Code` in the body, else the SDK's name for it). */
+function s3ErrorName(err: unknown): string {
+  const e = err as { name?: string; Code?: string } | undefined;
+  return e?.Code ?? e?.name ?? 'Error';
+}
+
+/**
+ * A 403 with no error body (HEAD has none): S3 may be refusing this key, or
+ * the server's credentials. Only a request with a body can tell.
+ */
+function isBodiless403(err: unknown): boolean {
+  const e = err as { name?: string; Code?: string; $metadata?: { httpStatusCode?: number } } | undefined;
+  // The SDK names such an error after the status ('Forbidden') or 'Unknown', never after an S3 code.
+  const name = s3ErrorName(err);
+  return e?.$metadata?.httpStatusCode === 403 && e.Code === undefined && (name === 'Forbidden' || !(name in ERROR_CODES));
 }
 
 /** True when S3 refused one of our If-Match conditions (the object changed), also inside a StorageError. */

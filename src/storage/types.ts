@@ -3,8 +3,8 @@ import type { Readable } from 'node:stream';
 /**
  * Storage paths: normalised POSIX paths relative to the storage root, with no
  * leading or trailing slash. The root itself is ''. They never contain '.', '..',
- * empty segments, NUL or backslash: src/paths.ts guarantees that before any
- * driver sees one.
+ * empty segments or NUL, and a backslash only inside a name that cannot lead a
+ * Windows client elsewhere: src/paths.ts guarantees that before any driver sees one.
  */
 export type StoragePath = string;
 
@@ -15,7 +15,7 @@ export interface FileInfo {
   isDirectory: boolean;
   /** Bytes; 0 for directories. */
   size: number;
-  /** Last modification; for S3 prefixes without a marker, the epoch. */
+  /** Last modification; for S3 prefixes without a `name/` marker, the epoch. */
   mtime: Date;
 }
 
@@ -30,7 +30,15 @@ export type StorageErrorCode =
   | 'InvalidName'
   | 'InvalidRange'
   | 'QuotaExceeded'
-  | 'Unavailable';
+  | 'Unavailable'
+  /**
+   * The backend refused the server itself (S3: wrong credentials, a bad
+   * signature, clock skew, an expired token): nothing about the client's
+   * request is wrong, and only the administrator can fix it.
+   */
+  | 'BackendRefused'
+  /** The backend cannot do this at all (e.g. setting a modification time on S3). */
+  | 'Unsupported';
 
 /** The only error type drivers throw; `code` is stable, `cause` keeps the driver's error. */
 export class StorageError extends Error {
@@ -42,6 +50,15 @@ export class StorageError extends Error {
     super(message, options);
     this.name = 'StorageError';
   }
+}
+
+export interface ListOptions {
+  /**
+   * Directory entries carry their real mtime (default true). On S3 that costs
+   * a request per subdirectory; callers that show no dates pass false and
+   * may get the epoch instead.
+   */
+  directoryTimes?: boolean;
 }
 
 export interface ReadOptions {
@@ -105,6 +122,8 @@ export interface WriteResult {
 export interface StorageCapabilities {
   /** APPE and REST+STOR are offered (FEAT, HELP) only when true. */
   resumeUpload: boolean;
+  /** MFMT and `MDTM <time> <path>` are offered (FEAT, HELP) only when true; see Storage.setModificationTime. */
+  setModificationTime: boolean;
 }
 
 /**
@@ -124,7 +143,7 @@ export interface Storage {
    * The entries of a directory, page by page as the backend yields them.
    * Throws NotFound (no such directory) or NotADirectory before the first page.
    */
-  list(path: StoragePath, signal?: AbortSignal): AsyncIterable<FileInfo[]>;
+  list(path: StoragePath, signal?: AbortSignal, options?: ListOptions): AsyncIterable<FileInfo[]>;
   /** Validates and opens a file for reading: NotFound, IsADirectory, InvalidRange (offset past the end). */
   read(path: StoragePath, options?: ReadOptions): Promise<OpenedRead>;
   write(path: StoragePath, body: Readable, options?: WriteOptions): Promise<WriteResult>;
@@ -155,6 +174,11 @@ export interface Storage {
    * may still be making. Resolves with how many were removed.
    */
   sweep(olderThanMs: number, signal?: AbortSignal): Promise<{ removed: number }>;
+  /**
+   * Sets a file's modification time (MFMT). Only drivers whose capabilities
+   * say setModificationTime implement it; others throw Unsupported.
+   */
+  setModificationTime(path: StoragePath, mtime: Date, signal?: AbortSignal): Promise<void>;
   /** Releases clients and sockets. */
   close(): Promise<void>;
   /** Resolves when the backend answers and the root is usable (readiness, check-config); else StorageError. */
