@@ -234,7 +234,6 @@ for (const driver of await drivers()) {
 
     test('FTP_LEGACY_ENCODING=latin1: ftplib in Latin-1 stores café and cafè as two UTF-8 names and reads them back', {
       skip: havePython ? undefined : 'python3 missing',
-      todo: 'needs the session.ts hook in the report: Session.resolve passes legacyEncodingOf(this) to resolveFtpPath, Session.reply encodes with encodeLegacy',
     }, async () => {
       const server = await startTestServer(driver, { legacyEncoding: 'latin1' });
       const ftp = await RawFtp.login(server.port, USER, PASSWORD);

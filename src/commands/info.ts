@@ -59,19 +59,6 @@ export function help(s: Session, arg: string): void {
   s.reply(Reply.HelpMessage, ['The following commands are recognized.', ...rows, 'Help OK.']);
 }
 
-/** Sessions that sent OPTS UTF8 ON while FTP_LEGACY_ENCODING is set. */
-const utf8Sessions = new WeakSet<Session>();
-
-/**
- * The code page this session's names travel in: FTP_LEGACY_ENCODING until
- * the client sends OPTS UTF8 ON, else none (UTF-8). Arguments that are
- * valid UTF-8 are read as UTF-8 either way.
- */
-export function legacyEncodingOf(s: Session): LegacyEncoding | undefined {
-  const encoding = s.server.config.legacyEncoding;
-  return encoding && !utf8Sessions.has(s) ? encoding : undefined;
-}
-
 export function opts(s: Session, arg: string): void {
   const [name = '', ...rest] = arg.trim().split(/\s+/);
   const value = rest.join(' ');
@@ -85,9 +72,8 @@ export function opts(s: Session, arg: string): void {
         s.reply(Reply.CommandOkay, 'Always in UTF8 mode.');
       } else {
         // With FTP_LEGACY_ENCODING, a client that says UTF-8 gets UTF-8 both ways from now on.
-        if (/^OFF$/i.test(value)) utf8Sessions.delete(s);
-        else utf8Sessions.add(s);
-        s.reply(Reply.CommandOkay, utf8Sessions.has(s) ? 'UTF8 mode on.' : `UTF8 mode off: names in ${s.server.config.legacyEncoding}.`);
+        s.legacyEncoding = /^OFF$/i.test(value) ? s.server.config.legacyEncoding : undefined;
+        s.reply(Reply.CommandOkay, s.legacyEncoding ? `UTF8 mode off: names in ${s.legacyEncoding}.` : 'UTF8 mode on.');
       }
       return;
     case 'HASH':

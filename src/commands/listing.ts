@@ -6,7 +6,6 @@ import { formatFacts, formatListLine, splitGlob, unlistable } from '../listing.j
 import { Reply } from '../replies.js';
 import type { ResolvedPath, Session } from '../session/session.js';
 import { joinPath, StorageError, type FileInfo } from '../storage/types.js';
-import { legacyEncodingOf } from './info.js';
 import { dataReady } from './transfer.js';
 
 type Format = (info: FileInfo, dir: ResolvedPath) => string;
@@ -84,7 +83,7 @@ async function sendListing(
     first = { done: false, value: [{ ...info, name: arg.trim() }] };
   }
   // A client in a legacy code page reads names in it (unmappable characters as '?').
-  const legacy = legacyEncodingOf(s);
+  const legacy = s.legacyEncoding;
   const lines = async function* (): AsyncGenerator<Buffer> {
     let page = first;
     while (!page.done) {

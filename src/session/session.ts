@@ -13,6 +13,7 @@ import { COMMANDS, type CommandSpec } from '../commands/table.js';
 import { replyForError } from '../commands/errors.js';
 import type { Config } from '../config/index.js';
 import type { DataChannel } from '../data/channel.js';
+import { encodeLegacy, type LegacyEncoding } from '../encoding.js';
 import { resolveFtpPath, toStoragePath } from '../paths.js';
 import { formatReply, Reply, type ReplyCode } from '../replies.js';
 import type { Storage, StoragePath } from '../storage/types.js';
@@ -70,6 +71,11 @@ export class Session {
   restOffset = 0;
   renameFrom: ResolvedPath | undefined;
   epsvAll = false;
+  /**
+   * The code page names travel in: FTP_LEGACY_ENCODING until the client
+   * sends OPTS UTF8 ON; undefined for UTF-8. Valid UTF-8 arguments are read as UTF-8 either way.
+   */
+  legacyEncoding: LegacyEncoding | undefined;
   mlstFacts = new Set(['type', 'size', 'modify', 'perm', 'unique']);
   failedLogins = 0;
   data: DataChannel | undefined;
@@ -118,6 +124,7 @@ export class Session {
     this.clientAddress = options.clientAddress ?? (socket.remoteAddress ?? '').replace(/^::ffff:/i, '');
     this.log = server.log.child({ session: this.id, client: this.clientAddress });
     this.#reader = new LineReader(server.config.maxCommandBytes);
+    this.legacyEncoding = server.config.legacyEncoding;
   }
 
   /**
@@ -315,12 +322,14 @@ export class Session {
   /** Sends one reply (multi-line when given several lines). */
   reply(code: ReplyCode, lines: string | readonly string[]): void {
     this.#lastCode = code;
-    if (!this.#closed && this.socket.writable) this.socket.write(formatReply(code, lines));
+    if (this.#closed || !this.socket.writable) return;
+    const text = formatReply(code, lines);
+    this.socket.write(this.legacyEncoding ? encodeLegacy(text, this.legacyEncoding) : text);
   }
 
   /** Resolves a path argument against the working directory inside the user's home. */
   resolve(arg: string): ResolvedPath {
-    const ftp = resolveFtpPath(this.cwd, arg);
+    const ftp = resolveFtpPath(this.cwd, arg, { legacyEncoding: this.legacyEncoding });
     return { ftp, storage: toStoragePath(this.user?.home ?? '', ftp) };
   }
 
