@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 # s3ftp image: `docker build -t s3ftp .`, then see the README ("Run with Docker").
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # Build: every dependency, then the TypeScript compiler; only dist/src leaves this stage.
 FROM ${NODE_IMAGE} AS build

@@ -18,7 +18,7 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 function runCli(args: string[], env: Record<string, string> = {}, cwd = tempDir()): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, [MAIN, ...args], { env: childEnv(env), cwd, timeout: 30_000 }, (err, stdout, stderr) => {
-      // The AWS SDK warns about Node 20 on stderr (NodeVersionSupportWarning); only our own lines count here.
+      // Only our own lines count here (on Node 20 the AWS SDK adds a NodeVersionSupportWarning).
       const own = stderr.split('\n').filter((line) => line.startsWith('s3ftp')).map((line) => `${line}\n`).join('');
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr: own });
     });

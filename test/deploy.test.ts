@@ -83,7 +83,7 @@ describe('Dockerfile', () => {
       instructions.filter((i) => i.keyword === 'ARG' && i.stage === -1).map((i) => i.args.split('=') as [string, string]),
     );
     const base = froms[last]!.args.split(' ')[0]!.replace(/^\$\{(\w+)\}$/, (_, name: string) => args[name] ?? name);
-    assert.match(base, /^node:20-(bookworm-slim|alpine)/);
+    assert.match(base, /^node:24-(bookworm-slim|alpine)/, 'Node 24 LTS');
     const runs = runtime.filter((i) => i.keyword === 'RUN').map((i) => i.args);
     assert.ok(runs.some((r) => /^npm ci --omit=dev\b/.test(r)), 'production dependencies from the lockfile');
     const copies = runtime.filter((i) => i.keyword === 'COPY').map((i) => i.args);
