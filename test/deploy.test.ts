@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { cpSync, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { connect } from 'node:net';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -67,6 +69,15 @@ function run(command: string, args: string[], options: { cwd: string; timeout: n
   });
 }
 
+/** Resolves true once nothing accepts on the port (connection refused). */
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(false)));
+    socket.once('error', () => resolve(true));
+  });
+}
+
 /** npm's path beside this node (the test may run under a node whose PATH has no npm). */
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 
@@ -113,7 +124,8 @@ describe('Dockerfile', () => {
     const argv = execForm(runtime.find((i) => i.keyword === 'ENTRYPOINT')!.args);
     assert.deepEqual(argv.slice(0, -1), ['node', ...nodeFlags()]);
     const start = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
-    assert.ok(start.endsWith(` && ${['node', ...nodeFlags(), 'dist/src/main.js'].join(' ')}`), start);
+    // `exec`: sh -c would otherwise stay as node's parent, and npm forwards a SIGTERM to sh only.
+    assert.equal(start, ['exec', 'node', ...nodeFlags(), 'dist/src/main.js'].join(' '));
   });
 
   test('.dockerignore keeps everything out of the context except what the build copies', () => {
@@ -293,3 +305,26 @@ describe('the image entry point, run from a production install', { timeout: INST
     assert.ok(!shipped.some((f) => /^package\/(src|test|infra|dist\/test)\//.test(f)), shipped.filter((f) => !f.startsWith('package/dist/src/')).join(', '));
   });
 });
+
+describe('npm start', () => {
+  test('runs the server as npm\'s own child, so a SIGTERM to the npm process stops it and frees the port', async () => {
+    const data = tempDir('s3ftp-start-');
+    const env = childEnv({ FTP_PORT: '0', DATA_DIR: data, FTP_USER: 'starter', FTP_PASSWORD: 'start-password' });
+    const npm = await startServerProcess(env, { command: NPM, args: ['start', '--silent'], cwd: ROOT, timeoutMs: 120_000 });
+    try {
+      const ftp = await RawFtp.login(npm.port, 'starter', 'start-password');
+      ftp.close();
+      // The npm process itself, not the server: a process manager knows only that PID.
+      const exited = once(npm.child, 'exit');
+      npm.child.kill('SIGTERM');
+      await exited;
+      const deadline = Date.now() + 15_000;
+      while (!(await refused(npm.port)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(await refused(npm.port), `port ${npm.port} still accepts after npm exited: the server was orphaned`);
+      assert.ok(npm.logs.some((l) => l.event === 'shutdown' && l.signal === 'SIGTERM'), 'the server shut down on the forwarded signal');
+    } finally {
+      await npm.stop();
+    }
+  });
+});
+
