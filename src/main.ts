@@ -5,10 +5,7 @@ import { createInterface } from 'node:readline';
 import { hashPassword } from './auth/users.js';
 import { configSource, loadConfigWithFile, type LoadedConfig } from './config/file.js';
 import { ConfigError, type Config } from './config/index.js';
-import { createLogger } from './log.js';
-import { startHealthServer, type HealthServer } from './server/health.js';
-import { Metrics } from './server/metrics.js';
-import { startServer } from './server/server.js';
+import { createServer } from './index.js';
 import { createStorage } from './storage/index.js';
 
 /** The user made up when none is configured; its password is printed once. */
@@ -108,21 +105,10 @@ async function serve(invocation: Invocation): Promise<void> {
         `This password is random and shown only now.\n\n`,
     );
   }
-  const log = createLogger({ level: config.logLevel, pretty: config.logPretty });
-  const metrics = new Metrics();
-  const storage = createStorage(config.storage, log, { onRequest: (op, seconds, ok) => metrics.s3Request(op, seconds, ok) });
-  const server = await startServer(config, storage, log, { metrics });
-  let health: HealthServer | undefined;
-  if (config.health) {
-    health = await startHealthServer({ ...config.health, storage, metrics, log });
-  }
+  const server = await createServer(config);
   const stop = async (signal: string) => {
-    log.info({ event: 'shutdown', signal });
-    // Not ready from now on, so a load balancer sends new clients elsewhere while sessions drain.
-    health?.drain();
+    server.logger.info({ event: 'shutdown', signal });
     await server.close(config.shutdownGraceMs);
-    await health?.close();
-    await storage.close();
     process.exit(0);
   };
   process.once('SIGINT', () => void stop('SIGINT'));

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { cpSync, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -282,27 +282,64 @@ describe('the image entry point, run from a production install', { timeout: INST
     }
   });
 
-  test('npm pack, then a production install of the tarball: the s3ftp bin works', async (t) => {
+  test('npm pack from a clean tree (no dist): prepare builds; the tarball\'s bin works, its library starts nothing and has types', async (t) => {
+    // The tracked files the package build needs, without dist/, and the installed node_modules.
+    const clean = tempDir('s3ftp-clean-');
+    for (const file of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'src']) {
+      cpSync(join(ROOT, file), join(clean, file), { recursive: true });
+    }
+    symlinkSync(join(ROOT, 'node_modules'), join(clean, 'node_modules'), 'dir');
     const work = tempDir('s3ftp-pack-');
-    const packed = await run(NPM, ['pack', '--pack-destination', work, '--silent'], { cwd: ROOT, timeout: 60_000 });
+    const packed = await run(NPM, ['pack', '--pack-destination', work, '--silent'], { cwd: clean, timeout: 120_000 });
     assert.equal(packed.code, 0, packed.stderr);
     const tarball = join(work, packed.stdout.trim().split('\n').at(-1)!);
+    const files = await run('tar', ['-tzf', tarball], { cwd: work, timeout: 30_000 });
+    const shipped = files.stdout.trim().split('\n');
+    for (const file of ['dist/src/main.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'package.json', 'README.md']) {
+      assert.ok(shipped.includes(`package/${file}`), file);
+    }
+    // Only the compiled server and library and the README: no tests, sources, infra, maps or build state.
+    const extra = shipped.filter((f) => !/^package\/dist\/src\/.*\.(js|d\.ts)$/.test(f) && !['package/package.json', 'package/README.md'].includes(f));
+    assert.deepEqual(extra, []);
+
     const installed = await run(NPM, ['install', '--omit=dev', '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: work, timeout: INSTALL_TIMEOUT_MS });
     if (installed.code !== 0) {
       if (process.env.CI) assert.fail(`npm install failed: ${installed.stderr}`);
       return t.skip(`npm install failed (no registry?): ${installed.stderr.split('\n')[0]}`);
     }
+    const modules = readdirSync(join(work, 'node_modules'));
+    for (const dev of ['typescript', 'aws-cdk-lib', 'ajv']) assert.ok(!modules.includes(dev), `${dev} is not installed with the package`);
     const bin = join(work, 'node_modules', '.bin', 's3ftp');
     const help = await run(bin, ['--help'], { cwd: work, timeout: 30_000, env: childEnv({}) });
     assert.equal(help.code, 0, help.stderr);
     assert.match(help.stdout, /^Usage: s3ftp/);
     const checked = await run(bin, ['check-config'], { cwd: work, timeout: 30_000, env: childEnv({ DATA_DIR: join(work, 'data') }) });
     assert.equal(checked.code, 0, checked.stderr);
-    // Only the compiled server and the README ship: no tests, no sources, no infra.
-    const files = await run('tar', ['-tzf', tarball], { cwd: work, timeout: 30_000 });
-    const shipped = files.stdout.trim().split('\n');
-    assert.ok(shipped.includes('package/dist/src/main.js'));
-    assert.ok(!shipped.some((f) => /^package\/(src|test|infra|dist\/test)\//.test(f)), shipped.filter((f) => !f.startsWith('package/dist/src/')).join(', '));
+
+    // The package name resolves to the library, which starts nothing: node ends by itself.
+    const imported = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('s3ftp'); process.stdout.write(typeof m.createServer)"], {
+      cwd: work,
+      timeout: 30_000,
+      env: childEnv({}),
+    });
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.equal(imported.stdout, 'function');
+    // And a TypeScript consumer type-checks against the shipped declarations.
+    writeFileSync(
+      join(work, 'consumer.mts'),
+      "import { createServer, loadConfig, type Config, type S3FtpServer } from 's3ftp';\n" +
+        'const config: Config = loadConfig({ FTP_PORT: "0" });\n' +
+        'export const start: (c: Config) => Promise<S3FtpServer> = createServer;\n' +
+        'export const port: number = config.port;\n',
+    );
+    const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    const typeRoots = join(ROOT, 'node_modules', '@types');
+    const typed = await run(
+      process.execPath,
+      [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--skipLibCheck', '--types', 'node', '--typeRoots', typeRoots, 'consumer.mts'],
+      { cwd: work, timeout: 60_000 },
+    );
+    assert.equal(typed.code, 0, typed.stdout + typed.stderr);
   });
 });
 
