@@ -204,10 +204,12 @@ describe('hash-password', () => {
 
   test('npm run hash-password reads the password from standard input and compiles src/ alone', async () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
-    // Only the server's sources are compiled first: no tests, bench or infra (and no CDK typings).
-    assert.equal(pkg.scripts['prehash-password'], 'tsc -b tsconfig.build.json');
+    // First the fast build of the server's sources alone (no tsc over tests, bench, infra or typings).
+    assert.equal(pkg.scripts['prehash-password'], 'node scripts/build.mjs');
+    assert.equal(pkg.scripts.prestart, 'node scripts/build.mjs');
     const build = JSON.parse(readFileSync(join(ROOT, 'tsconfig.build.json'), 'utf8').replace(/^\s*\/\/.*$/gm, '')) as { include: string[] };
     assert.deepEqual(build.include, ['src/**/*.ts']);
+    assert.match(readFileSync(join(ROOT, 'scripts', 'build.mjs'), 'utf8'), /ts\.transpileModule\(/);
     // No password in the command line (ps shows it to everyone), one on stdin.
     assert.equal(pkg.scripts['hash-password'], 'exec node dist/src/main.js hash-password');
     const hashed = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {

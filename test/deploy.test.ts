@@ -282,10 +282,10 @@ describe('the image entry point, run from a production install', { timeout: INST
     }
   });
 
-  test('npm pack from a clean tree (no dist): prepare builds; the tarball\'s bin works, its library starts nothing and has types', async (t) => {
+  test('npm pack from a clean tree (no dist): prepack builds; the tarball\'s bin works, its library starts nothing and has types', async (t) => {
     // The tracked files the package build needs, without dist/, and the installed node_modules.
     const clean = tempDir('s3ftp-clean-');
-    for (const file of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'src']) {
+    for (const file of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'src', 'scripts']) {
       cpSync(join(ROOT, file), join(clean, file), { recursive: true });
     }
     symlinkSync(join(ROOT, 'node_modules'), join(clean, 'node_modules'), 'dir');
@@ -344,6 +344,22 @@ describe('the image entry point, run from a production install', { timeout: INST
 });
 
 describe('npm start', () => {
+  test('its fast build (scripts/build.mjs, no type check) emits what tsc emits, and only what changed', async () => {
+    const copy = tempDir('s3ftp-fastbuild-');
+    for (const file of ['package.json', 'tsconfig.json', 'tsconfig.build.json', 'src', 'scripts']) cpSync(join(ROOT, file), join(copy, file), { recursive: true });
+    symlinkSync(join(ROOT, 'node_modules'), join(copy, 'node_modules'), 'dir');
+    const built = await run(process.execPath, ['scripts/build.mjs'], { cwd: copy, timeout: 120_000, env: { ...process.env, S3FTP_BUILD_VERBOSE: '1' } });
+    assert.equal(built.code, 0, built.stderr);
+    // ROOT/dist/src is tsc's (npm test's pretest), with the same options.
+    const js = (dir: string) => (readdirSync(dir, { recursive: true }) as string[]).filter((f) => f.endsWith('.js')).sort();
+    const files = js(join(copy, 'dist', 'src'));
+    assert.deepEqual(files, js(join(ROOT, 'dist', 'src')));
+    for (const file of files) assert.equal(readFileSync(join(copy, 'dist', 'src', file), 'utf8'), readFileSync(join(ROOT, 'dist', 'src', file), 'utf8'), file);
+    const again = await run(process.execPath, ['scripts/build.mjs'], { cwd: copy, timeout: 60_000, env: { ...process.env, S3FTP_BUILD_VERBOSE: '1' } });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stderr, '', 'nothing to do: it exits before loading the compiler');
+  });
+
   test('runs the server as npm\'s own child, so a SIGTERM to the npm process stops it and frees the port', async () => {
     const data = tempDir('s3ftp-start-');
     const env = childEnv({ FTP_PORT: '0', DATA_DIR: data, FTP_USER: 'starter', FTP_PASSWORD: 'start-password' });
