@@ -341,6 +341,34 @@ describe('the image entry point, run from a production install', { timeout: INST
     );
     assert.equal(typed.code, 0, typed.stdout + typed.stderr);
   });
+  test('npm install of a git URL: prepare builds with declarations; the bin and the library work', async (t) => {
+    // A repository of the package's tracked build inputs, as a git URL would give them.
+    const repo = tempDir('s3ftp-git-');
+    for (const file of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'src', 'scripts']) {
+      cpSync(join(ROOT, file), join(repo, file), { recursive: true });
+    }
+    const git = (...args: string[]) => run('git', ['-c', 'user.name=s3ftp test', '-c', 'user.email=test@example.invalid', ...args], { cwd: repo, timeout: 60_000 });
+    for (const args of [['init', '-q'], ['add', '-A'], ['commit', '-q', '-m', 'package']]) assert.equal((await git(...args)).code, 0, args.join(' '));
+    const work = tempDir('s3ftp-gitinstall-');
+    writeFileSync(join(work, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
+    const installed = await run(NPM, ['install', '--no-audit', '--no-fund', '--prefer-offline', `git+file://${repo}`], { cwd: work, timeout: INSTALL_TIMEOUT_MS });
+    if (installed.code !== 0) {
+      if (process.env.CI) assert.fail(`npm install failed: ${installed.stderr}`);
+      return t.skip(`npm install failed (no registry?): ${installed.stderr.split('\n')[0]}`);
+    }
+    const pkg = join(work, 'node_modules', 's3ftp');
+    for (const file of ['dist/src/main.js', 'dist/src/index.js', 'dist/src/index.d.ts']) assert.ok(existsSync(join(pkg, file)), file);
+    const version = await run(join(work, 'node_modules', '.bin', 's3ftp'), ['--version'], { cwd: work, timeout: 30_000, env: childEnv({}) });
+    assert.equal(version.code, 0, version.stderr);
+    assert.match(version.stdout, /^s3ftp \d+\.\d+\.\d+/);
+    const imported = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('s3ftp'); process.stdout.write(typeof m.createServer)"], {
+      cwd: work,
+      timeout: 30_000,
+      env: childEnv({}),
+    });
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.equal(imported.stdout, 'function');
+  });
 });
 
 describe('npm start', () => {
