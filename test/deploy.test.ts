@@ -341,6 +341,10 @@ describe('the image entry point, run from a production install', { timeout: INST
     );
     assert.equal(typed.code, 0, typed.stdout + typed.stderr);
   });
+});
+
+// Its own suite: the suite above already spends up to two npm installs of its time bound.
+describe('a git install', { timeout: INSTALL_TIMEOUT_MS * 2 }, () => {
   test('npm install of a git URL: prepare builds with declarations; the bin and the library work', async (t) => {
     // A repository of the package's tracked build inputs, as a git URL would give them.
     const repo = tempDir('s3ftp-git-');
