@@ -1,15 +1,15 @@
 # syntax=docker/dockerfile:1
 # s3ftp image: `docker build -t s3ftp .`, then see the README ("Run with Docker").
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
-# Build: every dependency, then the TypeScript compiler; only dist/src leaves this stage.
+# Build: every dependency, then the TypeScript compiler over src/ alone; only dist/src leaves this stage.
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
-COPY tsconfig.json ./
+COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
-RUN npx tsc -p tsconfig.json
+RUN npx tsc -b tsconfig.build.json
 
 # Runtime: production dependencies from the lockfile and the compiled server, run as the image's "node" user.
 FROM ${NODE_IMAGE} AS runtime

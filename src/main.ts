@@ -5,10 +5,7 @@ import { createInterface } from 'node:readline';
 import { hashPassword } from './auth/users.js';
 import { configSource, loadConfigWithFile, type LoadedConfig } from './config/file.js';
 import { ConfigError, type Config } from './config/index.js';
-import { createLogger } from './log.js';
-import { startHealthServer, type HealthServer } from './server/health.js';
-import { Metrics } from './server/metrics.js';
-import { startServer } from './server/server.js';
+import { createServer } from './index.js';
 import { createStorage } from './storage/index.js';
 
 /** The user made up when none is configured; its password is printed once. */
@@ -24,8 +21,9 @@ Commands:
   serve                    Run the server (the default).
   check-config             Validate the configuration and check that the storage
                            can be reached; exit 0 when both hold, else 1.
-  hash-password [PASSWORD] Print an scrypt hash for the users file (reads the
-                           password from standard input when not given).
+  hash-password            Print an scrypt hash for the users file; asks for the
+                           password (not echoed), or reads one line from
+                           standard input when that is not a terminal.
   help                     Show this text (also --help, -h).
   version                  Print the version (also --version).
 
@@ -107,21 +105,10 @@ async function serve(invocation: Invocation): Promise<void> {
         `This password is random and shown only now.\n\n`,
     );
   }
-  const log = createLogger({ level: config.logLevel, pretty: config.logPretty });
-  const metrics = new Metrics();
-  const storage = createStorage(config.storage, log, { onRequest: (op, seconds, ok) => metrics.s3Request(op, seconds, ok) });
-  const server = await startServer(config, storage, log, { metrics });
-  let health: HealthServer | undefined;
-  if (config.health) {
-    health = await startHealthServer({ ...config.health, storage, metrics, log });
-  }
+  const server = await createServer(config);
   const stop = async (signal: string) => {
-    log.info({ event: 'shutdown', signal });
-    // Not ready from now on, so a load balancer sends new clients elsewhere while sessions drain.
-    health?.drain();
+    server.logger.info({ event: 'shutdown', signal });
     await server.close(config.shutdownGraceMs);
-    await health?.close();
-    await storage.close();
     process.exit(0);
   };
   process.once('SIGINT', () => void stop('SIGINT'));
@@ -172,8 +159,16 @@ function describe(config: Config): string {
 
 async function hashPasswordCommand(arg: string | undefined): Promise<void> {
   let password = arg;
-  if (password === undefined) {
-    if (process.stdin.isTTY) process.stderr.write('Password: ');
+  if (password !== undefined) {
+    // Kept for scripts that still pass it; every other user of the machine can read it in ps.
+    process.stderr.write('s3ftp hash-password: warning: a password on the command line is visible to other users (ps); pipe it on standard input instead\n');
+  } else if (process.stdin.isTTY) {
+    password = await promptHidden('Password: ');
+    if (password && (await promptHidden('Again: ')) !== password) {
+      process.stderr.write('s3ftp hash-password: the passwords differ\n');
+      process.exit(EXIT_USAGE);
+    }
+  } else {
     const rl = createInterface({ input: process.stdin });
     password = await new Promise<string>((resolve) => rl.once('line', resolve).once('close', () => resolve('')));
     rl.close();
@@ -183,6 +178,38 @@ async function hashPasswordCommand(arg: string | undefined): Promise<void> {
     process.exit(EXIT_USAGE);
   }
   process.stdout.write(`${await hashPassword(password)}\n`);
+}
+
+/** Reads one line from the terminal without echoing it; Ctrl-C exits 130, Ctrl-D ends the line. */
+function promptHidden(prompt: string): Promise<string> {
+  const stdin = process.stdin;
+  process.stderr.write(prompt);
+  stdin.setRawMode(true);
+  stdin.setEncoding('utf8');
+  stdin.resume();
+  return new Promise((resolve) => {
+    let line = '';
+    const done = () => {
+      stdin.off('data', onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      process.stderr.write('\n');
+      resolve(line);
+    };
+    const onData = (chunk: string) => {
+      for (const char of chunk) {
+        if (char === '\r' || char === '\n' || char === '\u0004') return done();
+        if (char === '\u0003') {
+          stdin.setRawMode(false);
+          process.stderr.write('\n');
+          process.exit(130);
+        }
+        if (char === '\u007f' || char === '\b') line = line.slice(0, -1);
+        else if (char >= ' ') line += char;
+      }
+    };
+    stdin.on('data', onData);
+  });
 }
 
 function version(): string {

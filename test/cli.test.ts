@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { hashPassword } from '../src/auth/users.js';
+import { hashPassword, parseUsersFile, verifyPassword } from '../src/auth/users.js';
 import { configSource, loadConfigWithFile } from '../src/config/file.js';
 import { ConfigError } from '../src/config/index.js';
 import { RawFtp } from './helpers/ftp.js';
@@ -18,7 +19,7 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 function runCli(args: string[], env: Record<string, string> = {}, cwd = tempDir()): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, [MAIN, ...args], { env: childEnv(env), cwd, timeout: 30_000 }, (err, stdout, stderr) => {
-      // The AWS SDK warns about Node 20 on stderr (NodeVersionSupportWarning); only our own lines count here.
+      // Only our own lines count here (on Node 20 the AWS SDK adds a NodeVersionSupportWarning).
       const own = stderr.split('\n').filter((line) => line.startsWith('s3ftp')).map((line) => `${line}\n`).join('');
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr: own });
     });
@@ -195,5 +196,60 @@ describe('command line', () => {
       assert.equal(await server.stop(), 0);
     }
     assert.ok(server.logs.some((l) => l.event === 'shutdown' && l.signal === 'SIGTERM'));
+  });
+});
+
+describe('hash-password', () => {
+  const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+
+  test('npm run hash-password reads the password from standard input and compiles src/ alone', async () => {
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    // First the fast build of the server's sources alone (no tsc over tests, bench, infra or typings).
+    assert.equal(pkg.scripts['prehash-password'], 'node scripts/build.mjs');
+    assert.equal(pkg.scripts.prestart, 'node scripts/build.mjs');
+    const build = JSON.parse(readFileSync(join(ROOT, 'tsconfig.build.json'), 'utf8').replace(/^\s*\/\/.*$/gm, '')) as { include: string[] };
+    assert.deepEqual(build.include, ['src/**/*.ts']);
+    assert.match(readFileSync(join(ROOT, 'scripts', 'build.mjs'), 'utf8'), /ts\.transpileModule\(/);
+    // No password in the command line (ps shows it to everyone), one on stdin.
+    assert.equal(pkg.scripts['hash-password'], 'exec node dist/src/main.js hash-password');
+    const hashed = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      const child = execFile(NPM, ['run', '-s', 'hash-password'], { cwd: ROOT, env: childEnv({}), timeout: 120_000 }, (err, stdout, stderr) =>
+        resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr }),
+      );
+      child.stdin!.end('piped secret\n');
+    });
+    assert.equal(hashed.code, 0, hashed.stderr);
+    const [user] = parseUsersFile(JSON.stringify({ users: [{ name: 'u', password: hashed.stdout.trim() }] }));
+    assert.equal(await verifyPassword(user!.password, 'piped secret'), true);
+  });
+
+  test('on a terminal it asks twice without echoing; a password argument is warned about', async (t) => {
+    if (spawnSync('script', ['--version']).status !== 0) return t.skip('script(1) is not installed');
+    // script(1) gives the CLI a pseudo-terminal; what it echoes comes back on stdout.
+    const child = spawn('script', ['-qec', `${process.execPath} ${MAIN} hash-password`, '/dev/null'], { env: childEnv({}), stdio: ['pipe', 'pipe', 'pipe'] });
+    let screen = '';
+    child.stdout.setEncoding('utf8').on('data', (text: string) => (screen += text));
+    const waitFor = async (text: string) => {
+      const deadline = Date.now() + 20_000;
+      while (!screen.includes(text)) {
+        assert.ok(Date.now() < deadline, `no ${JSON.stringify(text)} in ${JSON.stringify(screen)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await waitFor('Password: ');
+    child.stdin.write('tty-secret\r');
+    await waitFor('Again: ');
+    child.stdin.write('tty-secret\r');
+    const [code] = (await once(child, 'exit')) as [number];
+    assert.equal(code, 0, screen);
+    assert.ok(!screen.includes('tty-secret'), `the password was echoed: ${JSON.stringify(screen)}`);
+    const hash = /scrypt\$\S+/.exec(screen)?.[0];
+    assert.ok(hash, screen);
+    const [user] = parseUsersFile(JSON.stringify({ users: [{ name: 'u', password: hash }] }));
+    assert.equal(await verifyPassword(user!.password, 'tty-secret'), true);
+
+    const argued = await runCli(['hash-password', 'visible']);
+    assert.equal(argued.code, 0);
+    assert.match(argued.stderr, /^s3ftp hash-password: warning: a password on the command line is visible to other users/);
   });
 });

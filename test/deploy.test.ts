@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
 import { execFile, spawnSync } from 'node:child_process';
-import { cpSync, existsSync, readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { once } from 'node:events';
+import { cpSync, existsSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { Ajv } from 'ajv';
 import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../src/config/index.js';
 import { RawFtp } from './helpers/ftp.js';
@@ -65,6 +69,15 @@ function run(command: string, args: string[], options: { cwd: string; timeout: n
   });
 }
 
+/** Resolves true once nothing accepts on the port (connection refused). */
+function refused(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), resolve(false)));
+    socket.once('error', () => resolve(true));
+  });
+}
+
 /** npm's path beside this node (the test may run under a node whose PATH has no npm). */
 const NPM = process.platform === 'win32' ? 'npm.cmd' : 'npm';
 
@@ -81,7 +94,7 @@ describe('Dockerfile', () => {
       instructions.filter((i) => i.keyword === 'ARG' && i.stage === -1).map((i) => i.args.split('=') as [string, string]),
     );
     const base = froms[last]!.args.split(' ')[0]!.replace(/^\$\{(\w+)\}$/, (_, name: string) => args[name] ?? name);
-    assert.match(base, /^node:20-(bookworm-slim|alpine)/);
+    assert.match(base, /^node:24-(bookworm-slim|alpine)/, 'Node 24 LTS');
     const runs = runtime.filter((i) => i.keyword === 'RUN').map((i) => i.args);
     assert.ok(runs.some((r) => /^npm ci --omit=dev\b/.test(r)), 'production dependencies from the lockfile');
     const copies = runtime.filter((i) => i.keyword === 'COPY').map((i) => i.args);
@@ -111,7 +124,8 @@ describe('Dockerfile', () => {
     const argv = execForm(runtime.find((i) => i.keyword === 'ENTRYPOINT')!.args);
     assert.deepEqual(argv.slice(0, -1), ['node', ...nodeFlags()]);
     const start = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
-    assert.ok(start.endsWith(` && ${['node', ...nodeFlags(), 'dist/src/main.js'].join(' ')}`), start);
+    // `exec`: sh -c would otherwise stay as node's parent, and npm forwards a SIGTERM to sh only.
+    assert.equal(start, ['exec', 'node', ...nodeFlags(), 'dist/src/main.js'].join(' '));
   });
 
   test('.dockerignore keeps everything out of the context except what the build copies', () => {
@@ -125,12 +139,26 @@ describe('Dockerfile', () => {
   });
 });
 
-/** `docker compose`, or the cached standalone build; undefined when neither can be had. */
-function composeCommand(): string[] | undefined {
-  if (spawnSync('docker', ['compose', 'version'], { timeout: 10_000 }).status === 0) return ['docker', 'compose'];
-  const built = spawnSync('bash', [join(ROOT, 'scripts', 'build-compose.sh')], { encoding: 'utf8', timeout: 20 * 60_000 });
-  const binary = built.stdout?.trim().split('\n').pop();
-  return built.status === 0 && binary ? [binary] : undefined;
+/**
+ * The Compose Specification's JSON schema (compose-spec/compose-spec,
+ * schema/compose-spec.json, Apache-2.0), as the dclint package (MIT) ships it:
+ * the schema `docker compose config` checks a file against, without building
+ * or installing Docker Compose.
+ */
+function composeSchema(): Record<string, unknown> {
+  const dclint = dirname(createRequire(import.meta.url).resolve('dclint/package.json'));
+  const schema = JSON.parse(readFileSync(join(dclint, 'schemas', 'compose.schema.json'), 'utf8')) as Record<string, unknown>;
+  // It names its draft as https://json-schema.org/draft-07/schema, which Ajv knows
+  // only by its http:// id; Ajv's default draft is 07 anyway.
+  delete schema.$schema;
+  return schema;
+}
+
+/** A validator for compose files: the errors, one line each, or [] for a valid file. */
+function composeValidator(): (document: unknown) => string[] {
+  // strict: false, because the schema uses annotations Ajv does not know (`deprecated`).
+  const validate = new Ajv({ allErrors: true, strict: false }).compile(composeSchema());
+  return (document) => (validate(document) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? ''} ${JSON.stringify(e.params)}`));
 }
 
 describe('docker-compose.yml', () => {
@@ -139,7 +167,18 @@ describe('docker-compose.yml', () => {
     volumes?: Record<string, unknown>;
   };
 
-  test('is what `docker compose config` would accept: known references, valid port mappings', async (t) => {
+  test('is valid against the Compose Specification schema, with known references and port mappings', (t) => {
+    const validate = composeValidator();
+    assert.deepEqual(validate(compose), []);
+    // The schema does reject what `docker compose config` rejects.
+    const broken = structuredClone(compose) as { services: Record<string, Record<string, unknown>> };
+    broken.services.s3ftp!.stop_grace_period = { seconds: 40 };
+    broken.services.minio!.healthcheck = { ...(broken.services.minio!.healthcheck as object), retry: 12 };
+    broken.services['create-bucket']!.depends_on = 'minio';
+    const faults = new Set(validate(broken).map((e) => e.split(' ')[0]));
+    assert.deepEqual([...faults].sort(), ['/services/create-bucket/depends_on', '/services/minio/healthcheck', '/services/s3ftp/stop_grace_period']);
+
+    // What the schema cannot express: references between services and volumes.
     const names = Object.keys(compose.services);
     assert.deepEqual(names.sort(), ['create-bucket', 'minio', 's3ftp']);
     for (const [name, service] of Object.entries(compose.services)) {
@@ -151,16 +190,12 @@ describe('docker-compose.yml', () => {
         if (!source.startsWith('.') && !source.startsWith('/')) assert.ok(source in (compose.volumes ?? {}), `volume ${source} declared`);
       }
     }
-    // Docker Compose itself has the last word: the plugin where installed, else
-    // the standalone binary scripts/build-compose.sh builds (no engine needed).
-    const tool = composeCommand();
-    if (!tool) {
-      if (process.env.CI) assert.fail('neither `docker compose` nor scripts/build-compose.sh is available');
-      return t.diagnostic('docker compose is not available; checked the parsed YAML only');
+    // Where the Docker Compose plugin is installed, it has the last word too.
+    if (spawnSync('docker', ['compose', 'version'], { timeout: 10_000 }).status === 0) {
+      const checked = spawnSync('docker', ['compose', '-f', join(ROOT, 'docker-compose.yml'), 'config', '-q'], { encoding: 'utf8', timeout: 30_000 });
+      assert.equal(checked.status, 0, checked.stderr);
+      t.diagnostic('also validated with docker compose config');
     }
-    const checked = spawnSync(tool[0]!, [...tool.slice(1), '-f', join(ROOT, 'docker-compose.yml'), 'config', '-q'], { encoding: 'utf8', timeout: 30_000 });
-    assert.equal(checked.status, 0, checked.stderr);
-    t.diagnostic(`validated with ${tool.join(' ')} config`);
   });
 
   test('runs MinIO, creates the bucket once, then s3ftp built from the Dockerfile, reachable from the host', () => {
@@ -247,26 +282,134 @@ describe('the image entry point, run from a production install', { timeout: INST
     }
   });
 
-  test('npm pack, then a production install of the tarball: the s3ftp bin works', async (t) => {
+  test('npm pack from a clean tree (no dist): prepack builds; the tarball\'s bin works, its library starts nothing and has types', async (t) => {
+    // The tracked files the package build needs, without dist/, and the installed node_modules.
+    const clean = tempDir('s3ftp-clean-');
+    for (const file of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'src', 'scripts']) {
+      cpSync(join(ROOT, file), join(clean, file), { recursive: true });
+    }
+    symlinkSync(join(ROOT, 'node_modules'), join(clean, 'node_modules'), 'dir');
     const work = tempDir('s3ftp-pack-');
-    const packed = await run(NPM, ['pack', '--pack-destination', work, '--silent'], { cwd: ROOT, timeout: 60_000 });
+    const packed = await run(NPM, ['pack', '--pack-destination', work, '--silent'], { cwd: clean, timeout: 120_000 });
     assert.equal(packed.code, 0, packed.stderr);
     const tarball = join(work, packed.stdout.trim().split('\n').at(-1)!);
+    const files = await run('tar', ['-tzf', tarball], { cwd: work, timeout: 30_000 });
+    const shipped = files.stdout.trim().split('\n');
+    for (const file of ['dist/src/main.js', 'dist/src/index.js', 'dist/src/index.d.ts', 'package.json', 'README.md']) {
+      assert.ok(shipped.includes(`package/${file}`), file);
+    }
+    // Only the compiled server and library and the README: no tests, sources, infra, maps or build state.
+    const extra = shipped.filter((f) => !/^package\/dist\/src\/.*\.(js|d\.ts)$/.test(f) && !['package/package.json', 'package/README.md'].includes(f));
+    assert.deepEqual(extra, []);
+
     const installed = await run(NPM, ['install', '--omit=dev', '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: work, timeout: INSTALL_TIMEOUT_MS });
     if (installed.code !== 0) {
       if (process.env.CI) assert.fail(`npm install failed: ${installed.stderr}`);
       return t.skip(`npm install failed (no registry?): ${installed.stderr.split('\n')[0]}`);
     }
+    const modules = readdirSync(join(work, 'node_modules'));
+    for (const dev of ['typescript', 'aws-cdk-lib', 'ajv']) assert.ok(!modules.includes(dev), `${dev} is not installed with the package`);
     const bin = join(work, 'node_modules', '.bin', 's3ftp');
     const help = await run(bin, ['--help'], { cwd: work, timeout: 30_000, env: childEnv({}) });
     assert.equal(help.code, 0, help.stderr);
     assert.match(help.stdout, /^Usage: s3ftp/);
     const checked = await run(bin, ['check-config'], { cwd: work, timeout: 30_000, env: childEnv({ DATA_DIR: join(work, 'data') }) });
     assert.equal(checked.code, 0, checked.stderr);
-    // Only the compiled server and the README ship: no tests, no sources, no infra.
-    const files = await run('tar', ['-tzf', tarball], { cwd: work, timeout: 30_000 });
-    const shipped = files.stdout.trim().split('\n');
-    assert.ok(shipped.includes('package/dist/src/main.js'));
-    assert.ok(!shipped.some((f) => /^package\/(src|test|infra|dist\/test)\//.test(f)), shipped.filter((f) => !f.startsWith('package/dist/src/')).join(', '));
+
+    // The package name resolves to the library, which starts nothing: node ends by itself.
+    const imported = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('s3ftp'); process.stdout.write(typeof m.createServer)"], {
+      cwd: work,
+      timeout: 30_000,
+      env: childEnv({}),
+    });
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.equal(imported.stdout, 'function');
+    // And a TypeScript consumer type-checks against the shipped declarations.
+    writeFileSync(
+      join(work, 'consumer.mts'),
+      "import { createServer, loadConfig, type Config, type S3FtpServer } from 's3ftp';\n" +
+        'const config: Config = loadConfig({ FTP_PORT: "0" });\n' +
+        'export const start: (c: Config) => Promise<S3FtpServer> = createServer;\n' +
+        'export const port: number = config.port;\n',
+    );
+    const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+    const typeRoots = join(ROOT, 'node_modules', '@types');
+    const typed = await run(
+      process.execPath,
+      [tsc, '--noEmit', '--strict', '--module', 'nodenext', '--moduleResolution', 'nodenext', '--skipLibCheck', '--types', 'node', '--typeRoots', typeRoots, 'consumer.mts'],
+      { cwd: work, timeout: 60_000 },
+    );
+    assert.equal(typed.code, 0, typed.stdout + typed.stderr);
   });
 });
+
+// Its own suite: the suite above already spends up to two npm installs of its time bound.
+describe('a git install', { timeout: INSTALL_TIMEOUT_MS * 2 }, () => {
+  test('npm install of a git URL: prepare builds with declarations; the bin and the library work', async (t) => {
+    // A repository of the package's tracked build inputs, as a git URL would give them.
+    const repo = tempDir('s3ftp-git-');
+    for (const file of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'README.md', 'src', 'scripts']) {
+      cpSync(join(ROOT, file), join(repo, file), { recursive: true });
+    }
+    const git = (...args: string[]) => run('git', ['-c', 'user.name=s3ftp test', '-c', 'user.email=test@example.invalid', ...args], { cwd: repo, timeout: 60_000 });
+    for (const args of [['init', '-q'], ['add', '-A'], ['commit', '-q', '-m', 'package']]) assert.equal((await git(...args)).code, 0, args.join(' '));
+    const work = tempDir('s3ftp-gitinstall-');
+    writeFileSync(join(work, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true }));
+    const installed = await run(NPM, ['install', '--no-audit', '--no-fund', '--prefer-offline', `git+file://${repo}`], { cwd: work, timeout: INSTALL_TIMEOUT_MS });
+    if (installed.code !== 0) {
+      if (process.env.CI) assert.fail(`npm install failed: ${installed.stderr}`);
+      return t.skip(`npm install failed (no registry?): ${installed.stderr.split('\n')[0]}`);
+    }
+    const pkg = join(work, 'node_modules', 's3ftp');
+    for (const file of ['dist/src/main.js', 'dist/src/index.js', 'dist/src/index.d.ts']) assert.ok(existsSync(join(pkg, file)), file);
+    const version = await run(join(work, 'node_modules', '.bin', 's3ftp'), ['--version'], { cwd: work, timeout: 30_000, env: childEnv({}) });
+    assert.equal(version.code, 0, version.stderr);
+    assert.match(version.stdout, /^s3ftp \d+\.\d+\.\d+/);
+    const imported = await run(process.execPath, ['--input-type=module', '-e', "const m = await import('s3ftp'); process.stdout.write(typeof m.createServer)"], {
+      cwd: work,
+      timeout: 30_000,
+      env: childEnv({}),
+    });
+    assert.equal(imported.code, 0, imported.stderr);
+    assert.equal(imported.stdout, 'function');
+  });
+});
+
+describe('npm start', () => {
+  test('its fast build (scripts/build.mjs, no type check) emits what tsc emits, and only what changed', async () => {
+    const copy = tempDir('s3ftp-fastbuild-');
+    for (const file of ['package.json', 'tsconfig.json', 'tsconfig.build.json', 'src', 'scripts']) cpSync(join(ROOT, file), join(copy, file), { recursive: true });
+    symlinkSync(join(ROOT, 'node_modules'), join(copy, 'node_modules'), 'dir');
+    const built = await run(process.execPath, ['scripts/build.mjs'], { cwd: copy, timeout: 120_000, env: { ...process.env, S3FTP_BUILD_VERBOSE: '1' } });
+    assert.equal(built.code, 0, built.stderr);
+    // ROOT/dist/src is tsc's (npm test's pretest), with the same options.
+    const js = (dir: string) => (readdirSync(dir, { recursive: true }) as string[]).filter((f) => f.endsWith('.js')).sort();
+    const files = js(join(copy, 'dist', 'src'));
+    assert.deepEqual(files, js(join(ROOT, 'dist', 'src')));
+    for (const file of files) assert.equal(readFileSync(join(copy, 'dist', 'src', file), 'utf8'), readFileSync(join(ROOT, 'dist', 'src', file), 'utf8'), file);
+    const again = await run(process.execPath, ['scripts/build.mjs'], { cwd: copy, timeout: 60_000, env: { ...process.env, S3FTP_BUILD_VERBOSE: '1' } });
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stderr, '', 'nothing to do: it exits before loading the compiler');
+  });
+
+  test('runs the server as npm\'s own child, so a SIGTERM to the npm process stops it and frees the port', async () => {
+    const data = tempDir('s3ftp-start-');
+    const env = childEnv({ FTP_PORT: '0', DATA_DIR: data, FTP_USER: 'starter', FTP_PASSWORD: 'start-password' });
+    const npm = await startServerProcess(env, { command: NPM, args: ['start', '--silent'], cwd: ROOT, timeoutMs: 120_000 });
+    try {
+      const ftp = await RawFtp.login(npm.port, 'starter', 'start-password');
+      ftp.close();
+      // The npm process itself, not the server: a process manager knows only that PID.
+      const exited = once(npm.child, 'exit');
+      npm.child.kill('SIGTERM');
+      await exited;
+      const deadline = Date.now() + 15_000;
+      while (!(await refused(npm.port)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.ok(await refused(npm.port), `port ${npm.port} still accepts after npm exited: the server was orphaned`);
+      assert.ok(npm.logs.some((l) => l.event === 'shutdown' && l.signal === 'SIGTERM'), 'the server shut down on the forwarded signal');
+    } finally {
+      await npm.stop();
+    }
+  });
+});
+

@@ -1,0 +1,94 @@
+/**
+ * s3ftp as a library: `import { createServer, loadConfig } from 's3ftp'`.
+ * Importing this module starts nothing, reads no environment and opens no
+ * socket; only createServer() listens. The `s3ftp` command (src/main.ts) is
+ * built on the same function.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config/index.js';
+import { createLogger, type Logger } from './log.js';
+import { startHealthServer, type HealthServer } from './server/health.js';
+import { Metrics } from './server/metrics.js';
+import { startServer } from './server/server.js';
+import { createStorage } from './storage/index.js';
+import type { Storage } from './storage/types.js';
+
+export { hashPassword, parseUsersFile, type PasswordSecret, type User } from './auth/users.js';
+export { configSource, loadConfigWithFile, type ConfigSource, type LoadedConfig } from './config/file.js';
+export {
+  ConfigError,
+  loadConfig,
+  type Config,
+  type FtpsConfig,
+  type LimitsConfig,
+  type LocalStorageConfig,
+  type S3StorageConfig,
+  type StorageConfig,
+} from './config/index.js';
+export type { Logger } from './log.js';
+export { StorageError, type Storage, type StorageErrorCode } from './storage/types.js';
+
+export interface CreateServerOptions {
+  /** Where the server logs; default: JSON lines on stdout at `config.logLevel` (pino). */
+  logger?: Logger;
+}
+
+/** A running s3ftp: its FTP listeners, the optional health port, and the storage they share. */
+export interface S3FtpServer {
+  /** The control listener's address (port 0 in the config picks a free one). */
+  readonly address: AddressInfo;
+  /** The implicit-FTPS listener's address, when `config.ftps.implicitPort` is set. */
+  readonly implicitAddress?: AddressInfo;
+  /** The /healthz, /readyz and /metrics listener's address, when `config.health` is set. */
+  readonly healthAddress?: AddressInfo;
+  readonly storage: Storage;
+  readonly logger: Logger;
+  /**
+   * Shuts down as on SIGTERM: /readyz turns 503, new connections are refused,
+   * idle sessions end at once, transfers get `graceMs` (default
+   * `config.shutdownGraceMs`) to finish; then the health port and the storage close.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Starts an FTP server for `config` (from loadConfig(), or built by hand) and
+ * resolves once every listener is bound. Users come from `config.users` only:
+ * with none, nobody can log in.
+ */
+export async function createServer(config: Config, options: CreateServerOptions = {}): Promise<S3FtpServer> {
+  const logger = options.logger ?? createLogger({ level: config.logLevel, pretty: config.logPretty });
+  const metrics = new Metrics();
+  const storage = createStorage(config.storage, logger, { onRequest: (op, seconds, ok) => metrics.s3Request(op, seconds, ok) });
+  let health: HealthServer | undefined;
+  try {
+    const server = await startServer(config, storage, logger, { metrics });
+    try {
+      if (config.health) health = await startHealthServer({ ...config.health, storage, metrics, log: logger });
+    } catch (err) {
+      await server.close(0);
+      throw err;
+    }
+    let closing: Promise<void> | undefined;
+    return {
+      address: server.address,
+      implicitAddress: server.implicitAddress,
+      healthAddress: health?.address,
+      storage,
+      logger,
+      close(graceMs = config.shutdownGraceMs) {
+        closing ??= (async () => {
+          // Not ready from now on, so a load balancer sends new clients elsewhere while sessions drain.
+          health?.drain();
+          await server.close(graceMs);
+          await health?.close();
+          await storage.close();
+        })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    await storage.close();
+    throw err;
+  }
+}
