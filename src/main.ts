@@ -6,7 +6,10 @@ import { hashPassword } from './auth/users.js';
 import { configSource, loadConfigWithFile, type LoadedConfig } from './config/file.js';
 import { ConfigError, type Config } from './config/index.js';
 import { createServer } from './index.js';
+import type { Logger } from './log.js';
+import { createTlsContext } from './server/tls.js';
 import { createStorage } from './storage/index.js';
+import type { Storage } from './storage/types.js';
 
 /** The user made up when none is configured; its password is printed once. */
 const GENERATED_USER = 's3ftp';
@@ -81,11 +84,8 @@ function usageError(message: string): never {
 /** The configuration, or one line on stderr and the exit code given. */
 function configOrExit(invocation: Invocation, exitCode: number): LoadedConfig {
   try {
-    const loaded = loadConfigWithFile(process.env, configSource(process.env, invocation.configFile));
-    for (const key of loaded.unused) {
-      process.stderr.write(`s3ftp: warning: ${key} in ${loaded.file} is not used by this configuration (misspelt?)\n`);
-    }
-    return loaded;
+    // A key this configuration never reads is a misspelling until proven otherwise: refused.
+    return loadConfigWithFile(process.env, configSource(process.env, invocation.configFile), { strict: true });
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err;
     process.stderr.write(`s3ftp: invalid configuration: ${err.message}\n`);
@@ -105,9 +105,19 @@ async function serve(invocation: Invocation): Promise<void> {
         `This password is random and shown only now.\n\n`,
     );
   }
-  const server = await createServer(config);
+  let server: Awaited<ReturnType<typeof createServer>>;
+  try {
+    server = await createServer(config);
+  } catch (err) {
+    process.stderr.write(`s3ftp: cannot start: ${startFailure(err, config)}\n`);
+    process.exit(EXIT_USAGE);
+  }
+  const log = server.logger;
+  // One client's bug must not end every session: a stray rejection is logged, and the server goes on.
+  process.on('unhandledRejection', (err) => log.error({ err }, 'unhandled rejection'));
+  void checkStorageAtStart(server.storage, config, log);
   const stop = async (signal: string) => {
-    server.logger.info({ event: 'shutdown', signal });
+    log.info({ event: 'shutdown', signal });
     await server.close(config.shutdownGraceMs);
     process.exit(0);
   };
@@ -115,9 +125,52 @@ async function serve(invocation: Invocation): Promise<void> {
   process.once('SIGTERM', () => void stop('SIGTERM'));
 }
 
+/** How often a storage that did not answer at start is asked again (it stays not ready meanwhile). */
+const STORAGE_RETRY_MS = 30_000;
+
+/**
+ * A wrong bucket or wrong credentials would otherwise show only as failing
+ * commands: say so once, clearly, at error level, then keep asking until the
+ * storage answers (/readyz stays 503 until then).
+ */
+async function checkStorageAtStart(storage: Storage, config: Config, log: Logger): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await storage.ping();
+      if (attempt > 1) log.info({ event: 'storage-ready', storage: storageName(config) });
+      return;
+    } catch (err) {
+      if (attempt === 1) log.error({ event: 'storage-unavailable', storage: storageName(config), err }, 'the storage does not answer: check the bucket, endpoint and credentials');
+      await new Promise((r) => setTimeout(r, STORAGE_RETRY_MS).unref());
+    }
+  }
+}
+
+/** One line naming the setting at fault, for the start-up failures a user can fix. */
+function startFailure(err: unknown, config: Config): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  const message = (err as Error).message;
+  if (code === 'EADDRINUSE') return `FTP_PORT: ${config.host}:${config.port} (or FTPS_IMPLICIT_PORT / HEALTH_PORT) is already in use`;
+  if (code === 'EADDRNOTAVAIL') return `FTP_HOST: ${config.host} is not an address of this machine`;
+  if (code === 'EACCES') return `FTP_PORT: not allowed to listen on ${config.host}:${config.port} (ports below 1024 need privileges)`;
+  if (config.ftps && /key values mismatch|PEM|certificate|private key|asn1|decoder/i.test(message)) {
+    return `FTPS_CERT_FILE/FTPS_KEY_FILE: the certificate and key cannot be used together (${message})`;
+  }
+  return message;
+}
+
 /** Validates the configuration and pings the storage; exit 0 when both hold, else 1 with one message. */
 async function checkConfig(invocation: Invocation): Promise<void> {
   const { config, file } = configOrExit(invocation, 1);
+  if (config.ftps) {
+    // Reading the PEM files is not enough: a certificate and a key that do not belong together fail only here.
+    try {
+      createTlsContext(config.ftps);
+    } catch (err) {
+      process.stderr.write(`s3ftp: invalid configuration: FTPS_CERT_FILE/FTPS_KEY_FILE: the certificate and key cannot be used together (${(err as Error).message})\n`);
+      process.exit(1);
+    }
+  }
   process.stdout.write(`configuration: ok${file ? ` (${file} and the environment)` : ' (environment)'}\n`);
   process.stdout.write(describe(config));
   const storage = createStorage(config.storage);

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { once } from 'node:events';
+import * as net from 'node:net';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
@@ -12,6 +14,7 @@ import { RawFtp } from './helpers/ftp.js';
 import { getS3 } from './helpers/minio.js';
 import { childEnv, MAIN, s3Settings, startServerProcess } from './helpers/process.js';
 import { tempDir } from './helpers/server.js';
+import { testCertificate } from './helpers/tls.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
@@ -147,9 +150,10 @@ describe('command line', () => {
     const fromFile = await runCli(['check-config', '--config', file]);
     assert.equal(fromFile.code, 1);
     assert.equal(fromFile.stderr, `s3ftp: invalid configuration: FTP_PORT: "twenty-one" is not a whole number (set in ${file})\n`);
+    // A key the configuration never reads is a misspelling: refused, named.
     const typo = await runCli(['check-config', `--config=${writeJson({ FTP_PROT: 21, DATA_DIR: dir })}`]);
-    assert.equal(typo.code, 0);
-    assert.match(typo.stderr, /^s3ftp: warning: FTP_PROT in .* is not used by this configuration/);
+    assert.equal(typo.code, 1);
+    assert.match(typo.stderr, /^s3ftp: invalid configuration: "FTP_PROT" in .* is not used by this configuration/);
   });
 
   test('check-config: exit 1 when the storage cannot be reached', async () => {
@@ -253,3 +257,55 @@ describe('hash-password', () => {
     assert.match(argued.stderr, /^s3ftp hash-password: warning: a password on the command line is visible to other users/);
   });
 });
+
+describe('start-up failures', () => {
+  test('a port in use, an address that is not local, a certificate that does not match its key: one line naming the setting, exit 2', async () => {
+    const blocker = net.createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+    const port = (blocker.address() as net.AddressInfo).port;
+    try {
+      const inUse = await runCli([], { FTP_PORT: String(port), DATA_DIR: tempDir() });
+      assert.equal(inUse.code, 2);
+      assert.equal(inUse.stderr, `s3ftp: cannot start: FTP_PORT: 127.0.0.1:${port} (or FTPS_IMPLICIT_PORT / HEALTH_PORT) is already in use\n`);
+    } finally {
+      blocker.close();
+    }
+    // 192.0.2.1 (TEST-NET-1) is never an address of this machine: nothing is sent to it, the bind fails locally.
+    const foreign = await runCli([], { FTP_HOST: '192.0.2.1', FTP_PORT: '0', DATA_DIR: tempDir() });
+    assert.equal(foreign.code, 2);
+    assert.equal(foreign.stderr, 's3ftp: cannot start: FTP_HOST: 192.0.2.1 is not an address of this machine\n');
+    const a = testCertificate();
+    const other = otherKey();
+    const tls = { FTPS_CERT_FILE: a.cert, FTPS_KEY_FILE: other, FTP_PORT: '0', DATA_DIR: tempDir() };
+    const mismatched = await runCli([], tls);
+    assert.equal(mismatched.code, 2);
+    assert.match(mismatched.stderr, /^s3ftp: cannot start: FTPS_CERT_FILE\/FTPS_KEY_FILE: the certificate and key cannot be used together \(.+\)\n$/);
+    const checked = await runCli(['check-config'], tls);
+    assert.equal(checked.code, 1);
+    assert.match(checked.stderr, /^s3ftp: invalid configuration: FTPS_CERT_FILE\/FTPS_KEY_FILE: the certificate and key cannot be used together/);
+  });
+
+  test('serve logs one clear error when the storage does not answer at start, and keeps serving', { timeout: 60_000 }, async () => {
+    const server = await startServerProcess(
+      childEnv({ FTP_PORT: '0', FTP_USER: 'alice', FTP_PASSWORD: 'pw', S3_BUCKET: 'nowhere', S3_ENDPOINT: 'http://127.0.0.1:9', AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y', S3_REQUEST_TIMEOUT: '2' }),
+    );
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!server.logs.some((l) => l.event === 'storage-unavailable') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      const line = server.logs.find((l) => l.event === 'storage-unavailable');
+      assert.ok(line, 'no storage-unavailable line');
+      assert.equal(line.level, 50);
+      assert.match(String(line.storage), /nowhere/);
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+});
+
+/** A private key that belongs to no certificate of ours. */
+function otherKey(): string {
+  const file = join(tempDir(), 'other-key.pem');
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  writeFileSync(file, privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  return file;
+}
