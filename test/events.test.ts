@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { ConfigError } from '../src/config/index.js';
 import { loadEventsConfig, type EventsConfig } from '../src/events/config.js';
 import { SIGNATURE_HEADER, signatureHeaders, TIMESTAMP_HEADER, verifySignature } from '../src/events/signature.js';
+import { storageLocation } from '../src/events/location.js';
 import { EventSink } from '../src/events/sink.js';
 import type { EventOutcome, FileEvent, FileEventInput } from '../src/events/types.js';
 
@@ -262,5 +263,14 @@ describe('events: configuration', () => {
     assert.throws(() => loadEventsConfig({ EVENTS_URL: 'https://h.example/', EVENTS_SECRET: 'short' }), /at least 16 bytes/);
     assert.throws(() => loadEventsConfig({ EVENTS_URL: 'https://h.example/', EVENTS_QUEUE_SIZE: '0' }), /EVENTS_QUEUE_SIZE/);
     assert.throws(() => loadEventsConfig({ EVENTS_URL: 'https://h.example/', EVENTS_TIMEOUT: 'x' }), /EVENTS_TIMEOUT/);
+  });
+});
+
+describe('events: location', () => {
+  test('bucket and key on S3 (prefix joined as the driver joins it), key alone on the local driver', () => {
+    const s3 = { kind: 's3', bucket: 'drop', prefix: '', region: 'r', forcePathStyle: false, partSize: 1, queueSize: 1, requestTimeoutMs: 1 } as const;
+    assert.deepEqual(storageLocation(s3, 'alice/in/a.csv'), { bucket: 'drop', key: 'alice/in/a.csv' });
+    assert.deepEqual(storageLocation({ ...s3, prefix: 'ftp/root' }, 'alice/a.csv'), { bucket: 'drop', key: 'ftp/root/alice/a.csv' });
+    assert.deepEqual(storageLocation({ kind: 'local', dataDir: '/srv/data' }, 'alice/a.csv'), { key: 'alice/a.csv' });
   });
 });

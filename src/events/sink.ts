@@ -45,7 +45,13 @@ export class EventSink {
   constructor(config: EventsConfig, options: EventSinkOptions) {
     this.#config = config;
     this.#log = options.log.child({ component: 'events' });
-    this.#count = options.count ?? (() => {});
+    const count = options.count ?? (() => {});
+    // A metrics callback that throws must not stop deliveries.
+    this.#count = (outcome, n) => {
+      try {
+        count(outcome, n);
+      } catch {}
+    };
     this.#fetch = options.fetch ?? fetch;
   }
 
@@ -121,11 +127,14 @@ export class EventSink {
     while (this.#active < this.#config.concurrency && this.#queue.length > 0 && !this.#stop.signal.aborted) {
       const event = this.#queue.shift()!;
       this.#active++;
-      void this.#deliver(event).finally(() => {
-        this.#active--;
-        this.#pump();
-        if (this.#idle()) this.#onIdle?.();
-      });
+      // Every promise here has an owner: an unhandled rejection would end every session.
+      void this.#deliver(event)
+        .catch((err: unknown) => this.#log.error({ err, event: 'event-bug' }, 'event delivery failed unexpectedly'))
+        .finally(() => {
+          this.#active--;
+          this.#pump();
+          if (this.#idle()) this.#onIdle?.();
+        });
     }
   }
 
