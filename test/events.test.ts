@@ -238,7 +238,7 @@ describe('events: configuration', () => {
   });
 
   test('https anywhere, plain http only to loopback', () => {
-    assert.equal(loadEventsConfig({ EVENTS_URL: 'https://hooks.example.com/s3ftp' })?.url.host, 'hooks.example.com');
+    assert.equal(loadEventsConfig({ EVENTS_URL: 'https://hooks.example.com/s3ftp', EVENTS_SECRET: SECRET })?.url.host, 'hooks.example.com');
     for (const ok of ['http://127.0.0.1:8080/x', 'http://localhost/x', 'http://[::1]:9/x', 'http://127.8.9.10/']) {
       assert.ok(loadEventsConfig({ EVENTS_URL: ok }), ok);
     }
@@ -248,9 +248,10 @@ describe('events: configuration', () => {
       ['http://127.0.0.1.example.com/x', /only allowed to a loopback address/],
       ['ftp://127.0.0.1/x', /is not http/],
       ['https://user:pw@hooks.example.com/', /credentials/],
+      ['https://hooks.example.com/unsigned', /EVENTS_SECRET: must be set when EVENTS_URL is not a loopback address/],
       ['not a url', /is not a URL/],
     ] as const) {
-      assert.throws(() => loadEventsConfig({ EVENTS_URL: url }), (err: Error) => err instanceof ConfigError && message.test(err.message), url);
+      assert.throws(() => loadEventsConfig({ EVENTS_URL: url, ...(url.includes('unsigned') ? {} : { EVENTS_SECRET: SECRET }) }), (err: Error) => err instanceof ConfigError && message.test(err.message), url);
     }
   });
 
@@ -259,10 +260,10 @@ describe('events: configuration', () => {
     assert.deepEqual([...c.kinds].sort(), ['delete', 'mkdir', 'rename', 'upload']);
     assert.equal(c.secret, SECRET);
     assert.equal(c.queueSize, 10000);
-    assert.throws(() => loadEventsConfig({ EVENTS_URL: 'https://h.example/', EVENTS_KINDS: 'download' }), /EVENTS_KINDS: "download"/);
+    assert.throws(() => loadEventsConfig({ EVENTS_URL: 'https://h.example/', EVENTS_KINDS: 'download', EVENTS_SECRET: SECRET }), /EVENTS_KINDS: "download"/);
     assert.throws(() => loadEventsConfig({ EVENTS_URL: 'https://h.example/', EVENTS_SECRET: 'short' }), /at least 16 bytes/);
-    assert.throws(() => loadEventsConfig({ EVENTS_URL: 'https://h.example/', EVENTS_QUEUE_SIZE: '0' }), /EVENTS_QUEUE_SIZE/);
-    assert.throws(() => loadEventsConfig({ EVENTS_URL: 'https://h.example/', EVENTS_TIMEOUT: 'x' }), /EVENTS_TIMEOUT/);
+    assert.throws(() => loadEventsConfig({ EVENTS_URL: 'https://h.example/', EVENTS_QUEUE_SIZE: '0', EVENTS_SECRET: SECRET }), /EVENTS_QUEUE_SIZE/);
+    assert.throws(() => loadEventsConfig({ EVENTS_URL: 'https://h.example/', EVENTS_TIMEOUT: 'x', EVENTS_SECRET: SECRET }), /EVENTS_TIMEOUT/);
   });
 });
 

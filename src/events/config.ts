@@ -1,5 +1,5 @@
 import { ConfigError } from '../config/index.js';
-import { parseHookUrl } from './endpoint.js';
+import { isLoopbackHost, parseHookUrl } from './endpoint.js';
 import { EVENT_KINDS, type EventKind } from './types.js';
 
 export interface EventsConfig {
@@ -38,8 +38,13 @@ export function loadEventsConfig(env: Env = process.env): EventsConfig | undefin
   if (secret !== undefined && secret !== '' && Buffer.byteLength(secret) < 16) {
     throw new ConfigError('EVENTS_SECRET: must be at least 16 bytes (e.g. "openssl rand -hex 32")');
   }
+  const url = parseHookUrl('EVENTS_URL', raw);
+  // Unsigned events leave the network free to forge uploads the receiver then acts on; only loopback may skip it.
+  if (!secret && !isLoopbackHost(url.hostname)) {
+    throw new ConfigError('EVENTS_SECRET: must be set when EVENTS_URL is not a loopback address');
+  }
   return {
-    url: parseHookUrl('EVENTS_URL', raw),
+    url,
     secret: secret || undefined,
     kinds: parseKinds(env.EVENTS_KINDS),
     timeoutMs: int(env, 'EVENTS_TIMEOUT', 10, 1, 300) * 1000,
