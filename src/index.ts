@@ -10,6 +10,8 @@ import { createLogger, type Logger } from './log.js';
 import { startHealthServer, type HealthServer } from './server/health.js';
 import { Metrics } from './server/metrics.js';
 import { startServer } from './server/server.js';
+import { ExternalAuth } from './auth/external.js';
+import { EventSink } from './events/sink.js';
 import { createStorage } from './storage/index.js';
 import type { Storage } from './storage/types.js';
 
@@ -27,6 +29,9 @@ export {
 } from './config/index.js';
 export type { Logger } from './log.js';
 export { StorageError, type Storage, type StorageErrorCode } from './storage/types.js';
+
+/** How long queued file events may take to be delivered at shutdown, after the sessions ended. */
+const EVENTS_CLOSE_GRACE_MS = 10_000;
 
 export interface CreateServerOptions {
   /** Where the server logs; default: JSON lines on stdout at `config.logLevel` (pino). */
@@ -60,9 +65,13 @@ export async function createServer(config: Config, options: CreateServerOptions 
   const logger = options.logger ?? createLogger({ level: config.logLevel, pretty: config.logPretty });
   const metrics = new Metrics();
   const storage = createStorage(config.storage, logger, { onRequest: (op, seconds, ok) => metrics.s3Request(op, seconds, ok) });
+  const events = config.events
+    ? new EventSink(config.events, { log: logger, count: (outcome, n) => metrics.events.inc({ outcome }, n) })
+    : undefined;
+  const externalAuth = config.externalAuth ? new ExternalAuth(config.externalAuth) : undefined;
   let health: HealthServer | undefined;
   try {
-    const server = await startServer(config, storage, logger, { metrics });
+    const server = await startServer(config, storage, logger, { metrics, events, externalAuth });
     try {
       if (config.health) health = await startHealthServer({ ...config.health, storage, metrics, log: logger });
     } catch (err) {
@@ -81,6 +90,8 @@ export async function createServer(config: Config, options: CreateServerOptions 
           // Not ready from now on, so a load balancer sends new clients elsewhere while sessions drain.
           health?.drain();
           await server.close(graceMs);
+          // After the sessions, so the last uploads' events are queued; a short grace of its own.
+          await events?.close(EVENTS_CLOSE_GRACE_MS);
           await health?.close();
           await storage.close();
         })();

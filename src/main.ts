@@ -1,4 +1,6 @@
 #!/usr/bin/env -S node --max-semi-space-size=2 --heap-growing-percent=50
+import { ExternalAuth } from './auth/external.js';
+import { EventSink } from './events/sink.js';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -95,7 +97,7 @@ function configOrExit(invocation: Invocation, exitCode: number): LoadedConfig {
 
 async function serve(invocation: Invocation): Promise<void> {
   const { config } = configOrExit(invocation, EXIT_USAGE);
-  if (config.users.length === 0) {
+  if (config.users.length === 0 && !config.externalAuth) {
     const password = randomBytes(12).toString('base64url');
     config.users.push({ name: GENERATED_USER, password: { kind: 'plain', value: password }, home: '' });
     // Straight to the terminal, never through the logger: logs must not hold passwords.

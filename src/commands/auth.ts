@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { verifyPassword, type PasswordSecret, type User } from '../auth/users.js';
 import { toStoragePath } from '../paths.js';
+import { plainAddress } from '../data/channel.js';
 import { Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
 import { StorageError } from '../storage/types.js';
@@ -54,10 +55,37 @@ export async function pass(s: Session, arg: string): Promise<void> {
     return;
   }
   s.pendingUser = undefined;
-  const account = s.server.users.get(name);
-  // An unknown name costs as much as a known one, so timing does not reveal which names exist.
-  const checked = await verifyPassword(account?.password ?? decoy(s.server.users), arg);
-  const ok = account !== undefined && checked;
+  const local = s.server.users.get(name);
+  const provider = s.server.externalAuth;
+  let account: User | undefined;
+  if (local || !provider) {
+    // An unknown name costs as much as a known one, so timing does not reveal which names exist.
+    const checked = await verifyPassword(local?.password ?? decoy(s.server.users), arg);
+    account = checked ? local : undefined;
+  } else if (!s.server.guard.isLockedOut(s.clientAddress)) {
+    // Only names not defined locally reach the provider: it can add users, never take over a local one.
+    // A locked-out address is not passed on, so the provider is not a second target for guessing.
+    const result = await provider.authenticate({
+      username: name,
+      password: arg,
+      clientAddress: s.clientAddress,
+      serverAddress: plainAddress(s.socket.localAddress),
+      protocol: s.secure ? 'ftps' : 'ftp',
+    });
+    s.server.metrics.authHook.inc({ result: result.ok ? (result.cached ? 'cached' : 'ok') : result.reason });
+    if (!result.ok) {
+      // 'refused' is the provider's answer; anything else means it is down or misbehaving.
+      const entry = { event: 'auth-provider', user: name.slice(0, 128), reason: result.reason, detail: result.detail };
+      if (result.reason === 'refused') s.log.warn(entry);
+      else s.log.error(entry);
+    } else if (tlsRequiredForLogin(s, result.user.requireTls)) {
+      // USER could not know this user wants TLS; refuse now that the provider said so.
+      s.log.warn({ event: 'auth-provider', user: name, reason: 'user requires TLS' });
+    } else {
+      account = result.user;
+    }
+  }
+  const ok = account !== undefined;
   if (!ok || !account || s.server.guard.isLockedOut(s.clientAddress)) {
     s.failedLogins++;
     s.log.warn({ event: 'login-failed', user: name.slice(0, 128), failures: s.failedLogins });

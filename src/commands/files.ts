@@ -1,12 +1,15 @@
+import type { EventKind } from '../events/types.js';
+import { storageLocation } from '../events/location.js';
 import { isDirectoryRenameAllowed } from '../auth/permissions.js';
 import { ftpTime, parseFtpTime } from '../listing.js';
 import { quotePath, Reply } from '../replies.js';
-import type { Session } from '../session/session.js';
+import type { ResolvedPath, Session } from '../session/session.js';
 import { StorageError } from '../storage/types.js';
 
 export async function mkd(s: Session, arg: string): Promise<void> {
   const target = s.resolve(arg);
   await s.storage.mkdir(target.storage, s.signal);
+  emitFileEvent(s, 'mkdir', target);
   s.reply(Reply.PathCreated, `${quotePath(target.ftp)} created.`);
 }
 
@@ -14,11 +17,14 @@ export async function rmd(s: Session, arg: string): Promise<void> {
   const target = s.resolve(arg);
   if (target.ftp === '/') throw new StorageError('Denied', 'cannot remove the root');
   await s.storage.rmdir(target.storage, s.signal);
+  emitFileEvent(s, 'rmdir', target);
   s.reply(Reply.FileActionOkay, 'Remove directory operation successful.');
 }
 
 export async function dele(s: Session, arg: string): Promise<void> {
-  await s.storage.delete(s.resolve(arg).storage, s.signal);
+  const target = s.resolve(arg);
+  await s.storage.delete(target.storage, s.signal);
+  emitFileEvent(s, 'delete', target);
   s.reply(Reply.FileActionOkay, 'Delete operation successful.');
 }
 
@@ -48,6 +54,7 @@ export async function rnto(s: Session, arg: string): Promise<void> {
   }
   await s.storage.rename(source.storage, target.storage, s.signal);
   s.log.info({ event: 'rename', from: source.ftp, to: target.ftp });
+  emitFileEvent(s, 'rename', target, source.ftp);
   s.reply(Reply.FileActionOkay, 'Rename successful.');
 }
 
@@ -104,4 +111,18 @@ async function setMtime(s: Session, time: Date, path: string): Promise<string> {
   // A driver without the capability refuses with its reason (S3: no API sets LastModified): 550.
   await s.storage.setModificationTime(target.storage, time, s.signal);
   return target.ftp;
+}
+
+/** Queues a file event when EVENTS_KINDS asks for this kind; never waits or throws. */
+function emitFileEvent(s: Session, kind: EventKind, target: ResolvedPath, from?: string): void {
+  if (!s.server.events?.wants(kind)) return;
+  s.server.events.emit({
+    kind,
+    user: s.user?.name ?? '',
+    clientAddress: s.clientAddress,
+    path: target.ftp,
+    ...(from !== undefined ? { from } : {}),
+    ...storageLocation(s.server.config.storage, target.storage),
+    session: s.id,
+  });
 }

@@ -5,6 +5,9 @@ import { fromNetworkAscii, toNetworkAscii } from '../data/ascii.js';
 import { plainAddress } from '../data/channel.js';
 import { openPassive, PassivePortsExhausted } from '../data/passive.js';
 import { asStorageError, counter, sendStream, UploadBody } from '../data/streams.js';
+import { Throttle } from '../data/throttle.js';
+import { storageLocation } from '../events/location.js';
+import { createDigest, digesting } from '../storage/digest.js';
 import { Reply } from '../replies.js';
 import { protectionRequired } from './security.js';
 import type { Session } from '../session/session.js';
@@ -27,7 +30,14 @@ export async function retr(s: Session, arg: string): Promise<void> {
     // In ASCII mode the stored size is not what crosses the wire.
     opening: `Opening ${modeName(s)} mode data connection for ${baseName(target.storage)}${s.type === 'I' ? ` (${total} bytes)` : ''}.`,
     run: ({ socket, signal, count }) =>
-      sendStream(source, socket, { signal, count, transform: s.type === 'A' ? toNetworkAscii() : undefined }),
+      sendStream(source, socket, {
+        signal,
+        count,
+        stages: [
+          ...(s.server.config.bandwidth?.downloadBytesPerSecond ? [new Throttle(s.server.config.bandwidth.downloadBytesPerSecond)] : []),
+          ...(s.type === 'A' ? [toNetworkAscii()] : []),
+        ],
+      }),
     release: () => void source.destroy(),
   });
 }
@@ -71,7 +81,14 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
     controller,
     async run({ socket, signal, count, commit }) {
       body.commit = commit;
-      const stages = s.type === 'A' ? [fromNetworkAscii()] : [];
+      const limit = s.server.config.bandwidth?.uploadBytesPerSecond;
+      // The whole object passes through here only for a STOR from byte 0: only then is this its SHA-256.
+      const digest = s.server.events && !append && offset === 0 ? createDigest('SHA-256') : undefined;
+      const stages = [
+        ...(limit ? [new Throttle(limit)] : []),
+        ...(s.type === 'A' ? [fromNetworkAscii()] : []),
+        ...(digest ? [digesting(digest)] : []),
+      ];
       // Whichever side fails first explains the failure: the data connection (426) or the storage (451/55x).
       let firstError: unknown;
       const received = pipeline(socket, counter(count), ...stages, body, { signal }).catch((err: unknown) => {
@@ -85,6 +102,18 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
       });
       const results = await Promise.allSettled([received, stored]);
       if (results.some((r) => r.status === 'rejected')) throw firstError;
+      // Stored and confirmed by the storage: the event may go (emit only queues, never waits or throws).
+      const { size } = await written;
+      s.server.events?.emit({
+        kind: 'upload',
+        user: s.user?.name ?? '',
+        clientAddress: s.clientAddress,
+        path: target.ftp,
+        ...storageLocation(s.server.config.storage, target.storage),
+        size,
+        sha256: digest?.hex(),
+        session: s.id,
+      });
     },
     async release() {
       // Nothing was sent, or the transfer failed: the write must end (discarded) before the final reply.

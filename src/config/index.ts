@@ -1,7 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
+import { loadExternalAuthConfig, type ExternalAuthConfig } from '../auth/external.js';
 import { parseUsersFile, type User } from '../auth/users.js';
+import { loadBandwidthConfig, type BandwidthConfig } from '../data/throttle.js';
+import { loadEventsConfig, type EventsConfig } from '../events/config.js';
 import { homeToStoragePath } from '../paths.js';
 import { checkTlsPolicy, DEFAULT_CIPHERS, DEFAULT_MIN_VERSION, TLS_MIN_VERSIONS, type TlsMinVersion } from '../server/tls.js';
 
@@ -83,6 +86,12 @@ export interface Config {
   health?: { host: string; port: number };
   /** FTP_LEGACY_ENCODING: the code page of clients that do not send UTF-8 (src/encoding.ts); undefined: such names get 553. */
   legacyEncoding?: import('../encoding.js').LegacyEncoding;
+  /** File events POSTed to EVENTS_URL; off when undefined. */
+  events?: EventsConfig;
+  /** Identity provider asked for names not defined locally (FTP_AUTH_URL); off when undefined. */
+  externalAuth?: ExternalAuthConfig;
+  /** Per-transfer bandwidth limits (FTP_UPLOAD_KIBPS, FTP_DOWNLOAD_KIBPS). */
+  bandwidth?: BandwidthConfig;
 }
 
 export interface FtpsConfig {
@@ -147,6 +156,9 @@ export function loadConfig(env: Env = process.env): Config {
     health: env.HEALTH_PORT?.trim()
       ? { host: host(env, 'HEALTH_HOST', '127.0.0.1'), port: int(env, 'HEALTH_PORT', 0, 0, 65535) }
       : undefined,
+    events: loadEventsConfig(env),
+    externalAuth: loadExternalAuthConfig(env),
+    bandwidth: loadBandwidthConfig(env),
     limits: {
       maxConnections: int(env, 'FTP_MAX_CONNECTIONS', 500, 1, 100000),
       maxConnectionsPerAddress: int(env, 'FTP_MAX_CONNECTIONS_PER_IP', 50, 1, 100000),

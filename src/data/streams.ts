@@ -13,11 +13,11 @@ const EMPTY = Buffer.alloc(0);
 export async function sendStream(
   source: Readable,
   socket: Socket,
-  options: { signal: AbortSignal; count: (bytes: number) => void; transform?: Transform },
+  options: { signal: AbortSignal; count: (bytes: number) => void; stages?: Transform[] },
 ): Promise<void> {
   let sourceError: unknown;
   source.once('error', (err) => (sourceError ??= err));
-  const stages = options.transform ? [options.transform] : [];
+  const stages = options.stages ?? [];
   try {
     await pipeline(source, counter(options.count), ...stages, socket, { signal: options.signal });
   } catch (err) {

@@ -162,6 +162,17 @@ export class Metrics {
   );
   readonly s3Errors = new Counter('s3ftp_s3_request_errors_total', 'S3 requests that failed after retries, by operation.', ['operation']);
 
+  readonly events = new Counter(
+    's3ftp_events_total',
+    'File events by outcome (delivered, retried, failed, dropped_overflow, dropped_shutdown).',
+    ['outcome'],
+  );
+  readonly authHook = new Counter(
+    's3ftp_auth_provider_total',
+    'Identity provider (FTP_AUTH_URL) answers by result (ok, cached, refused, timeout, unavailable, bad-status, malformed).',
+    ['result'],
+  );
+
   readonly #started = Date.now() / 1000;
   readonly #process: Metric[] = [
     new Gauge('process_start_time_seconds', 'Start time of the process since the Unix epoch, in seconds.', () => this.#started),
@@ -196,6 +207,8 @@ export class Metrics {
       this.transfers,
       this.s3Latency,
       this.s3Errors,
+      this.events,
+      this.authHook,
       ...this.#process,
     ];
     return `${metrics.flatMap((m) => m.render()).join('\n')}\n`;

@@ -1,3 +1,5 @@
+import type { ExternalAuth } from '../auth/external.js';
+import type { EventSink } from '../events/sink.js';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -31,7 +33,7 @@ export interface FtpServer {
 }
 
 /** Starts the control listeners; resolves once they are bound. */
-export async function startServer(config: Config, storage: Storage, log: Logger, options: { metrics?: Metrics } = {}): Promise<FtpServer> {
+export async function startServer(config: Config, storage: Storage, log: Logger, options: { metrics?: Metrics; events?: EventSink; externalAuth?: ExternalAuth } = {}): Promise<FtpServer> {
   const context: ServerContext = {
     config,
     storage,
@@ -40,6 +42,8 @@ export async function startServer(config: Config, storage: Storage, log: Logger,
     guard: new AbuseGuard(config.limits),
     tls: config.ftps ? createTlsContext(config.ftps) : undefined,
     metrics: options.metrics ?? new Metrics(),
+    events: options.events,
+    externalAuth: options.externalAuth,
   };
   const sessions = new Set<Session>();
 

@@ -1,3 +1,5 @@
+import type { ExternalAuth } from '../auth/external.js';
+import type { EventSink } from '../events/sink.js';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
@@ -30,6 +32,10 @@ export interface ServerContext {
   /** Present when FTPS is configured. */
   tls?: SecureContext;
   metrics: Metrics;
+  /** Present when EVENTS_URL is set. */
+  events?: EventSink;
+  /** Present when FTP_AUTH_URL is set. */
+  externalAuth?: ExternalAuth;
 }
 
 /** A resolved path argument: what the client sees and what the storage takes. */
