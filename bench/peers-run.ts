@@ -11,7 +11,8 @@
  *
  * Sizes: BENCH_FILE_MB (1024), BENCH_BIG_RUNS (3), BENCH_SMALL_FILES (500),
  * BENCH_LIST_OBJECTS (20000), BENCH_CONC_TRANSFERS (32), BENCH_CONC_MB (256),
- * BENCH_CONC_SESSIONS (200), BENCH_CONC_FILES (files per session, 5).
+ * BENCH_CONC_SESSIONS (200), BENCH_CONC_FILES (files per session, 5);
+ * BENCH_SMALL_BUDGET_S (60): the most one small-file measurement may take.
  * BENCH_PEER_PHASES picks phases (big,small,list,conc,local; all by default).
  */
 import { execFile } from 'node:child_process';
@@ -49,6 +50,8 @@ const CONC_MB = num('BENCH_CONC_MB', 256);
 const CONC_SESSIONS = num('BENCH_CONC_SESSIONS', 200);
 const CONC_FILES = num('BENCH_CONC_FILES', 5);
 const PHASES = new Set((process.env.BENCH_PEER_PHASES ?? 'big,small,list,conc,local').split(','));
+/** No server gets more than this for one small-file measurement; its rate is taken over the files it did. */
+const BUDGET_S = num('BENCH_SMALL_BUDGET_S', 60);
 const SEED_CONCURRENCY = 64;
 /** Every bench client comes from 127.0.0.1; s3ftp's default of 50 connections per address would refuse the 200 sessions. */
 const S3FTP_EXTRA = { FTP_MAX_CONNECTIONS_PER_IP: String(Math.max(50, 2 * CONC_SESSIONS + 10)), FTP_MAX_CONNECTIONS: String(Math.max(500, 2 * CONC_SESSIONS + 10)) };
@@ -198,8 +201,9 @@ async function smallRound(t: Target, s3: S3 | undefined, minio: BenchMinio | und
   const dir = `w-${slug(t.name)}/small-r${round}`;
   if (t.peer) {
     const peer = t.peer;
-    const out = await measured(t, minio, () => py(['small', ...pyArgs(peer), `${peer.base}/${dir}`, String(SMALL_FILES), String(SMALL_SIZE)]));
-    t.small.push(SMALL_FILES / Number(out.seconds));
+    const out = await measured(t, minio, () => py(['small', ...pyArgs(peer), `${peer.base}/${dir}`, String(SMALL_FILES), String(SMALL_SIZE), String(BUDGET_S)]));
+    if (Number(out.files) < SMALL_FILES) log(`${t.name}: ${out.files} of ${SMALL_FILES} files in the ${BUDGET_S} s budget`);
+    t.small.push(Number(out.files) / Number(out.seconds));
     return;
   }
   const { client, bucket } = s3!;
@@ -240,6 +244,18 @@ function slug(name: string): string {
   return name.toLowerCase().replace(/[^a-z0-9]+/g, '-');
 }
 
+/** What failed; the run goes on without that measurement and reports it. */
+const failures: string[] = [];
+
+async function attempt(t: Target, what: string, work: () => Promise<void>): Promise<void> {
+  try {
+    await work();
+  } catch (err) {
+    failures.push(`${t.name}, ${what}: ${(err as Error).message.split('\n')[0]}`);
+    log(failures.at(-1)!);
+  }
+}
+
 /** The shared work, rounds interleaved. */
 async function compare(targets: Target[], s3: S3 | undefined, minio: BenchMinio | undefined, seedList: () => Promise<void>): Promise<void> {
   const dir = scratch('files');
@@ -249,7 +265,6 @@ async function compare(targets: Target[], s3: S3 | undefined, minio: BenchMinio 
     await writeRandomFile(file, FILE_MB * MiB);
   }
   if (PHASES.has('list')) {
-    log(`seeding ${LIST_OBJECTS} objects to list`);
     await seedList();
     // MinIO caches a prefix's listing on its first walk: one untimed walk for everyone.
     for (const t of targets) if (!t.peer && s3) await listRound({ ...t, list: [] }, s3, undefined);
@@ -260,20 +275,20 @@ async function compare(targets: Target[], s3: S3 | undefined, minio: BenchMinio 
       for (const what of ['stor', 'retr'] as const) {
         for (const t of order) {
           log(`round ${round}/${ROUNDS}: ${what.toUpperCase()} ${FILE_MB} MiB, ${t.name}`);
-          await bigRound(t, s3, minio, file, round, what);
+          await attempt(t, what.toUpperCase(), () => bigRound(t, s3, minio, file, round, what));
         }
       }
     }
     if (PHASES.has('small')) {
       for (const t of order) {
         log(`round ${round}/${ROUNDS}: ${SMALL_FILES} × 4 KiB, ${t.name}`);
-        await smallRound(t, s3, minio, round);
+        await attempt(t, 'small files', () => smallRound(t, s3, minio, round));
       }
     }
     if (PHASES.has('list')) {
       for (const t of order) {
         log(`round ${round}/${ROUNDS}: LIST ${LIST_OBJECTS}, ${t.name}`);
-        await listRound(t, s3, minio);
+        await attempt(t, 'LIST', () => listRound(t, s3, minio));
       }
     }
   }
@@ -320,7 +335,7 @@ async function concurrency(t: Target, s3: S3, minio: BenchMinio, file: string): 
   let filesPerSecond: number;
   let errors = '';
   if (t.peer) {
-    const out = await py(['sessions', ...pyArgs(t.peer), `${t.peer.base}/${dir}/s`, String(CONC_SESSIONS), String(CONC_FILES), String(SMALL_SIZE)]);
+    const out = await py(['sessions', ...pyArgs(t.peer), `${t.peer.base}/${dir}/s`, String(CONC_SESSIONS), String(CONC_FILES), String(SMALL_SIZE), String(BUDGET_S)]);
     filesPerSecond = Number(out.files) / Number(out.seconds);
     if (Number(out.errors) > 0) errors = `${out.errors} sessions failed (${String(out.firstError)})`;
   } else {
@@ -399,7 +414,25 @@ async function s3Run(minio: BenchMinio, output: string[]): Promise<void> {
   const bucket = `bench-${randomBytes(4).toString('hex')}`;
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
   const s3 = { client, bucket };
+  // Everything the servers read is in place before they start: rclone caches
+  // a directory's listing (--dir-cache-time, 5 min) and would not see later objects.
+  if (PHASES.has('list')) {
+    log(`seeding ${LIST_OBJECTS} objects to list`);
+    await pool(
+      Array.from({ length: LIST_OBJECTS }, (_, i) => `list/object-${String(i).padStart(7, '0')}`),
+      SEED_CONCURRENCY,
+      (Key) => client.send(new PutObjectCommand({ Bucket: bucket, Key, Body: 'x' })),
+    );
+  }
+  const concDir = scratch('conc');
+  const concFile = join(concDir, 'conc.bin');
+  if (PHASES.has('conc')) {
+    log(`writing a ${CONC_MB} MiB file and its object`);
+    await writeRandomFile(concFile, CONC_MB * MiB);
+    await new Upload({ client, params: { Bucket: bucket, Key: 'conc/source.bin', Body: createReadStream(concFile) } }).done();
+  }
   const peers: FtpPeer[] = [];
+  let targets: Target[] = [];
   try {
     peers.push(
       await startS3ftp(
@@ -408,33 +441,30 @@ async function s3Run(minio: BenchMinio, output: string[]): Promise<void> {
       ),
     );
     peers.push(await startRclone(minio, bucket));
-    const sftpgo = await startSftpgo(minio, bucket);
+    const sftpgo = await startSftpgo(minio, bucket).catch((err: unknown) => {
+      log(`SFTPGo skipped: ${(err as Error).message}`);
+      return undefined;
+    });
     if (sftpgo) peers.push(sftpgo);
-    else log('SFTPGo skipped: set SFTPGO_BIN to an sftpgo binary to include it');
+    else if (!process.env.SFTPGO_BIN) log('SFTPGo skipped: set SFTPGO_BIN to an sftpgo binary to include it');
     peers.push(minioFtpPeer(minio, bucket));
     for (const p of peers) log(`${p.name} on port ${p.port} (pid ${p.pid}), RSS ${fmt(rss(p.pid))} MiB`);
-    const targets = [...peers.map((p) => target(p.name, p)), target('direct SDK')];
-    const seedList = () =>
-      pool(
-        Array.from({ length: LIST_OBJECTS }, (_, i) => `list/object-${String(i).padStart(7, '0')}`),
-        SEED_CONCURRENCY,
-        (Key) => client.send(new PutObjectCommand({ Bucket: bucket, Key, Body: 'x' })),
-      );
-    await compare(targets, s3, minio, seedList);
+    targets = [...peers.map((p) => target(p.name, p)), target('direct SDK')];
+    await compare(targets, s3, minio, async () => undefined);
     output.push(`### S3: s3ftp and its peers on one MinIO (${ROUNDS} rounds, medians)`, '', peerTable(targets, ROUNDS, true), '');
     if (PHASES.has('conc')) {
-      const dir = scratch('conc');
-      const file = join(dir, 'conc.bin');
-      log(`writing a ${CONC_MB} MiB file and its object`);
-      await writeRandomFile(file, CONC_MB * MiB);
-      await new Upload({ client, params: { Bucket: bucket, Key: 'conc/source.bin', Body: createReadStream(file) } }).done();
-      for (const t of targets) await concurrency(t, s3, minio, file);
+      for (const t of targets) {
+        await concurrency(t, s3, minio, concFile).catch((err: unknown) => {
+          failures.push(`${t.name}, concurrency: ${(err as Error).message.split('\n')[0]}`);
+          log(failures.at(-1)!);
+        });
+      }
       output.push(`### Concurrency: ${CONC_TRANSFERS} transfers (half STOR, half RETR), then ${CONC_SESSIONS} sessions`, '', concTable(targets), '');
-      rmSync(dir, { recursive: true, force: true });
     }
-    for (const t of targets) t.sampler?.stop();
   } finally {
+    for (const t of targets) t.sampler?.stop();
     for (const p of peers) await p.stop().catch(() => undefined);
+    rmSync(concDir, { recursive: true, force: true });
   }
 }
 
@@ -453,6 +483,7 @@ async function localRun(output: string[]): Promise<void> {
     }
     const targets = peers.map((p) => target(p.name, p));
     const seedList = async () => {
+      log(`writing ${LIST_OBJECTS} files to list, for each server`);
       for (const root of [ours, theirs]) {
         mkdirSync(join(root, 'pub', 'list'), { recursive: true });
         for (let i = 0; i < LIST_OBJECTS; i++) writeFileSync(join(root, 'pub', 'list', `object-${String(i).padStart(7, '0')}`), 'x');
@@ -474,10 +505,14 @@ export async function peersBench(): Promise<void> {
   try {
     log(`MinIO ${minio.endpoint} (pid ${minio.pid}), its FTP on port ${minio.ftpPort}`);
     await s3Run(minio, output);
+  } catch (err) {
+    process.stdout.write(output.join('\n'));
+    throw err;
   } finally {
     await minio.stop();
   }
   if (PHASES.has('local')) await localRun(output);
+  if (failures.length > 0) output.push('Failed (left out of the medians):', '', ...failures.map((f) => `- ${f}`), '');
   output.push(
     `Sizes: BENCH_FILE_MB=${FILE_MB} BENCH_BIG_RUNS=${ROUNDS} BENCH_SMALL_FILES=${SMALL_FILES} BENCH_LIST_OBJECTS=${LIST_OBJECTS} ` +
       `BENCH_CONC_TRANSFERS=${CONC_TRANSFERS} BENCH_CONC_MB=${CONC_MB} BENCH_CONC_SESSIONS=${CONC_SESSIONS} BENCH_CONC_FILES=${CONC_FILES}; ` +

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { constants, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -55,11 +55,10 @@ function cleanup(): void {
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 }
 process.once('exit', cleanup);
+// Exiting (not re-raising the signal) runs every 'exit' handler, the one
+// that stops the s3ftp child (test/helpers/process.ts) included.
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.once(signal, () => {
-    cleanup();
-    process.kill(process.pid, signal);
-  });
+  process.once(signal, () => process.exit(128 + constants.signals[signal]));
 }
 
 /** A temporary directory removed when the bench ends. */
@@ -214,7 +213,7 @@ export async function startS3ftp(storage: Record<string, string>, extra: Record<
   const user = 'bench';
   const password = randomBytes(12).toString('hex');
   const server = await startServerProcess(
-    childEnv({ ...storage, FTP_PORT: '0', FTP_USER: user, FTP_PASSWORD: password, LOG_LEVEL: 'warn', ...extra }),
+    childEnv({ ...storage, FTP_PORT: '0', FTP_USER: user, FTP_PASSWORD: password, ...extra }),
     { args: [...nodeFlags(), MAIN] },
   );
   return {
