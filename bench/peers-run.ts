@@ -12,7 +12,7 @@
  * Sizes: BENCH_FILE_MB (1024), BENCH_BIG_RUNS (3), BENCH_SMALL_FILES (500),
  * BENCH_LIST_OBJECTS (20000), BENCH_CONC_TRANSFERS (32), BENCH_CONC_MB (256),
  * BENCH_CONC_SESSIONS (200), BENCH_CONC_FILES (files per session, 5);
- * BENCH_SMALL_BUDGET_S (60): the most one small-file measurement may take.
+ * BENCH_SMALL_BUDGET_S (30): the most one small-file measurement may take.
  * BENCH_PEER_PHASES picks phases (big,small,list,conc,local; all by default).
  */
 import { execFile } from 'node:child_process';
@@ -51,7 +51,7 @@ const CONC_SESSIONS = num('BENCH_CONC_SESSIONS', 200);
 const CONC_FILES = num('BENCH_CONC_FILES', 5);
 const PHASES = new Set((process.env.BENCH_PEER_PHASES ?? 'big,small,list,conc,local').split(','));
 /** No server gets more than this for one small-file measurement; its rate is taken over the files it did. */
-const BUDGET_S = num('BENCH_SMALL_BUDGET_S', 60);
+const BUDGET_S = num('BENCH_SMALL_BUDGET_S', 30);
 const SEED_CONCURRENCY = 64;
 /** Every bench client comes from 127.0.0.1; s3ftp's default of 50 connections per address would refuse the 200 sessions. */
 const S3FTP_EXTRA = { FTP_MAX_CONNECTIONS_PER_IP: String(Math.max(50, 2 * CONC_SESSIONS + 10)), FTP_MAX_CONNECTIONS: String(Math.max(500, 2 * CONC_SESSIONS + 10)) };
