@@ -451,7 +451,9 @@ async function s3Run(minio: BenchMinio, output: string[]): Promise<void> {
     for (const p of peers) log(`${p.name} on port ${p.port} (pid ${p.pid}), RSS ${fmt(rss(p.pid))} MiB`);
     targets = [...peers.map((p) => target(p.name, p)), target('direct SDK')];
     await compare(targets, s3, minio, async () => undefined);
-    output.push(`### S3: s3ftp and its peers on one MinIO (${ROUNDS} rounds, medians)`, '', peerTable(targets, ROUNDS, true), '');
+    if (['big', 'small', 'list'].some((p) => PHASES.has(p))) {
+      output.push(`### S3: s3ftp and its peers on one MinIO (${ROUNDS} rounds, medians)`, '', peerTable(targets, ROUNDS, true), '');
+    }
     if (PHASES.has('conc')) {
       for (const t of targets) {
         await concurrency(t, s3, minio, concFile).catch((err: unknown) => {
