@@ -1,6 +1,11 @@
 import { readFileSync } from 'node:fs';
+import { peakRss, resetPeak } from './proc.js';
 
-/** Samples a process's resident memory (VmRSS, MiB) from /proc, keeping the peak since the last reset. */
+/**
+ * Samples a process's resident memory (VmRSS, MiB) from /proc, keeping the
+ * peak since the last reset; the kernel's own high-water mark (VmHWM, reset
+ * with clear_refs) catches what falls between samples.
+ */
 export class RssSampler {
   #peak = 0;
   #highWater = 0;
@@ -19,6 +24,8 @@ export class RssSampler {
   /** The peak since the last reset (or the start). */
   peak(): number {
     this.#sample();
+    this.#peak = Math.max(this.#peak, peakRss(this.pid));
+    this.#highWater = Math.max(this.#highWater, this.#peak);
     return this.#peak;
   }
 
@@ -29,6 +36,7 @@ export class RssSampler {
   }
 
   reset(): void {
+    resetPeak(this.pid);
     this.#peak = 0;
     this.#sample();
   }

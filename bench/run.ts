@@ -5,6 +5,8 @@
  * Prints a markdown table. Sizes: BENCH_FILE_MB, BENCH_SMALL_FILES,
  * BENCH_LIST_OBJECTS, BENCH_RENAME_OBJECTS; BENCH_PHASES picks phases
  * (comma-separated: big,small,list,rename; all by default).
+ * BENCH_NODE_FLAGS (space-separated) replaces the bin's node flags, for A/B runs only.
+ * With --peers or BENCH_PEERS=1, runs bench/peers-run.ts instead.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -28,6 +30,7 @@ import { RawFtp } from '../test/helpers/ftp.js';
 import { getS3, type S3TestEnv } from '../test/helpers/minio.js';
 import { childEnv, MAIN, nodeFlags, s3Settings, startServerProcess, type ServerProcess } from '../test/helpers/process.js';
 import { tempDir } from '../test/helpers/server.js';
+import { cpuSeconds } from './proc.js';
 import { RssSampler } from './rss.js';
 
 const MiB = 1024 * 1024;
@@ -71,7 +74,7 @@ async function main(): Promise<void> {
   // Started as the bin, the image and `npm start` start it (test/deploy.test.ts keeps their flags the same).
   const server = await startServerProcess(
     childEnv({ ...s3Settings(env, PREFIX), FTP_PORT: '0', FTP_USER: USER, FTP_PASSWORD: PASSWORD, ...JSON.parse(process.env.BENCH_SERVER_ENV ?? '{}') }),
-    { args: [...nodeFlags(), MAIN] },
+    { args: [...(process.env.BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? nodeFlags()), MAIN] },
   );
   const rss = new RssSampler(server.child.pid!);
   try {
@@ -100,18 +103,24 @@ async function bigFile(env: S3TestEnv, server: ServerProcess, rss: RssSampler): 
   const times = { stor: [] as number[], upload: [] as number[], retr: [] as number[], get: [] as number[] };
   let storPeak = 0;
   let retrPeak = 0;
+  const cpu = { stor: 0, retr: 0 };
+  const pid = server.child.pid!;
   try {
     for (let round = 1; round <= BIG_RUNS; round++) {
       log(`STOR through the gateway (curl -T), then direct Upload (lib-storage, default part size and queue) (${round} of ${BIG_RUNS})`);
       rss.reset();
+      let cpu0 = cpuSeconds(pid);
       times.stor.push(await timed(() => run('curl', ['-sS', '--fail', '-T', file, `${url}/big.bin`], { maxBuffer: MiB })));
+      cpu.stor += cpuSeconds(pid) - cpu0;
       storPeak = Math.max(storPeak, rss.peak());
       times.upload.push(
         await timed(() => new Upload({ client: env.client, params: { Bucket: env.bucket, Key: `${PREFIX}-direct/big.bin`, Body: createReadStream(file) } }).done()),
       );
       log(`RETR through the gateway (curl), then direct GetObject (${round} of ${BIG_RUNS})`);
       rss.reset();
+      cpu0 = cpuSeconds(pid);
       times.retr.push(await timed(() => run('curl', ['-sS', '--fail', '-o', '/dev/null', `${url}/big.bin`], { maxBuffer: MiB })));
+      cpu.retr += cpuSeconds(pid) - cpu0;
       retrPeak = Math.max(retrPeak, rss.peak());
       times.get.push(
         await timed(async () => {
@@ -138,6 +147,8 @@ async function bigFile(env: S3TestEnv, server: ServerProcess, rss: RssSampler): 
       const ratio = mbps(gateway) / mbps(direct);
       rows.push({ measure: `${name} ${FILE_MB} MiB, median of ${BIG_RUNS} (MiB/s)`, gateway: fmt(mbps(gateway)), direct: fmt(mbps(direct)), ratio: fmt(ratio, 2), target: '≥ 0.90', met: yes(ratio >= 0.9) });
       rows.push(rssRow(name, peak));
+      const perGiB = cpu[name === 'STOR' ? 'stor' : 'retr'] / BIG_RUNS / (FILE_MB / 1024);
+      rows.push({ measure: `Server CPU during ${name} (s per GiB)`, gateway: fmt(perGiB, 2), direct: '', ratio: '', target: '', met: '' });
     }
     rows.push(rssRow(`RETR to a reader at ${SLOW_RATE_MB} MiB/s (${SLOW_SECONDS} s)`, slowPeak));
   } finally {
@@ -337,4 +348,9 @@ function print(): void {
   );
 }
 
-await main();
+if (process.argv.includes('--peers') || process.env.BENCH_PEERS === '1') {
+  const { peersBench } = await import('./peers-run.js');
+  await peersBench();
+} else {
+  await main();
+}

@@ -2,7 +2,6 @@ import type { Socket } from 'node:net';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { StorageError } from '../storage/types.js';
-import { streamed } from './reclaim.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -30,7 +29,6 @@ export function counter(count: (bytes: number) => void): Transform {
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
       count(chunk.length);
-      streamed(chunk.length);
       done(null, chunk);
     },
   });
