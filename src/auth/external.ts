@@ -1,5 +1,5 @@
 import { createHmac, randomBytes } from 'node:crypto';
-import { ConfigError } from '../config/index.js';
+import { ConfigError, int, type Env } from '../config/env.js';
 import { parseHookUrl } from '../events/endpoint.js';
 import { signatureHeaders } from '../events/signature.js';
 import { homeToStoragePath } from '../paths.js';
@@ -54,7 +54,6 @@ const MAX_CACHE_ENTRIES = 10_000;
 const USER_KEYS = new Set(['name', 'home', 'permissions', 'requireTls', 'requireProtP', 'keepPartialUploads']);
 const ANSWER_KEYS = new Set(['allow', 'user', 'reason']);
 
-type Env = Record<string, string | undefined>;
 
 /** Reads FTP_AUTH_* variables; undefined when FTP_AUTH_URL is unset. Throws ConfigError naming the variable. */
 export function loadExternalAuthConfig(env: Env = process.env): ExternalAuthConfig | undefined {
@@ -80,14 +79,6 @@ export function loadExternalAuthConfig(env: Env = process.env): ExternalAuthConf
   };
 }
 
-function int(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = env[name]?.trim();
-  if (!raw) return fallback;
-  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name}: "${raw}" is not a whole number`);
-  const value = Number(raw);
-  if (value < min || value > max) throw new ConfigError(`${name}: ${value} is outside ${min}-${max}`);
-  return value;
-}
 
 /** A typed failure, thrown inside and turned into an AuthResult at the edge. */
 class AuthFailure extends Error {

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { verifyPassword, type PasswordSecret, type User } from '../auth/users.js';
+import { isAllowed } from '../auth/permissions.js';
 import { toStoragePath } from '../paths.js';
 import { plainAddress } from '../data/channel.js';
 import { Reply } from '../replies.js';
@@ -103,14 +104,21 @@ export async function pass(s: Session, arg: string): Promise<void> {
     }
     return;
   }
-  // Like SFTPGo, and unlike vsftpd, a missing home is created rather than refused; so is every
-  // directory a permission rule names, so a drop box's `/incoming` exists for a partner who may not MKD.
-  const dirs = [account.home, ...(account.permissions ?? []).filter((r) => r.dir !== '/').map((r) => toStoragePath(account.home, r.dir))];
+  // Like SFTPGo, and unlike vsftpd, a missing home is created rather than refused; so is a
+  // directory a permission rule names where the user may not MKD it (a drop box's `/incoming`
+  // under a read-only `/`): otherwise nobody but an administrator could ever make it.
+  const rules = account.permissions ?? [];
+  const needed = rules.filter((r) => r.dir !== '/' && !isAllowed(rules, parentFtpPath(r.dir), 'mkdir'));
+  const dirs = [account.home, ...needed.map((r) => toStoragePath(account.home, r.dir))];
   for (const dir of dirs) await ensureDirectory(s, dir);
   s.loggedIn(account);
   s.log.info({ event: 'login', user: account.name });
   s.server.metrics.logins.inc({ result: 'ok' });
   s.reply(Reply.LoggedIn, 'Login successful.');
+}
+
+function parentFtpPath(path: string): string {
+  return path.slice(0, path.lastIndexOf('/')) || '/';
 }
 
 async function ensureDirectory(s: Session, dir: string): Promise<void> {

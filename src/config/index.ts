@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
+import { ConfigError, int, type Env } from './env.js';
 import { loadExternalAuthConfig, type ExternalAuthConfig } from '../auth/external.js';
 import { parseUsersFile, type User } from '../auth/users.js';
 import { loadBandwidthConfig, type BandwidthConfig } from '../data/throttle.js';
@@ -9,9 +10,7 @@ import { homeToStoragePath } from '../paths.js';
 import { checkTlsPolicy, DEFAULT_CIPHERS, DEFAULT_MIN_VERSION, TLS_MIN_VERSIONS, type TlsMinVersion } from '../server/tls.js';
 
 /** A configuration problem; the message names the variable at fault. */
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
+export { ConfigError } from './env.js';
 
 export interface LocalStorageConfig {
   kind: 'local';
@@ -123,7 +122,6 @@ export interface LimitsConfig {
   failedLoginDelayMs: number;
 }
 
-type Env = Record<string, string | undefined>;
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -300,16 +298,6 @@ function homeToStoragePathOrThrow(value: string, variable: string): string {
   }
 }
 
-function int(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = env[name]?.trim();
-  if (!raw) return fallback;
-  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name}: "${raw}" is not a whole number`);
-  const value = Number(raw);
-  if (value < min || value > max) {
-    throw new ConfigError(`${name}: ${value} is outside ${min}-${max}`);
-  }
-  return value;
-}
 
 function bool(env: Env, name: string, fallback: boolean): boolean {
   const raw = env[name]?.trim().toLowerCase();

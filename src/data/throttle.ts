@@ -1,5 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
-import { ConfigError } from '../config/index.js';
+import { ConfigError } from '../config/env.js';
 
 /** Smallest slice a chunk is cut into, so a slow limit does not mean one timer per few bytes. */
 const MIN_SLICE_BYTES = 512;

@@ -1,4 +1,4 @@
-import { ConfigError } from '../config/index.js';
+import { ConfigError, int, type Env } from '../config/env.js';
 import { isLoopbackHost, parseHookUrl } from './endpoint.js';
 import { EVENT_KINDS, type EventKind } from './types.js';
 
@@ -20,7 +20,6 @@ export interface EventsConfig {
   backoffMaxMs: number;
 }
 
-type Env = Record<string, string | undefined>;
 
 /**
  * Reads EVENTS_* variables; undefined when EVENTS_URL is not set. Throws
@@ -67,11 +66,3 @@ function parseKinds(raw: string | undefined): ReadonlySet<EventKind> {
   return kinds;
 }
 
-function int(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = env[name]?.trim();
-  if (!raw) return fallback;
-  if (!/^\d+$/.test(raw)) throw new ConfigError(`${name}: "${raw}" is not a whole number`);
-  const value = Number(raw);
-  if (value < min || value > max) throw new ConfigError(`${name}: ${value} is outside ${min}-${max}`);
-  return value;
-}
