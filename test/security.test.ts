@@ -7,7 +7,7 @@ import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { parsePermissions } from '../src/auth/permissions.js';
 import type { User } from '../src/auth/users.js';
-import { basicFtp, RawFtp, readAll } from './helpers/ftp.js';
+import { basicFtp, getFile, RawFtp, readAll } from './helpers/ftp.js';
 import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
 
 const plain = (name: string, password: string, home: string, permissions?: unknown): User => ({
@@ -400,6 +400,44 @@ for (const driver of await drivers()) {
         await ftp.expect('MKD /other', 550);
         ftp.close();
         assert.equal((await server.storage.stat('drops/partner/incoming/report.csv')).size, 4);
+      } finally {
+        await server.close();
+      }
+    });
+  });
+}
+
+for (const driver of await drivers()) {
+  describe(`drop boxes learn nothing about existing names (${driver.name})`, { skip: driver.skip }, () => {
+    test('error texts do not depend on what exists; dropBoxOnExisting "rename" stores a taken name under a free one', async () => {
+      const renaming: User = { ...plain('renamer', 'renamepw', 'drop', 'drop-box'), dropBoxOnExisting: 'rename' };
+      const server = await startTestServer(driver, { users: [plain(USER, PASSWORD, ''), plain('partner', 'droppw', 'drop', 'drop-box'), renaming] });
+      try {
+        const partner = await RawFtp.login(server.port, 'partner', 'droppw');
+        assert.equal(await store(partner, 'report.csv', 'first'), 226);
+        const texts = new Set<string>();
+        for (const line of ['CWD report.csv', 'CWD nosuch', 'SIZE report.csv', 'SIZE nosuch', 'DELE report.csv', 'DELE nosuch', 'RNFR report.csv', 'RNFR nosuch']) {
+          const reply = await partner.send(line);
+          assert.equal(reply.code, 550, line);
+          texts.add(reply.text);
+        }
+        assert.deepEqual([...texts], ['Requested action not taken.']);
+        // The default, "refuse", is documented as telling that the name exists.
+        assert.equal(await store(partner, 'report.csv', 'again'), 550);
+        partner.close();
+
+        const renamer = await RawFtp.login(server.port, 'renamer', 'renamepw');
+        for (const [content, stored] of [['second', 'report (1).csv'], ['third', 'report (2).csv']] as const) {
+          const data = await renamer.passive();
+          await renamer.expect('STOR report.csv', 150);
+          data.end(content);
+          const done = await renamer.read();
+          assert.equal(done.code, 226);
+          assert.equal(done.text, `Transfer complete; stored as "${stored}".`);
+        }
+        renamer.close();
+        const read = async (name: string) => (await getFile(server.port, USER, PASSWORD, `drop/${name}`)).toString();
+        assert.deepEqual([await read('report.csv'), await read('report (1).csv'), await read('report (2).csv')], ['first', 'second', 'third']);
       } finally {
         await server.close();
       }

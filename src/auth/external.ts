@@ -3,8 +3,7 @@ import { ConfigError, int, type Env } from '../config/env.js';
 import { parseHookUrl } from '../events/endpoint.js';
 import { signatureHeaders } from '../events/signature.js';
 import { homeToStoragePath } from '../paths.js';
-import { parsePermissions } from './permissions.js';
-import { MAX_PASSWORD_BYTES, type User } from './users.js';
+import { MAX_PASSWORD_BYTES, parseUserSettings, USER_SETTINGS, type User } from './users.js';
 
 /**
  * An external identity provider (FTP_AUTH_URL): the server POSTs the
@@ -51,7 +50,7 @@ const NAME = /^[\w.@-]{1,128}$/;
 /** An answer is a small JSON object; anything bigger is a misbehaving provider. */
 const MAX_ANSWER_BYTES = 64 * 1024;
 const MAX_CACHE_ENTRIES = 10_000;
-const USER_KEYS = new Set(['name', 'home', 'permissions', 'requireTls', 'requireProtP', 'keepPartialUploads']);
+const USER_KEYS = new Set(['name', 'home', ...USER_SETTINGS]);
 const ANSWER_KEYS = new Set(['allow', 'user', 'reason']);
 
 
@@ -238,19 +237,12 @@ function parseAnswer(text: string, username: string): User {
   if (typeof u.home !== 'string') throw new AuthFailure('malformed', 'user.home must be a path');
   try {
     const home = homeToStoragePath(u.home);
-    const permissions = parsePermissions(u.permissions);
-    for (const flag of ['requireTls', 'requireProtP', 'keepPartialUploads'] as const) {
-      if (u[flag] !== undefined && typeof u[flag] !== 'boolean') throw new Error(`${flag} must be true or false`);
-    }
     return {
       name: username,
       // The provider checked the password; this secret matches nothing, so no other path can log this user in.
       password: { kind: 'plain', value: randomBytes(32).toString('base64') },
       home,
-      permissions,
-      requireTls: u.requireTls as boolean | undefined,
-      requireProtP: u.requireProtP as boolean | undefined,
-      keepPartialUploads: u.keepPartialUploads as boolean | undefined,
+      ...parseUserSettings(u),
     };
   } catch (err) {
     throw new AuthFailure('malformed', `user: ${(err as Error).message}`);

@@ -23,6 +23,12 @@ export interface User {
    * instead of leaving the previous file untouched. Default false.
    */
   keepPartialUploads?: boolean;
+  /**
+   * An upload onto a name that exists, by a user who may not replace it (a
+   * drop box): 'refuse' (550; it tells that the name exists) or 'rename'
+   * (stored under a free name, `report (1).csv`, said in the 226). Default 'refuse'.
+   */
+  dropBoxOnExisting?: 'refuse' | 'rename';
 }
 
 const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 };
@@ -85,7 +91,32 @@ export async function verifyPassword(secret: PasswordSecret, password: string): 
 
 /** The keys a users file and each of its entries may hold; any other is an error, never ignored. */
 const FILE_KEYS = ['users'] as const;
-const USER_KEYS = ['name', 'password', 'home', 'permissions', 'requireTls', 'requireProtP', 'keepPartialUploads'] as const;
+/** What a user entry may say besides name, password and home: in the users file and from the identity provider alike. */
+export const USER_SETTINGS = ['permissions', 'requireTls', 'requireProtP', 'keepPartialUploads', 'dropBoxOnExisting'] as const;
+const USER_KEYS = ['name', 'password', 'home', ...USER_SETTINGS] as const;
+
+/** Validates a user entry's settings (USER_SETTINGS); throws an Error naming the field. */
+export function parseUserSettings(e: Record<string, unknown>): Pick<User, (typeof USER_SETTINGS)[number]> {
+  let permissions: PermissionRules;
+  try {
+    permissions = parsePermissions(e.permissions);
+  } catch (err) {
+    throw new Error(`permissions: ${(err as Error).message}`);
+  }
+  for (const flag of ['requireTls', 'requireProtP', 'keepPartialUploads'] as const) {
+    if (e[flag] !== undefined && typeof e[flag] !== 'boolean') throw new Error(`${flag} must be true or false`);
+  }
+  if (e.dropBoxOnExisting !== undefined && e.dropBoxOnExisting !== 'refuse' && e.dropBoxOnExisting !== 'rename') {
+    throw new Error('dropBoxOnExisting must be "refuse" or "rename"');
+  }
+  return {
+    permissions,
+    requireTls: e.requireTls as boolean | undefined,
+    requireProtP: e.requireProtP as boolean | undefined,
+    keepPartialUploads: e.keepPartialUploads as boolean | undefined,
+    dropBoxOnExisting: e.dropBoxOnExisting as User['dropBoxOnExisting'],
+  };
+}
 
 function rejectUnknownKeys(object: Record<string, unknown>, known: readonly string[], where: string): void {
   for (const key of Object.keys(object)) {
@@ -152,23 +183,12 @@ export function parseUsersFile(text: string): User[] {
     } catch (err) {
       throw new Error(`${where}.home: ${(err as Error).message}`);
     }
-    let permissions: PermissionRules;
+    let settings: ReturnType<typeof parseUserSettings>;
     try {
-      permissions = parsePermissions(e.permissions);
+      settings = parseUserSettings(e);
     } catch (err) {
-      throw new Error(`${where}.permissions: ${(err as Error).message}`);
+      throw new Error(`${where}.${(err as Error).message}`);
     }
-    for (const flag of ['requireTls', 'requireProtP', 'keepPartialUploads'] as const) {
-      if (e[flag] !== undefined && typeof e[flag] !== 'boolean') throw new Error(`${where}.${flag} must be true or false`);
-    }
-    return {
-      name: e.name,
-      password,
-      home: homePath,
-      permissions,
-      requireTls: e.requireTls as boolean | undefined,
-      requireProtP: e.requireProtP as boolean | undefined,
-      keepPartialUploads: e.keepPartialUploads as boolean | undefined,
-    };
+    return { name: e.name, password, home: homePath, ...settings };
   });
 }

@@ -12,7 +12,8 @@ import { Reply } from '../replies.js';
 import { protectionRequired } from './security.js';
 import type { Session } from '../session/session.js';
 import { startTransfer } from '../session/transfer.js';
-import { baseName } from '../storage/types.js';
+import type { ResolvedPath } from '../session/session.js';
+import { baseName, StorageError } from '../storage/types.js';
 
 /** Lowest port PORT/EPRT may name (RFC 2577: no bounces to privileged services). */
 const MIN_ACTIVE_PORT = 1024;
@@ -60,12 +61,12 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
   }
   if (offset > 0) s.authorize('append', target);
   // APPE keeps every existing byte; STOR (from 0 or from a REST offset) replaces some.
-  if (!append) await s.authorizeOverwrite(target);
+  const destination = append ? target : await storeTarget(s, target);
   // Phase 1 ends when the storage has validated the target (parent, name,
   // offset) and asks for the first byte: a refusal is answered with no 150.
   const controller = new AbortController();
   const body = new UploadBody();
-  const written = s.storage.write(target.storage, body, {
+  const written = s.storage.write(destination.storage, body, {
     offset: append ? undefined : offset,
     append,
     signal: AbortSignal.any([controller.signal, s.signal]),
@@ -76,8 +77,9 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
   await Promise.race([body.opened, written]);
   startTransfer(s, {
     direction: 'upload',
-    path: target.ftp,
+    path: destination.ftp,
     opening: 'Ok to send data.',
+    ...(destination !== target ? { completed: `Transfer complete; stored as "${baseName(destination.storage)}".` } : {}),
     controller,
     async run({ socket, signal, count, commit }) {
       body.commit = commit;
@@ -108,8 +110,8 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
         kind: 'upload',
         user: s.user?.name ?? '',
         clientAddress: s.clientAddress,
-        path: target.ftp,
-        ...storageLocation(s.server.config.storage, target.storage),
+        path: destination.ftp,
+        ...storageLocation(s.server.config.storage, destination.storage),
         size,
         sha256: digest?.hex(),
         session: s.id,
@@ -289,6 +291,30 @@ export function dataReady(s: Session): boolean {
   if (s.data) return true;
   s.reply(Reply.CantOpenDataConnection, 'Use PORT, PASV or EPSV first.');
   return false;
+}
+
+/** Numbered names a drop box tries beside a taken one before it gives up (550). */
+const MAX_NUMBERED_NAMES = 100;
+
+/**
+ * Where a STOR lands. Replacing a file takes the delete permission; a user
+ * without it (a drop box) whose users-file entry says `dropBoxOnExisting:
+ * "rename"` gets the first free `name (n).ext` instead of a refusal that
+ * would tell the name exists.
+ */
+async function storeTarget(s: Session, target: ResolvedPath): Promise<ResolvedPath> {
+  if (s.user?.dropBoxOnExisting !== 'rename' || s.mayReplace(target)) {
+    await s.authorizeOverwrite(target);
+    return target;
+  }
+  const dot = target.ftp.lastIndexOf('.');
+  const slash = target.ftp.lastIndexOf('/');
+  const [stem, ext] = dot > slash + 1 ? [target.ftp.slice(0, dot), target.ftp.slice(dot)] : [target.ftp, ''];
+  for (let n = 0; n <= MAX_NUMBERED_NAMES; n++) {
+    const candidate = n === 0 ? target : s.resolve(`${stem} (${n})${ext}`);
+    if (!(await s.exists(candidate))) return candidate;
+  }
+  throw new StorageError('Exists', 'no free name');
 }
 
 /**

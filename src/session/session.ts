@@ -313,16 +313,40 @@ export class Session {
    * file; that race is accepted.)
    */
   async authorizeOverwrite(target: ResolvedPath): Promise<void> {
+    if (!this.mayReplace(target)) {
+      if (await this.exists(target)) this.authorize('delete', target);
+    }
+  }
+
+  /** Whether this user may replace a file at target (delete permission there). */
+  mayReplace(target: ResolvedPath): boolean {
     const rules = this.user?.permissions;
-    if (!rules || isAllowed(rules, target.ftp, 'delete')) return;
-    const exists = await this.storage.stat(target.storage, this.signal).then(
+    return !rules || isAllowed(rules, target.ftp, 'delete');
+  }
+
+  /** Whether something is stored at target. */
+  async exists(target: ResolvedPath): Promise<boolean> {
+    return this.storage.stat(target.storage, this.signal).then(
       () => true,
       (err: unknown) => {
         if (err instanceof StorageError && err.code === 'NotFound') return false;
         throw err;
       },
     );
-    if (exists) this.authorize('delete', target);
+  }
+
+  /**
+   * A user with no list right where a command aimed must not learn from an
+   * error's text whether a name exists there (a drop box): one text for all.
+   */
+  #hidesExistence(arg: string, listOptions: boolean | undefined): boolean {
+    const rules = this.user?.permissions;
+    if (!rules) return false;
+    try {
+      return !isAllowed(rules, this.resolve(listOptions ? stripListOptions(arg) : arg).ftp, 'list');
+    } catch {
+      return false;
+    }
   }
 
   /** Sends one reply (multi-line when given several lines). */
@@ -411,7 +435,8 @@ export class Session {
     } catch (err) {
       const { code, text } = replyForError(err);
       if (code === Reply.LocalError) this.log.error({ err, verb }, 'command failed');
-      this.reply(code, text);
+      const hidden = code === Reply.FileUnavailable && this.#hidesExistence(arg, spec?.listOptions);
+      this.reply(code, hidden ? 'Requested action not taken.' : text);
     } finally {
       // ABOR and STAT may run inside a transfer; they leave a REST for the next transfer alone.
       if (verb !== 'REST' && !(running && spec?.duringTransfer)) this.restOffset = 0;

@@ -48,6 +48,8 @@ export interface TransferPlan {
   total?: number;
   /** Text of the 150 reply. */
   opening: string;
+  /** Text of the 226 reply, when it has more to say than that the transfer completed. */
+  completed?: string;
   /** Aborted with the transfer; phase 1 may have handed it to the storage already. */
   controller?: AbortController;
   /**
@@ -153,7 +155,7 @@ async function run(
       count: (bytes) => (transfer.bytes += bytes),
       commit: () => commitUpload(s, stream, data, controller.signal),
     });
-    result = { outcome: 'ok', code: Reply.TransferComplete, text: 'Transfer complete.' };
+    result = { outcome: 'ok', code: Reply.TransferComplete, text: plan.completed ?? 'Transfer complete.' };
   } catch (err) {
     if (result.error !== undefined) {
       // TLS refused: its 522 stands.
