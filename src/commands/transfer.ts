@@ -10,9 +10,8 @@ import { storageLocation } from '../events/location.js';
 import { createDigest, digesting } from '../storage/digest.js';
 import { Reply } from '../replies.js';
 import { protectionRequired } from './security.js';
-import type { Session } from '../session/session.js';
+import type { ResolvedPath, Session } from '../session/session.js';
 import { startTransfer } from '../session/transfer.js';
-import type { ResolvedPath } from '../session/session.js';
 import { baseName, StorageError } from '../storage/types.js';
 
 /** Lowest port PORT/EPRT may name (RFC 2577: no bounces to privileged services). */
