@@ -48,6 +48,19 @@ async function roundTrip(client: Client, name: string): Promise<void> {
 }
 
 /** Upgrades a raw control connection to TLS after AUTH TLS. */
+/** Logged in over TLS with PROT P, a LIST answered 150: returns the control connection and the passive port waiting for the data connection. */
+async function protectedListing(controlPort: number): Promise<{ ftp: RawFtp; port: number }> {
+  const { ftp } = await rawTls(controlPort);
+  await ftp.expect(`USER ${USER}`, 331);
+  await ftp.expect(`PASS ${PASSWORD}`, 230);
+  await ftp.expect('PBSZ 0', 200);
+  await ftp.expect('PROT P', 200);
+  const epsv = await ftp.expect('EPSV', 229);
+  const port = Number(/\|\|\|(\d+)\|/.exec(epsv.text)![1]);
+  await ftp.expect('LIST', 150);
+  return { ftp, port };
+}
+
 async function rawTls(port: number): Promise<{ ftp: RawFtp; tls: TLSSocket }> {
   const ftp = await RawFtp.connect(port);
   await ftp.expect('AUTH TLS', 234);
@@ -108,14 +121,7 @@ for (const driver of await drivers()) {
     });
 
     test('a data connection that does not resume the control session is refused', async () => {
-      const { ftp } = await rawTls(server.port);
-      await ftp.expect(`USER ${USER}`, 331);
-      await ftp.expect(`PASS ${PASSWORD}`, 230);
-      await ftp.expect('PBSZ 0', 200);
-      await ftp.expect('PROT P', 200);
-      const epsv = await ftp.expect('EPSV', 229);
-      const port = Number(/\|\|\|(\d+)\|/.exec(epsv.text)![1]);
-      await ftp.expect('LIST', 150);
+      const { ftp, port } = await protectedListing(server.port);
       // A fresh TLS session: the handshake may complete, but the server must refuse it.
       const data = connectTls({ host: '127.0.0.1', port, ...insecure });
       data.on('error', () => {});
@@ -126,14 +132,7 @@ for (const driver of await drivers()) {
     });
 
     test('a failed data handshake is answered 522 without OpenSSL detail', async () => {
-      const { ftp } = await rawTls(server.port);
-      await ftp.expect(`USER ${USER}`, 331);
-      await ftp.expect(`PASS ${PASSWORD}`, 230);
-      await ftp.expect('PBSZ 0', 200);
-      await ftp.expect('PROT P', 200);
-      const epsv = await ftp.expect('EPSV', 229);
-      const port = Number(/\|\|\|(\d+)\|/.exec(epsv.text)![1]);
-      await ftp.expect('LIST', 150);
+      const { ftp, port } = await protectedListing(server.port);
       // Plain text where a ClientHello should be: OpenSSL fails with "wrong version number".
       const data = connectTcp(port, '127.0.0.1');
       data.on('error', () => {});
