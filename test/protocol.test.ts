@@ -17,6 +17,15 @@ for (const driver of await drivers()) {
       await server?.close();
     });
 
+    test('the session status names no bucket, prefix, endpoint or directory', async () => {
+      const text = (await ftp.expect('STAT', 211)).lines.join('\n');
+      const storage = server.storageConfig;
+      const secrets = storage.kind === 's3' ? [storage.bucket, storage.prefix, storage.endpoint ?? ''] : [storage.dataDir];
+      for (const secret of secrets.filter((s) => s !== '')) assert.ok(!text.includes(secret), `STAT shows ${secret}:\n${text}`);
+      assert.doesNotMatch(text, /bucket|\bS3\b|local directory|storage/i);
+      assert.match(text, /Logged in as alice/);
+    });
+
     test('only USER, PASS, QUIT, FEAT, SYST, HELP, NOOP and AUTH work before login', async () => {
       const anon = await RawFtp.connect(server.port);
       for (const line of ['PWD', 'CWD /', 'LIST', 'MKD x', 'STAT', 'TYPE I', 'PASV', 'EPSV', 'RETR x', 'STOR x', 'DELE x', 'SIZE x', 'OPTS UTF8 ON', 'PBSZ 0', 'SITE HELP']) {
