@@ -13,6 +13,7 @@ import { startServer } from './server/server.js';
 import { ExternalAuth } from './auth/external.js';
 import { EventSink } from './events/sink.js';
 import { createStorage } from './storage/index.js';
+import { Storages } from './storage/storages.js';
 import type { Storage } from './storage/types.js';
 
 export { hashPassword, parseUsersFile, type PasswordSecret, type User } from './auth/users.js';
@@ -64,14 +65,17 @@ export interface S3FtpServer {
 export async function createServer(config: Config, options: CreateServerOptions = {}): Promise<S3FtpServer> {
   const logger = options.logger ?? createLogger({ level: config.logLevel, pretty: config.logPretty });
   const metrics = new Metrics();
-  const storage = createStorage(config.storage, logger, { onRequest: (op, seconds, ok) => metrics.s3Request(op, seconds, ok) });
+  const storages = new Storages(config.storage, (c) =>
+    createStorage(c, logger, { onRequest: (op, seconds, ok) => metrics.s3Request(op, seconds, ok) }),
+  );
+  const storage = storages.main;
   const events = config.events
     ? new EventSink(config.events, { log: logger, count: (outcome, n) => metrics.events.inc({ outcome }, n) })
     : undefined;
   const externalAuth = config.externalAuth ? new ExternalAuth(config.externalAuth) : undefined;
   let health: HealthServer | undefined;
   try {
-    const server = await startServer(config, storage, logger, { metrics, events, externalAuth });
+    const server = await startServer(config, storages, logger, { metrics, events, externalAuth });
     try {
       if (config.health) health = await startHealthServer({ ...config.health, storage, metrics, log: logger });
     } catch (err) {
@@ -93,13 +97,13 @@ export async function createServer(config: Config, options: CreateServerOptions 
           // After the sessions, so the last uploads' events are queued; a short grace of its own.
           await events?.close(EVENTS_CLOSE_GRACE_MS);
           await health?.close();
-          await storage.close();
+          await storages.close();
         })();
         return closing;
       },
     };
   } catch (err) {
-    await storage.close();
+    await storages.close();
     throw err;
   }
 }

@@ -58,20 +58,9 @@ function leavesWindowsDirectory(name: string): boolean {
   return pieces[0] === '' || /^[A-Za-z]:/.test(name) || pieces.some((p) => p.trim() === '..');
 }
 
-/**
- * Maps a normalised FTP path (from resolveFtpPath) under a user's home to the
- * storage path the drivers take.
- */
-export function toStoragePath(home: StoragePath, ftpPath: string): StoragePath {
-  const rel = ftpPath.slice(1);
-  const path = home === '' ? rel : rel === '' ? home : `${home}/${rel}`;
-  if (Buffer.byteLength(path) > MAX_PATH_BYTES) {
-    throw new StorageError('InvalidName', 'path too long');
-  }
-  return path;
-}
-
-/** Normalises a configured home ('/', '/alice/', 'alice') into a storage path. */
+/** Normalises a configured directory ('/', '/alice/', 'alice') into a storage path. */
 export function homeToStoragePath(home: string): StoragePath {
-  return toStoragePath('', resolveFtpPath('/', home));
+  const path = resolveFtpPath('/', home).slice(1);
+  if (Buffer.byteLength(path) > MAX_PATH_BYTES) throw new StorageError('InvalidName', 'path too long');
+  return path;
 }

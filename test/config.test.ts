@@ -27,7 +27,7 @@ test('S3_BUCKET selects the S3 driver with its options', () => {
   const config = loadConfig({ S3_BUCKET: 'my-bucket', S3_PREFIX: '/drops/', S3_ENDPOINT: 'http://127.0.0.1:9000', S3_REGION: 'eu-west-1' });
   assert.deepEqual(
     { ...config.storage, partSize: undefined, queueSize: undefined, requestTimeoutMs: undefined, renameConcurrency: undefined, multipartCopyThreshold: undefined },
-    { kind: 's3', bucket: 'my-bucket', prefix: 'drops', endpoint: 'http://127.0.0.1:9000', region: 'eu-west-1', forcePathStyle: true, partSize: undefined, queueSize: undefined, requestTimeoutMs: undefined, renameConcurrency: undefined, multipartCopyThreshold: undefined },
+    { kind: 's3', bucket: 'my-bucket', prefix: 'drops', extraBuckets: [], endpoint: 'http://127.0.0.1:9000', region: 'eu-west-1', forcePathStyle: true, partSize: undefined, queueSize: undefined, requestTimeoutMs: undefined, renameConcurrency: undefined, multipartCopyThreshold: undefined },
   );
   const s3 = loadConfig({ S3_BUCKET: 'b-1', S3_RENAME_CONCURRENCY: '4', S3_MULTIPART_COPY_THRESHOLD_MB: '64' }).storage;
   assert.equal(s3.kind === 's3' && s3.renameConcurrency, 4);
@@ -137,7 +137,7 @@ test('a users file with a key it does not know is refused, naming the key and th
     [{ name: 'ro', password: hash, permission: 'read-only' }, /users\[0\] \(user "ro"\): unknown key "permission" \(did you mean "permissions"\?\)$/],
     [{ name: 'jailed', password: hash, homedir: '/jail' }, /users\[0\] \(user "jailed"\): unknown key "homedir" \(did you mean "home"\?\)$/],
     [{ name: 'x', password: hash, require_tls: true }, /unknown key "require_tls" \(did you mean "requireTls"\?\)/],
-    [{ name: 'x', password: hash, quota: 5 }, /unknown key "quota" \(known keys: name, password, home, permissions,/],
+    [{ name: 'x', password: hash, quota: 5 }, /unknown key "quota" \(known keys: name, password, home, mounts, permissions,/],
     [{ username: 'x', password: hash }, /users\[0\]: unknown key "username"/],
   ];
   for (const [entry, message] of cases) {

@@ -4,10 +4,11 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { pino } from 'pino';
-import { ConfigError } from '../src/config/index.js';
+import { ConfigError, type StorageConfig } from '../src/config/index.js';
 import { loadEventsConfig, type EventsConfig } from '../src/events/config.js';
 import { SIGNATURE_HEADER, signatureHeaders, TIMESTAMP_HEADER, verifySignature } from '../src/events/signature.js';
-import { storageLocation } from '../src/events/location.js';
+import { createStorage } from '../src/storage/index.js';
+import { Storages } from '../src/storage/storages.js';
 import { EventSink } from '../src/events/sink.js';
 import type { EventOutcome, FileEvent, FileEventInput } from '../src/events/types.js';
 
@@ -269,9 +270,17 @@ describe('events: configuration', () => {
 
 describe('events: location', () => {
   test('bucket and key on S3 (prefix joined as the driver joins it), key alone on the local driver', () => {
-    const s3 = { kind: 's3', bucket: 'drop', prefix: '', region: 'r', forcePathStyle: false, partSize: 1, queueSize: 1, requestTimeoutMs: 1 } as const;
-    assert.deepEqual(storageLocation(s3, 'alice/in/a.csv'), { bucket: 'drop', key: 'alice/in/a.csv' });
-    assert.deepEqual(storageLocation({ ...s3, prefix: 'ftp/root' }, 'alice/a.csv'), { bucket: 'drop', key: 'ftp/root/alice/a.csv' });
-    assert.deepEqual(storageLocation({ kind: 'local', dataDir: '/srv/data' }, 'alice/a.csv'), { key: 'alice/a.csv' });
+    const s3 = { kind: 's3', bucket: 'drop', prefix: '', region: 'r', forcePathStyle: false, partSize: 1, queueSize: 1, requestTimeoutMs: 1, extraBuckets: ['exports'] } as const;
+    const locate = (config: StorageConfig, path: string) => {
+      const storages = new Storages(config, (c) => createStorage(c));
+      const mounts = config.kind === 's3' ? [{ dir: '/out', target: { bucket: 'exports', path: 'a' } }] : [];
+      const view = storages.viewFor({ home: 'alice', mounts });
+      void storages.close();
+      return view.locate(path);
+    };
+    assert.deepEqual(locate(s3, 'in/a.csv'), { bucket: 'drop', key: 'alice/in/a.csv' });
+    assert.deepEqual(locate({ ...s3, prefix: 'ftp/root' }, 'a.csv'), { bucket: 'drop', key: 'ftp/root/alice/a.csv' });
+    assert.deepEqual(locate(s3, 'out/x/b.csv'), { bucket: 'exports', key: 'a/x/b.csv' });
+    assert.deepEqual(locate({ kind: 'local', dataDir: '/srv/data' }, 'a.csv'), { key: 'alice/a.csv' });
   });
 });

@@ -1,3 +1,4 @@
+import { Storages } from '../src/storage/storages.js';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -51,8 +52,8 @@ test('wired: provider login, throttled upload, signed upload and delete events',
     { log, count: (outcome, n) => metrics.events.inc({ outcome }, n) },
   );
   const externalAuth = new ExternalAuth({ url: new URL(`http://127.0.0.1:${(idp.address() as AddressInfo).port}/`), timeoutMs: 2000, cacheMs: 0 });
-  const storage = createStorage(config.storage, log);
-  const server = await startServer(config, storage, log, { metrics, events: sink, externalAuth });
+  const storages = new Storages(config.storage, (c) => createStorage(c, log));
+  const server = await startServer(config, storages, log, { metrics, events: sink, externalAuth });
   const client = new Client();
   try {
     await assert.rejects(client.access({ host: '127.0.0.1', port: server.address.port, user: 'partner', password: 'wrong' }), /530/);
@@ -85,7 +86,7 @@ test('wired: provider login, throttled upload, signed upload and delete events',
   } finally {
     client.close();
     await server.close(100);
-    await storage.close();
+    await storages.close();
     rx.closeAllConnections(); rx.close(); idp.closeAllConnections(); idp.close();
   }
 });

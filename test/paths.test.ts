@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { homeToStoragePath, resolveFtpPath, toStoragePath } from '../src/paths.js';
+import { homeToStoragePath, resolveFtpPath } from '../src/paths.js';
 import { StorageError } from '../src/storage/types.js';
 
 test('resolveFtpPath normalises and never leaves the root', () => {
@@ -45,15 +45,6 @@ test('resolveFtpPath refuses names no driver may see', () => {
   }
   assert.equal(resolveFtpPath('/', 'é'.repeat(127)), `/${'é'.repeat(127)}`); // 254 bytes
   assert.throws(() => resolveFtpPath('/', 'é'.repeat(128)), StorageError); // 256 bytes
-});
-
-test('toStoragePath puts the FTP path under the home', () => {
-  assert.equal(toStoragePath('', '/'), '');
-  assert.equal(toStoragePath('', '/a/b'), 'a/b');
-  assert.equal(toStoragePath('alice', '/'), 'alice');
-  assert.equal(toStoragePath('alice', '/a/b'), 'alice/a/b');
-  assert.equal(toStoragePath('homes/alice', resolveFtpPath('/', '../../bob')), 'homes/alice/bob');
-  assert.throws(() => toStoragePath('h', `/${Array(110).fill('abcdefghi').join('/')}`), StorageError);
 });
 
 test('homeToStoragePath accepts the usual spellings of a home', () => {

@@ -2,8 +2,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { ConfigError, int, type Env } from '../config/env.js';
 import { parseHookUrl } from '../events/endpoint.js';
 import { signatureHeaders } from '../events/signature.js';
-import { homeToStoragePath } from '../paths.js';
-import { MAX_PASSWORD_BYTES, parseUserSettings, USER_SETTINGS, type User } from './users.js';
+import { MAX_PASSWORD_BYTES, parseHome, parseUserSettings, USER_SETTINGS, type User } from './users.js';
 
 /**
  * An external identity provider (FTP_AUTH_URL): the server POSTs the
@@ -208,8 +207,9 @@ async function readBounded(response: Response): Promise<string> {
 /**
  * Parses `{ "allow": true, "user": {...} }` or `{ "allow": false }` as
  * strictly as the users file: unknown keys are an error, not ignored, so a
- * misspelt `permisions` cannot silently grant full access. `home` is
- * required: a provider that forgets it must not hand out the whole bucket.
+ * misspelt `permisions` cannot silently grant full access. `home` (or
+ * `mounts`) is required: a provider that forgets it must not hand out the
+ * whole bucket.
  */
 function parseAnswer(text: string, username: string): User {
   let doc: unknown;
@@ -234,15 +234,15 @@ function parseAnswer(text: string, username: string): User {
   const extra = Object.keys(u).filter((k) => !USER_KEYS.has(k));
   if (extra.length > 0) throw new AuthFailure('malformed', `user: unknown key(s) ${extra.map((k) => JSON.stringify(k.slice(0, 40))).join(', ')}`);
   if (u.name !== undefined && u.name !== username) throw new AuthFailure('malformed', 'user.name differs from the name logged in with');
-  if (typeof u.home !== 'string') throw new AuthFailure('malformed', 'user.home must be a path');
+  if (typeof u.home !== 'string' && u.mounts === undefined) throw new AuthFailure('malformed', 'user.home must be a path (or the user needs mounts)');
   try {
-    const home = homeToStoragePath(u.home);
+    const settings = parseUserSettings(u);
     return {
       name: username,
       // The provider checked the password; this secret matches nothing, so no other path can log this user in.
       password: { kind: 'plain', value: randomBytes(32).toString('base64') },
-      home,
-      ...parseUserSettings(u),
+      ...parseHome(u.home, settings.mounts !== undefined),
+      ...settings,
     };
   } catch (err) {
     throw new AuthFailure('malformed', `user: ${(err as Error).message}`);

@@ -1,6 +1,7 @@
 import { createHash, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { homeToStoragePath } from '../paths.js';
+import { homeToStoragePath, resolveFtpPath } from '../paths.js';
 import { parsePermissions, type PermissionRules } from './permissions.js';
+import { BUCKET_NAME, type StorageTarget } from '../storage/storages.js';
 import type { StoragePath } from '../storage/types.js';
 
 /** A stored password: an scrypt hash from the users file, or a plain one from FTP_PASSWORD. */
@@ -11,8 +12,15 @@ export type PasswordSecret =
 export interface User {
   name: string;
   password: PasswordSecret;
-  /** Storage path that is this user's '/'. */
-  home: StoragePath;
+  /**
+   * The directory that is this user's '/': in the server's storage, or in
+   * `homeBucket`. Undefined when '/' holds nothing but the user's mounts.
+   */
+  home?: StoragePath;
+  /** The bucket of an `s3://bucket/prefix` home; undefined: the server's storage. */
+  homeBucket?: string;
+  /** Logical directories shown from elsewhere: `/outgoing` → s3://exports/partner-a. */
+  mounts?: ReadonlyArray<{ dir: string; target: StorageTarget }>;
   /** What the user may do where; full access when absent. */
   permissions?: PermissionRules;
   /** Per-user overrides of the FTPS requirements (FTPS_REQUIRE_TLS, FTPS_REQUIRE_PROT_P). */
@@ -29,6 +37,13 @@ export interface User {
    * (stored under a free name, `report (1).csv`, said in the 226). Default 'refuse'.
    */
   dropBoxOnExisting?: 'refuse' | 'rename';
+  /** Largest file this user may upload, in bytes: a STOR past it is cut off with 552 and stores nothing. */
+  maxFileSize?: number;
+  /** How many sessions this user may have logged in at once; the next login gets 530. */
+  maxSessions?: number;
+  /** Per-transfer bandwidth caps in KiB/s, below the server's own (FTP_UPLOAD_KIBPS, FTP_DOWNLOAD_KIBPS). */
+  uploadKiBps?: number;
+  downloadKiBps?: number;
 }
 
 const SCRYPT_DEFAULTS = { N: 16384, r: 8, p: 1 };
@@ -92,7 +107,25 @@ export async function verifyPassword(secret: PasswordSecret, password: string): 
 /** The keys a users file and each of its entries may hold; any other is an error, never ignored. */
 const FILE_KEYS = ['users'] as const;
 /** What a user entry may say besides name, password and home: in the users file and from the identity provider alike. */
-export const USER_SETTINGS = ['permissions', 'requireTls', 'requireProtP', 'keepPartialUploads', 'dropBoxOnExisting'] as const;
+export const USER_SETTINGS = [
+  'mounts',
+  'permissions',
+  'requireTls',
+  'requireProtP',
+  'keepPartialUploads',
+  'dropBoxOnExisting',
+  'maxFileSize',
+  'maxSessions',
+  'uploadKiBps',
+  'downloadKiBps',
+] as const;
+/** Bounds of the numeric settings: at least 1, at most these. */
+const NUMBER_SETTINGS = {
+  maxFileSize: 5 * 1024 ** 4,
+  maxSessions: 100_000,
+  uploadKiBps: 10 * 1024 * 1024,
+  downloadKiBps: 10 * 1024 * 1024,
+} as const;
 const USER_KEYS = ['name', 'password', 'home', ...USER_SETTINGS] as const;
 
 /** Validates a user entry's settings (USER_SETTINGS); throws an Error naming the field. */
@@ -109,13 +142,63 @@ export function parseUserSettings(e: Record<string, unknown>): Pick<User, (typeo
   if (e.dropBoxOnExisting !== undefined && e.dropBoxOnExisting !== 'refuse' && e.dropBoxOnExisting !== 'rename') {
     throw new Error('dropBoxOnExisting must be "refuse" or "rename"');
   }
+  for (const [key, max] of Object.entries(NUMBER_SETTINGS)) {
+    const v = e[key];
+    if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= 1 && (v as number) <= max)) {
+      throw new Error(`${key} must be a whole number from 1 to ${max}`);
+    }
+  }
+  if (e.maxFileSize !== undefined && e.keepPartialUploads === true) {
+    // A cut-off upload would publish its first maxFileSize bytes as if they were the file.
+    throw new Error('maxFileSize and keepPartialUploads do not combine: an upload cut off at the limit must store nothing');
+  }
   return {
+    mounts: parseMounts(e.mounts),
+    maxFileSize: e.maxFileSize as number | undefined,
+    maxSessions: e.maxSessions as number | undefined,
+    uploadKiBps: e.uploadKiBps as number | undefined,
+    downloadKiBps: e.downloadKiBps as number | undefined,
     permissions,
     requireTls: e.requireTls as boolean | undefined,
     requireProtP: e.requireProtP as boolean | undefined,
     keepPartialUploads: e.keepPartialUploads as boolean | undefined,
     dropBoxOnExisting: e.dropBoxOnExisting as User['dropBoxOnExisting'],
   };
+}
+
+/**
+ * A user's `home` (undefined: '/' is the storage root, or only the mounts
+ * when there are some, so forgetting it never hands out the whole storage).
+ */
+export function parseHome(value: unknown, hasMounts: boolean): Pick<User, 'home' | 'homeBucket'> {
+  if (value === undefined) return hasMounts ? {} : { home: '' };
+  if (typeof value !== 'string') throw new Error('home must be a path or s3://bucket/prefix');
+  const target = parseTarget(value);
+  return { home: target.path, homeBucket: target.bucket };
+}
+
+/** A directory: a path in the server's storage ('/partners/a'), or `s3://bucket/prefix` in another bucket. */
+function parseTarget(text: string): StorageTarget {
+  const s3 = /^s3:\/\/([^/]*)(\/.*)?$/.exec(text);
+  if (!s3) return { path: homeToStoragePath(text) };
+  if (!BUCKET_NAME.test(s3[1]!)) throw new Error(`"${text.slice(0, 80)}": not a valid bucket name`);
+  return { bucket: s3[1], path: homeToStoragePath(s3[2] ?? '') };
+}
+
+/** `{ "/outgoing": "s3://exports/partner-a", "/shared": "/common" }`: logical directories and where they are. */
+function parseMounts(value: unknown): User['mounts'] {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('mounts must map directories to places');
+  return Object.entries(value as Record<string, unknown>).map(([dir, target]) => {
+    const at = resolveFtpPath('/', dir);
+    if (at === '/') throw new Error('mounts: "/" is the home, set "home" instead');
+    if (typeof target !== 'string') throw new Error(`mounts: "${dir}" must map to a path or s3://bucket/prefix`);
+    try {
+      return { dir: at, target: parseTarget(target) };
+    } catch (err) {
+      throw new Error(`mounts: "${dir}": ${(err as Error).message}`);
+    }
+  });
 }
 
 function rejectUnknownKeys(object: Record<string, unknown>, known: readonly string[], where: string): void {
@@ -175,20 +258,18 @@ export function parseUsersFile(text: string): User[] {
     } catch (err) {
       throw new Error(`${where}.password: ${(err as Error).message}`);
     }
-    const home = e.home ?? '/';
-    if (typeof home !== 'string') throw new Error(`${where}.home must be a path`);
-    let homePath: StoragePath;
-    try {
-      homePath = homeToStoragePath(home);
-    } catch (err) {
-      throw new Error(`${where}.home: ${(err as Error).message}`);
-    }
     let settings: ReturnType<typeof parseUserSettings>;
     try {
       settings = parseUserSettings(e);
     } catch (err) {
       throw new Error(`${where}.${(err as Error).message}`);
     }
-    return { name: e.name, password, home: homePath, ...settings };
+    let home: ReturnType<typeof parseHome>;
+    try {
+      home = parseHome(e.home, settings.mounts !== undefined);
+    } catch (err) {
+      throw new Error(`${where}.home: ${(err as Error).message}`);
+    }
+    return { name: e.name, password, ...home, ...settings };
   });
 }

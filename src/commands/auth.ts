@@ -2,11 +2,11 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { verifyPassword, type PasswordSecret, type User } from '../auth/users.js';
 import { isAllowed } from '../auth/permissions.js';
-import { toStoragePath } from '../paths.js';
 import { plainAddress } from '../data/channel.js';
 import { Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
-import { StorageError } from '../storage/types.js';
+import type { MountedStorage } from '../storage/mounts.js';
+import { StorageError, type Storage } from '../storage/types.js';
 import { tlsRequiredForLogin } from './security.js';
 
 /** Failed logins before the connection is closed (vsftpd's max_login_fails). */
@@ -104,14 +104,31 @@ export async function pass(s: Session, arg: string): Promise<void> {
     }
     return;
   }
+  // Every login builds the mount table anew, so a user from the identity provider (or a reloaded
+  // users file) that names a bucket this server does not serve is refused here.
+  let view: MountedStorage;
+  try {
+    view = s.server.storages.viewFor(account);
+  } catch (err) {
+    s.log.error({ event: 'login-refused', user: account.name, reason: (err as Error).message });
+    s.reply(Reply.NotLoggedIn, "Login refused: this account's storage is not served here.");
+    return;
+  }
   // Like SFTPGo, and unlike vsftpd, a missing home is created rather than refused; so is a
   // directory a permission rule names where the user may not MKD it (a drop box's `/incoming`
   // under a read-only `/`): otherwise nobody but an administrator could ever make it.
+  await view.mkdirAll('', s.signal);
   const rules = account.permissions ?? [];
   const needed = rules.filter((r) => r.dir !== '/' && !isAllowed(rules, parentFtpPath(r.dir), 'mkdir'));
-  const dirs = [account.home, ...needed.map((r) => toStoragePath(account.home, r.dir))];
-  for (const dir of dirs) await ensureDirectory(s, dir);
-  s.loggedIn(account);
+  for (const r of needed) await ensureDirectory(view, r.dir.slice(1), s.signal);
+  // Checked and counted in one turn of the event loop, so two logins at once cannot both pass.
+  const open = s.server.sessionsPerUser.get(account.name) ?? 0;
+  if (account.maxSessions !== undefined && open >= account.maxSessions) {
+    s.log.warn({ event: 'login-refused', user: account.name, reason: 'maxSessions', sessions: open });
+    s.reply(Reply.NotLoggedIn, `Too many sessions for this user (at most ${account.maxSessions}); try later.`);
+    return;
+  }
+  s.loggedIn(account, view);
   s.log.info({ event: 'login', user: account.name });
   s.server.metrics.logins.inc({ result: 'ok' });
   s.reply(Reply.LoggedIn, 'Login successful.');
@@ -121,12 +138,12 @@ function parentFtpPath(path: string): string {
   return path.slice(0, path.lastIndexOf('/')) || '/';
 }
 
-async function ensureDirectory(s: Session, dir: string): Promise<void> {
+async function ensureDirectory(storage: Storage, dir: string, signal: AbortSignal): Promise<void> {
   try {
-    await s.storage.stat(dir, s.signal);
+    await storage.stat(dir, signal);
   } catch (err) {
     if (!(err instanceof StorageError && err.code === 'NotFound')) throw err;
-    await s.storage.mkdirAll(dir, s.signal);
+    await storage.mkdirAll(dir, signal);
   }
 }
 

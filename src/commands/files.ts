@@ -1,5 +1,4 @@
 import type { EventKind } from '../events/types.js';
-import { storageLocation } from '../events/location.js';
 import { isDirectoryRenameAllowed } from '../auth/permissions.js';
 import { ftpTime, parseFtpTime } from '../listing.js';
 import { quotePath, Reply } from '../replies.js';
@@ -122,7 +121,7 @@ function emitFileEvent(s: Session, kind: EventKind, target: ResolvedPath, from?:
     clientAddress: s.clientAddress,
     path: target.ftp,
     ...(from !== undefined ? { from } : {}),
-    ...storageLocation(s.server.config.storage, target.storage),
+    ...s.locate(target.storage),
     session: s.id,
   });
 }

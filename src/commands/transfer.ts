@@ -6,7 +6,6 @@ import { plainAddress } from '../data/channel.js';
 import { openPassive, PassivePortsExhausted } from '../data/passive.js';
 import { asStorageError, counter, sendStream, UploadBody } from '../data/streams.js';
 import { Throttle } from '../data/throttle.js';
-import { storageLocation } from '../events/location.js';
 import { createDigest, digesting } from '../storage/digest.js';
 import { Reply } from '../replies.js';
 import { protectionRequired } from './security.js';
@@ -34,7 +33,7 @@ export async function retr(s: Session, arg: string): Promise<void> {
         signal,
         count,
         stages: [
-          ...(s.server.config.bandwidth?.downloadBytesPerSecond ? [new Throttle(s.server.config.bandwidth.downloadBytesPerSecond)] : []),
+          ...throttled(s.server.config.bandwidth?.downloadBytesPerSecond, s.user?.downloadKiBps),
           ...(s.type === 'A' ? [toNetworkAscii()] : []),
         ],
       }),
@@ -61,6 +60,10 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
   if (offset > 0) s.authorize('append', target);
   // APPE keeps every existing byte; STOR (from 0 or from a REST offset) replaces some.
   const destination = append ? target : await storeTarget(s, target);
+  // A size limit counts from the bytes the upload keeps: the REST offset, or all of an APPE's file.
+  const maxFileSize = s.user?.maxFileSize;
+  const kept = maxFileSize === undefined ? 0 : append ? await existingSize(s, target) : offset;
+  if (maxFileSize !== undefined && kept >= maxFileSize) throw new StorageError('QuotaExceeded', 'file size limit reached');
   // Phase 1 ends when the storage has validated the target (parent, name,
   // offset) and asks for the first byte: a refusal is answered with no 150.
   const controller = new AbortController();
@@ -82,17 +85,17 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
     controller,
     async run({ socket, signal, count, commit }) {
       body.commit = commit;
-      const limit = s.server.config.bandwidth?.uploadBytesPerSecond;
       // The whole object passes through here only for a STOR from byte 0: only then is this its SHA-256.
       const digest = s.server.events && !append && offset === 0 ? createDigest('SHA-256') : undefined;
       const stages = [
-        ...(limit ? [new Throttle(limit)] : []),
+        ...throttled(s.server.config.bandwidth?.uploadBytesPerSecond, s.user?.uploadKiBps),
         ...(s.type === 'A' ? [fromNetworkAscii()] : []),
         ...(digest ? [digesting(digest)] : []),
       ];
       // Whichever side fails first explains the failure: the data connection (426) or the storage (451/55x).
       let firstError: unknown;
-      const received = pipeline(socket, counter(count), ...stages, body, { signal }).catch((err: unknown) => {
+      const limit = maxFileSize === undefined ? Infinity : maxFileSize - kept;
+      const received = pipeline(socket, counter(count, limit), ...stages, body, { signal }).catch((err: unknown) => {
         firstError ??= err;
         throw err;
       });
@@ -110,7 +113,7 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
         user: s.user?.name ?? '',
         clientAddress: s.clientAddress,
         path: destination.ftp,
-        ...storageLocation(s.server.config.storage, destination.storage),
+        ...s.locate(destination.storage),
         size,
         sha256: digest?.hex(),
         session: s.id,
@@ -122,6 +125,22 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
       await written.catch(() => undefined);
     },
   });
+}
+
+/** The slower of the server's cap and the user's, if either is set (a Throttle stage, or none). */
+function throttled(serverBytesPerSecond: number | undefined, userKiBps: number | undefined): Throttle[] {
+  const limits = [serverBytesPerSecond, userKiBps === undefined ? undefined : userKiBps * 1024].filter((x) => x !== undefined);
+  return limits.length > 0 ? [new Throttle(Math.min(...limits))] : [];
+}
+
+/** The size of the file an APPE extends (0 if there is none yet). */
+async function existingSize(s: Session, target: ResolvedPath): Promise<number> {
+  try {
+    return (await s.storage.stat(target.storage, s.signal)).size;
+  } catch (err) {
+    if (err instanceof StorageError && err.code === 'NotFound') return 0;
+    throw err;
+  }
 }
 
 export function rest(s: Session, arg: string): void {

@@ -7,6 +7,7 @@ import { parseUsersFile, type User } from '../auth/users.js';
 import { loadBandwidthConfig, type BandwidthConfig } from '../data/throttle.js';
 import { loadEventsConfig, type EventsConfig } from '../events/config.js';
 import { homeToStoragePath } from '../paths.js';
+import { BUCKET_NAME, storageProblem } from '../storage/storages.js';
 import { checkTlsPolicy, DEFAULT_CIPHERS, DEFAULT_MIN_VERSION, TLS_MIN_VERSIONS, type TlsMinVersion } from '../server/tls.js';
 
 /** A configuration problem; the message names the variable at fault. */
@@ -23,6 +24,8 @@ export interface S3StorageConfig {
   bucket: string;
   /** Key prefix that is the storage root ('' or ending without '/'). */
   prefix: string;
+  /** Other buckets users' mounts may name (`s3://bucket/prefix`), S3_EXTRA_BUCKETS. */
+  extraBuckets?: readonly string[];
   endpoint?: string;
   region: string;
   forcePathStyle: boolean;
@@ -131,6 +134,11 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
  */
 export function loadConfig(env: Env = process.env): Config {
   const users = loadUsers(env);
+  const storage = loadStorage(env);
+  for (const user of users.users) {
+    const problem = storageProblem(storage, user);
+    if (problem) throw new ConfigError(`user "${user.name}": ${problem}`);
+  }
   return {
     host: host(env, 'FTP_HOST', '127.0.0.1'),
     port: int(env, 'FTP_PORT', 2121, 0, 65535),
@@ -138,7 +146,7 @@ export function loadConfig(env: Env = process.env): Config {
     pasvAddress: optionalIPv4(env, 'FTP_PASV_ADDRESS'),
     users: users.users,
     generatedPassword: users.generatedPassword,
-    storage: loadStorage(env),
+    storage,
     logLevel: oneOf(env, 'LOG_LEVEL', 'info', LOG_LEVELS),
     logPretty: bool(env, 'LOG_PRETTY', false),
     idleTimeoutMs: int(env, 'FTP_IDLE_TIMEOUT', 300, 1, 86400) * 1000,
@@ -208,13 +216,17 @@ function tlsPolicy(env: Env): Pick<FtpsConfig, 'ciphers' | 'minVersion'> {
 }
 
 function loadStorage(env: Env): StorageConfig {
+  if (!env.S3_BUCKET?.trim() && env.S3_EXTRA_BUCKETS?.trim()) throw new ConfigError('S3_EXTRA_BUCKETS: needs S3_BUCKET');
   const bucket = env.S3_BUCKET?.trim();
   if (!bucket) {
     return { kind: 'local', dataDir: resolve(env.DATA_DIR?.trim() || './data') };
   }
-  if (!/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) {
+  if (!BUCKET_NAME.test(bucket)) {
     throw new ConfigError(`S3_BUCKET: "${bucket}" is not a valid bucket name`);
   }
+  const extraBuckets = (env.S3_EXTRA_BUCKETS ?? '').split(',').map((b) => b.trim()).filter((b) => b !== '');
+  const invalid = extraBuckets.find((b) => !BUCKET_NAME.test(b));
+  if (invalid !== undefined) throw new ConfigError(`S3_EXTRA_BUCKETS: "${invalid}" is not a valid bucket name`);
   const endpoint = env.S3_ENDPOINT?.trim() || undefined;
   if (endpoint !== undefined) {
     try {
@@ -228,6 +240,7 @@ function loadStorage(env: Env): StorageConfig {
     kind: 's3',
     bucket,
     prefix: homeToStoragePathOrThrow(env.S3_PREFIX ?? '', 'S3_PREFIX'),
+    extraBuckets,
     endpoint,
     region: env.S3_REGION?.trim() || env.AWS_REGION?.trim() || 'us-east-1',
     forcePathStyle: bool(env, 'S3_FORCE_PATH_STYLE', endpoint !== undefined),

@@ -24,12 +24,19 @@ export async function sendStream(
   }
 }
 
-/** Counts bytes as they pass, for STAT and the transfer log. */
-export function counter(count: (bytes: number) => void): Transform {
+/**
+ * Counts bytes as they pass, for STAT and the transfer log. Past `limit`
+ * bytes it fails with QuotaExceeded (552) before passing the chunk that
+ * crossed it on, so an upload over a size limit stores nothing.
+ */
+export function counter(count: (bytes: number) => void, limit = Infinity): Transform {
+  let total = 0;
   return new Transform({
     transform(chunk: Buffer, _enc, done) {
       count(chunk.length);
-      done(null, chunk);
+      total += chunk.length;
+      if (total > limit) done(new StorageError('QuotaExceeded', 'file size limit exceeded'));
+      else done(null, chunk);
     },
   });
 }

@@ -8,7 +8,7 @@ import type { Config } from '../config/index.js';
 import { plainAddress } from '../data/channel.js';
 import { formatReply, Reply } from '../replies.js';
 import { Session, type ServerContext } from '../session/session.js';
-import type { Storage } from '../storage/types.js';
+import type { Storages } from '../storage/storages.js';
 import { AbuseGuard } from './limits.js';
 import { Metrics } from './metrics.js';
 import { readProxyHeader } from './proxy.js';
@@ -33,10 +33,11 @@ export interface FtpServer {
 }
 
 /** Starts the control listeners; resolves once they are bound. */
-export async function startServer(config: Config, storage: Storage, log: Logger, options: { metrics?: Metrics; events?: EventSink; externalAuth?: ExternalAuth } = {}): Promise<FtpServer> {
+export async function startServer(config: Config, storages: Storages, log: Logger, options: { metrics?: Metrics; events?: EventSink; externalAuth?: ExternalAuth } = {}): Promise<FtpServer> {
   const context: ServerContext = {
     config,
-    storage,
+    storages,
+    sessionsPerUser: new Map(),
     users: new Map<string, User>(config.users.map((u) => [u.name, u])),
     log,
     guard: new AbuseGuard(config.limits),
@@ -121,9 +122,13 @@ export async function startServer(config: Config, storage: Storage, log: Logger,
   }
   // What a crashed server (this one or another on the same storage) left behind.
   const sweep = () =>
-    storage.sweep(config.sweepAgeMs).then(
-      ({ removed }) => removed > 0 && log.info({ event: 'sweep', removed }),
-      (err: unknown) => log.warn({ err }, 'sweep of upload leftovers failed'),
+    Promise.all(
+      storages.all.map((storage) =>
+        storage.sweep(config.sweepAgeMs).then(
+          ({ removed }) => removed > 0 && log.info({ event: 'sweep', removed }),
+          (err: unknown) => log.warn({ err }, 'sweep of upload leftovers failed'),
+        ),
+      ),
     );
   void sweep();
   const sweeper = setInterval(sweep, SWEEP_EVERY_MS).unref();

@@ -16,7 +16,9 @@ import { replyForError } from '../commands/errors.js';
 import type { Config } from '../config/index.js';
 import type { DataChannel } from '../data/channel.js';
 import { encodeLegacy, type LegacyEncoding } from '../encoding.js';
-import { resolveFtpPath, toStoragePath } from '../paths.js';
+import { resolveFtpPath } from '../paths.js';
+import type { Location, MountedStorage } from '../storage/mounts.js';
+import type { Storages } from '../storage/storages.js';
 import { formatReply, Reply, type ReplyCode } from '../replies.js';
 import type { Storage, StoragePath } from '../storage/types.js';
 import { LineReader, parseCommand, type LineEvent } from './lines.js';
@@ -25,8 +27,11 @@ import type { Transfer } from './transfer.js';
 /** What every session shares: configuration, storage and the user list. */
 export interface ServerContext {
   config: Config;
-  storage: Storage;
+  /** The server's storage and the extra buckets users' mounts may name. */
+  storages: Storages;
   users: ReadonlyMap<string, User>;
+  /** Logged-in sessions per user name (maxSessions). */
+  sessionsPerUser: Map<string, number>;
   log: Logger;
   guard: AbuseGuard;
   /** Present when FTPS is configured. */
@@ -111,6 +116,9 @@ export class Session {
   #wake: (() => void) | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
   #loginTimer: NodeJS.Timeout | undefined;
+  #view: MountedStorage | undefined;
+  /** Whether this session is counted in sessionsPerUser. */
+  #counted = false;
 
   constructor(
     socket: Socket,
@@ -142,8 +150,14 @@ export class Session {
     return this.#ended.signal;
   }
 
+  /** The user's mount table once logged in; before that only capabilities are asked (FEAT). */
   get storage(): Storage {
-    return this.server.storage;
+    return this.#view ?? this.server.storages.main;
+  }
+
+  /** Where a path of this user's is stored (the bucket and key of an event). */
+  locate(path: StoragePath): Location {
+    return this.#view?.locate(path) ?? { key: path };
   }
 
   get closed(): boolean {
@@ -292,10 +306,22 @@ export class Session {
   }
 
   /** The user is in: the login deadline no longer applies. */
-  loggedIn(user: User): void {
+  loggedIn(user: User, view: MountedStorage): void {
     clearTimeout(this.#loginTimer);
+    this.#countSession(-1);
     this.user = user;
+    this.#view = view;
     this.cwd = '/';
+    this.#countSession(1);
+  }
+
+  #countSession(delta: 1 | -1): void {
+    if (!this.user || this.#counted === (delta === 1)) return;
+    this.#counted = delta === 1;
+    const counts = this.server.sessionsPerUser;
+    const n = (counts.get(this.user.name) ?? 0) + delta;
+    if (n > 0) counts.set(this.user.name, n);
+    else counts.delete(this.user.name);
   }
 
   /** The user may do this at this path; otherwise Denied (550), with the reason in the log. */
@@ -357,10 +383,10 @@ export class Session {
     this.socket.write(this.legacyEncoding ? encodeLegacy(text, this.legacyEncoding) : text);
   }
 
-  /** Resolves a path argument against the working directory inside the user's home. */
+  /** Resolves a path argument against the working directory; the user's mount table (storage) maps it further. */
   resolve(arg: string): ResolvedPath {
     const ftp = resolveFtpPath(this.cwd, arg, { legacyEncoding: this.legacyEncoding });
-    return { ftp, storage: toStoragePath(this.user?.home ?? '', ftp) };
+    return { ftp, storage: ftp.slice(1) };
   }
 
   /** Replaces the prepared data channel, releasing the previous one. */
@@ -471,6 +497,7 @@ export class Session {
   #onClose(): void {
     this.#closed = true;
     this.#end();
+    this.#countSession(-1);
     this.log.info({ event: 'session-end', user: this.user?.name });
   }
 }

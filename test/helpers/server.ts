@@ -1,3 +1,4 @@
+import { Storages } from '../../src/storage/storages.js';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -101,8 +102,9 @@ export async function startTestServer(
   };
   const sink = options.logSink ?? (options.logLines ? (line: string) => void options.logLines!.push(line) : undefined);
   const log = sink ? pino({ level: 'info' }, { write: sink }) : pino({ level: config.logLevel });
-  const storage = createStorage(storageConfig, log, options.storageOptions);
-  const server: FtpServer = await startServer(config, storage, log, { metrics: options.metrics });
+  const storages = new Storages(storageConfig, (c) => createStorage(c, log, options.storageOptions));
+  const storage = storages.main;
+  const server: FtpServer = await startServer(config, storages, log, { metrics: options.metrics });
   return {
     port: server.address.port,
     implicitPort: server.implicitAddress?.port,
@@ -111,7 +113,7 @@ export async function startTestServer(
     config,
     async close(graceMs?: number) {
       await server.close(graceMs);
-      await storage.close();
+      await storages.close();
     },
   };
 }
