@@ -1,4 +1,5 @@
 import { homeToStoragePath } from '../src/paths.js';
+import { BUCKET_NAME } from '../src/storage/storages.js';
 
 /** The public FTP control port on the load balancer. */
 export const PUBLIC_CONTROL_PORT = 21;
@@ -19,6 +20,8 @@ export interface InfraSettings {
   bucketName?: string;
   /** Key prefix that is the storage root (S3_PREFIX), normalised like the server does; '' for the whole bucket. */
   prefix: string;
+  /** Existing buckets users' mounts may name (S3_EXTRA_BUCKETS); the task role gets the driver's actions on each, whole. */
+  extraBuckets: string[];
   /** Versioning on the created bucket. */
   versioning: boolean;
   /** Task slots: one Fargate service of one task each, each with its own passive ports. */
@@ -44,6 +47,7 @@ export const SETTING_KEYS = [
   'image',
   'bucketName',
   'prefix',
+  'extraBuckets',
   'versioning',
   'tasks',
   'portsPerTask',
@@ -75,6 +79,7 @@ export function settingsFromLookup(get: (key: SettingKey) => unknown): InfraSett
     image: raw.image,
     bucketName: raw.bucketName,
     prefix: raw.prefix,
+    extraBuckets: raw.extraBuckets === undefined ? undefined : raw.extraBuckets.split(',').map((b) => b.trim()).filter(Boolean),
     versioning: raw.versioning === undefined ? undefined : bool('versioning', raw.versioning),
     tasks: raw.tasks === undefined ? undefined : int('tasks', raw.tasks),
     portsPerTask: raw.portsPerTask === undefined ? undefined : int('portsPerTask', raw.portsPerTask),
@@ -91,6 +96,7 @@ export function resolveSettings(input: Partial<InfraSettings>): InfraSettings {
     image: input.image ?? DEFAULT_IMAGE,
     bucketName: input.bucketName,
     prefix: prefix(input.prefix ?? ''),
+    extraBuckets: input.extraBuckets ?? [],
     versioning: input.versioning ?? false,
     tasks: input.tasks ?? 2,
     portsPerTask: input.portsPerTask ?? 4,
@@ -100,8 +106,12 @@ export function resolveSettings(input: Partial<InfraSettings>): InfraSettings {
     clientCidr: input.clientCidr ?? '0.0.0.0/0',
   };
   if (!s.image || /\s/.test(s.image)) throw new InfraConfigError(`image: "${s.image}" is not an image URI`);
-  if (s.bucketName !== undefined && !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(s.bucketName)) {
+  if (s.bucketName !== undefined && !BUCKET_NAME.test(s.bucketName)) {
     throw new InfraConfigError(`bucketName: "${s.bucketName}" is not a valid bucket name`);
+  }
+  for (const name of s.extraBuckets) {
+    if (!BUCKET_NAME.test(name)) throw new InfraConfigError(`extraBuckets: "${name}" is not a valid bucket name`);
+    if (name === s.bucketName) throw new InfraConfigError(`extraBuckets: "${name}" is the served bucket itself`);
   }
   if (s.bucketName !== undefined && s.versioning) {
     throw new InfraConfigError('versioning: applies only to a bucket this stack creates, not to bucketName');

@@ -98,7 +98,7 @@ export class S3FtpStack extends Stack {
     const controlTargets = this.targetGroup('ControlTargets', vpc, CONTAINER_CONTROL_PORT, s.proxyProtocol);
     nlb.addListener('Control', { port: PUBLIC_CONTROL_PORT, protocol: elbv2.Protocol.TCP, defaultTargetGroups: [controlTargets] });
 
-    const taskRole = this.taskRole(bucket, s.prefix);
+    const taskRole = this.taskRole(bucket, s.prefix, s.extraBuckets);
     const executionRole = new iam.Role(this, 'ExecutionRole', {
       assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
       description: 's3ftp task start: image pull, users secret, log writing',
@@ -122,6 +122,7 @@ export class S3FtpStack extends Stack {
       S3_REGION: this.region,
     };
     if (s.prefix) environment.S3_PREFIX = s.prefix;
+    if (s.extraBuckets.length > 0) environment.S3_EXTRA_BUCKETS = s.extraBuckets.join(',');
 
     let previous: ecs.FargateService | undefined;
     for (let slot = 0; slot < s.tasks; slot++) {
@@ -199,8 +200,8 @@ export class S3FtpStack extends Stack {
     });
   }
 
-  /** The role the server runs as: the S3 driver's actions under the prefix, and nothing else. */
-  private taskRole(bucket: s3.IBucket, prefix: string): iam.Role {
+  /** The role the server runs as: the S3 driver's actions under the prefix and in the extra buckets, and nothing else. */
+  private taskRole(bucket: s3.IBucket, prefix: string, extraBuckets: readonly string[]): iam.Role {
     const role = new iam.Role(this, 'TaskRole', {
       assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
       description: 's3ftp server: objects under its prefix in its bucket',
@@ -221,6 +222,12 @@ export class S3FtpStack extends Stack {
         resources: [bucket.arnForObjects(prefix ? `${prefix}/*` : '*')],
       }),
     );
+    if (extraBuckets.length > 0) {
+      // Users' mounts name prefixes in these; which prefix is the users file's business, so the whole bucket.
+      const extra = extraBuckets.map((name) => `arn:${this.partition}:s3:::${name}`);
+      role.addToPolicy(new iam.PolicyStatement({ sid: 'ListExtraBuckets', actions: ['s3:ListBucket'], resources: extra }));
+      role.addToPolicy(new iam.PolicyStatement({ sid: 'ObjectsInExtraBuckets', actions: OBJECT_ACTIONS, resources: extra.map((arn) => `${arn}/*`) }));
+    }
     return role;
   }
 

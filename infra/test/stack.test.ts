@@ -291,6 +291,22 @@ test('the task role may use only the S3 driver’s actions, under the prefix', (
   }
 });
 
+test('extra buckets: named to the server in S3_EXTRA_BUCKETS, and the task role gets the same actions on each', () => {
+  const template = synth({ extraBuckets: ['drops', 'exports'] });
+  assert.equal(env(containers(template)[0]!).S3_EXTRA_BUCKETS, 'drops,exports');
+  assert.equal(env(containers(defaults)[0]!).S3_EXTRA_BUCKETS, undefined);
+  const taskDef = Object.values(resources(template, 'AWS::ECS::TaskDefinition'))[0]!.Properties;
+  const statements = roleStatements(template, taskDef.TaskRoleArn['Fn::GetAtt'][0]);
+  const list = only(statements.filter((st) => st.Sid === 'ListExtraBuckets'));
+  const objects = only(statements.filter((st) => st.Sid === 'ObjectsInExtraBuckets'));
+  assert.match(JSON.stringify(list.Resource), /:s3:::drops".*:s3:::exports"/);
+  assert.match(JSON.stringify(objects.Resource), /:s3:::drops\/\*".*:s3:::exports\/\*"/);
+  const base = only(statements.filter((st) => st.Sid === 'ObjectsUnderPrefix'));
+  assert.deepEqual([objects.Action].flat().sort(), [base.Action].flat().sort());
+  assert.throws(() => resolveSettings({ extraBuckets: ['Bad_Name'] }), /extraBuckets: "Bad_Name" is not a valid bucket name/);
+  assert.throws(() => resolveSettings({ bucketName: 'same', extraBuckets: ['same'] }), /is the served bucket itself/);
+});
+
 test('an ECR image gets pull rights on the execution role; other registries get none', () => {
   const executionActions = (template: Template) => {
     const taskDef = Object.values(resources(template, 'AWS::ECS::TaskDefinition'))[0]!.Properties;
