@@ -107,6 +107,12 @@ async function serve(invocation: Invocation): Promise<void> {
         `This password is random and shown only now.\n\n`,
     );
   }
+  // As for vsftpd and ProFTPD, SIGHUP re-reads (the users file); without a handler it would end the process.
+  // Installed before the listeners, so a SIGHUP sent once 'listening' is logged is never fatal; one that
+  // comes while they start is served as soon as they are up.
+  let hangup: (() => void) | undefined;
+  let hangupPending = false;
+  process.on('SIGHUP', () => (hangup ? hangup() : (hangupPending = true)));
   let server: Awaited<ReturnType<typeof createServer>>;
   try {
     server = await createServer(config);
@@ -125,8 +131,8 @@ async function serve(invocation: Invocation): Promise<void> {
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
-  // As for vsftpd and ProFTPD, SIGHUP re-reads (the users file); without a handler it would end the process.
-  process.on('SIGHUP', () => void server.reloadUsers('SIGHUP'));
+  hangup = () => void server.reloadUsers('SIGHUP');
+  if (hangupPending) hangup();
 }
 
 /** How often a storage that did not answer at start is asked again (it stays not ready meanwhile). */
