@@ -92,7 +92,7 @@ export class UsersReloader {
       // A read still hanging (a slow network file system) is not stacked on.
       if (this.#ticking) return;
       this.#ticking = true;
-      void this.reload('timer').finally(() => (this.#ticking = false));
+      void this.#enqueue('timer', true).finally(() => (this.#ticking = false));
     }, this.#source.reloadMs).unref();
   }
 
@@ -107,14 +107,24 @@ export class UsersReloader {
    * explicit request logs even an unchanged file, the timer only a change.
    */
   reload(trigger: string): Promise<UsersReload> {
-    const next = this.#queue.then(() => this.#reloadOnce(trigger));
+    return this.#enqueue(trigger, false);
+  }
+
+  /** `quiet`: the periodic check, which says nothing about content it has seen, good or bad. */
+  #enqueue(trigger: string, quiet: boolean): Promise<UsersReload> {
+    const next = this.#queue.then(() =>
+      this.#reloadOnce(trigger, quiet).catch((err: unknown): UsersReload => {
+        // A bug here must neither take the server down nor stop later re-reads.
+        this.#log.error({ event: 'users-reload-refused', file: this.#source.path, trigger, err }, 'the users file was not reloaded; the users before it stay');
+        return { outcome: 'refused', reason: 'internal error' };
+      }),
+    );
     this.#queue = next;
     return next;
   }
 
-  async #reloadOnce(trigger: string): Promise<UsersReload> {
+  async #reloadOnce(trigger: string, quiet: boolean): Promise<UsersReload> {
     const file = this.#source.path;
-    const quiet = trigger === 'timer';
     const refuse = (reason: string, key: string): UsersReload => {
       this.#refused = key;
       this.#log.error({ event: 'users-reload-refused', file, trigger, reason }, 'the users file was not reloaded; the users before it stay');
