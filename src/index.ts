@@ -15,8 +15,10 @@ import { EventSink } from './events/sink.js';
 import { createStorage } from './storage/index.js';
 import { Storages } from './storage/storages.js';
 import type { Storage } from './storage/types.js';
+import type { UsersReload } from './auth/users-source.js';
 
 export { hashPassword, parseUsersFile, type PasswordSecret, type User } from './auth/users.js';
+export type { UsersFileConfig, UsersReload } from './auth/users-source.js';
 export { configSource, loadConfigWithFile, type ConfigSource, type LoadedConfig } from './config/file.js';
 export {
   ConfigError,
@@ -55,12 +57,21 @@ export interface S3FtpServer {
    * `config.shutdownGraceMs`) to finish; then the health port and the storage close.
    */
   close(graceMs?: number): Promise<void>;
+  /**
+   * Re-reads `config.usersFile` as on SIGHUP: a valid new version replaces the
+   * users at once (info log), an invalid one is refused (error log) and the
+   * users stay. Sessions already logged in keep their user until they log in
+   * again. `trigger` names the asker in the log line. Resolves with the
+   * outcome; never rejects.
+   */
+  reloadUsers(trigger?: string): Promise<UsersReload>;
 }
 
 /**
  * Starts an FTP server for `config` (from loadConfig(), or built by hand) and
- * resolves once every listener is bound. Users come from `config.users` only:
- * with none, nobody can log in.
+ * resolves once every listener is bound. Users come from `config.users`
+ * (with none, nobody can log in), replaced by a re-read of `config.usersFile`
+ * when set (every `reloadMs`, and reloadUsers()).
  */
 export async function createServer(config: Config, options: CreateServerOptions = {}): Promise<S3FtpServer> {
   const logger = options.logger ?? createLogger({ level: config.logLevel, pretty: config.logPretty });
@@ -89,6 +100,7 @@ export async function createServer(config: Config, options: CreateServerOptions 
       healthAddress: health?.address,
       storage,
       logger,
+      reloadUsers: (trigger?: string) => server.reloadUsers(trigger),
       close(graceMs = config.shutdownGraceMs) {
         closing ??= (async () => {
           // Not ready from now on, so a load balancer sends new clients elsewhere while sessions drain.

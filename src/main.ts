@@ -107,6 +107,12 @@ async function serve(invocation: Invocation): Promise<void> {
         `This password is random and shown only now.\n\n`,
     );
   }
+  // As for vsftpd and ProFTPD, SIGHUP re-reads (the users file); without a handler it would end the process.
+  // Installed before the listeners, so a SIGHUP sent once 'listening' is logged is never fatal; one that
+  // comes while they start is served as soon as they are up.
+  let hangup: (() => void) | undefined;
+  let hangupPending = false;
+  process.on('SIGHUP', () => (hangup ? hangup() : (hangupPending = true)));
   let server: Awaited<ReturnType<typeof createServer>>;
   try {
     server = await createServer(config);
@@ -125,6 +131,8 @@ async function serve(invocation: Invocation): Promise<void> {
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));
+  hangup = () => void server.reloadUsers('SIGHUP');
+  if (hangupPending) hangup();
 }
 
 /** How often a storage that did not answer at start is asked again (it stays not ready meanwhile). */
@@ -206,6 +214,9 @@ function describe(config: Config): string {
     `  passive: ports ${config.pasvPorts ? `${config.pasvPorts.min}-${config.pasvPorts.max}` : 'any'}, address ${config.pasvAddress ?? 'of the control connection'}`,
     `  storage: ${storageName(config)}`,
     `  users: ${config.users.length === 0 ? 'none (serve makes up one with a random password)' : config.users.map((u) => u.name).join(', ')}`,
+    ...(config.usersFile
+      ? [`  users file: ${config.usersFile.path}, re-read on SIGHUP${config.usersFile.reloadMs > 0 ? ` and every ${config.usersFile.reloadMs / 1000} s` : ''}`]
+      : []),
     `  ftps: ${config.ftps ? `on${config.ftps.implicitPort !== undefined ? `, implicit port ${config.ftps.implicitPort}` : ''}` : 'off'}`,
     `  health: ${config.health ? `http://${config.health.host}:${config.health.port}/healthz, /readyz, /metrics` : 'off'}`,
   ];

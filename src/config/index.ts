@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { ConfigError, int, type Env } from './env.js';
 import { loadExternalAuthConfig, type ExternalAuthConfig } from '../auth/external.js';
 import { parseUsersFile, type User } from '../auth/users.js';
+import { combineUsers, type UsersFileConfig } from '../auth/users-source.js';
 import { loadBandwidthConfig, type BandwidthConfig } from '../data/throttle.js';
 import { loadEventsConfig, type EventsConfig } from '../events/config.js';
 import { homeToStoragePath } from '../paths.js';
@@ -54,6 +55,8 @@ export interface Config {
   users: User[];
   /** Set when no user was configured and one was made up at start. */
   generatedPassword?: string;
+  /** FTP_USERS_FILE, re-read on SIGHUP and every FTP_USERS_RELOAD_SECONDS; undefined without one (FTP_USERS_JSON, FTP_USER: read at start only). */
+  usersFile?: UsersFileConfig;
   storage: StorageConfig;
   logLevel: string;
   logPretty: boolean;
@@ -146,6 +149,7 @@ export function loadConfig(env: Env = process.env): Config {
     pasvAddress: optionalIPv4(env, 'FTP_PASV_ADDRESS'),
     users: users.users,
     generatedPassword: users.generatedPassword,
+    usersFile: users.usersFile,
     storage,
     logLevel: oneOf(env, 'LOG_LEVEL', 'info', LOG_LEVELS),
     logPretty: bool(env, 'LOG_PRETTY', false),
@@ -264,17 +268,20 @@ function staticCredentials(env: Env): Pick<S3StorageConfig, 'credentials'> {
   return { credentials: { accessKeyId, secretAccessKey, sessionToken: env.AWS_SESSION_TOKEN?.trim() || undefined } };
 }
 
-function loadUsers(env: Env): { users: User[]; generatedPassword?: string } {
+/** Default FTP_USERS_RELOAD_SECONDS: a changed users file is in force within this many seconds. */
+const USERS_RELOAD_SECONDS = 30;
+
+function loadUsers(env: Env): { users: User[]; generatedPassword?: string; usersFile?: UsersFileConfig } {
   const file = env.FTP_USERS_FILE?.trim();
   const inline = env.FTP_USERS_JSON?.trim();
   const name = env.FTP_USER?.trim();
   const password = env.FTP_PASSWORD;
-  const users: User[] = [];
+  const fromSource: User[] = [];
   if (file && inline) throw new ConfigError('FTP_USERS_JSON: set FTP_USERS_FILE or FTP_USERS_JSON, not both');
   if (inline) {
     // The users file's content itself, for platforms that hand secrets over as variables (ECS, Kubernetes).
     try {
-      users.push(...parseUsersFile(inline));
+      fromSource.push(...parseUsersFile(inline));
     } catch (err) {
       throw new ConfigError(`FTP_USERS_JSON: ${(err as Error).message}`);
     }
@@ -287,20 +294,28 @@ function loadUsers(env: Env): { users: User[]; generatedPassword?: string } {
       throw new ConfigError(`FTP_USERS_FILE: cannot read ${file}: ${(err as Error).message}`);
     }
     try {
-      users.push(...parseUsersFile(text));
+      fromSource.push(...parseUsersFile(text));
     } catch (err) {
       throw new ConfigError(`FTP_USERS_FILE: ${file}: ${(err as Error).message}`);
     }
   }
+  const fixed: User[] = [];
   if (name !== undefined || password !== undefined) {
     if (!name) throw new ConfigError('FTP_USER: must be set when FTP_PASSWORD is');
     if (!password) throw new ConfigError('FTP_PASSWORD: must be set when FTP_USER is');
-    if (users.some((u) => u.name === name)) {
-      throw new ConfigError(`FTP_USER: "${name}" is also defined in ${inline ? 'FTP_USERS_JSON' : 'FTP_USERS_FILE'}`);
-    }
-    users.push({ name, password: { kind: 'plain', value: password }, home: '' });
+    fixed.push({ name, password: { kind: 'plain', value: password }, home: '' });
   }
-  return { users };
+  let users: User[];
+  try {
+    // The rule a re-read of the file applies too (src/auth/users-source.ts).
+    users = combineUsers(fromSource, fixed, inline ? 'FTP_USERS_JSON' : 'FTP_USERS_FILE');
+  } catch (err) {
+    throw new ConfigError(`FTP_USER: ${(err as Error).message}`);
+  }
+  if (!file) return { users };
+  // Read only with a file, so a config file that sets it without one is told it has no effect.
+  const reloadMs = int(env, 'FTP_USERS_RELOAD_SECONDS', USERS_RELOAD_SECONDS, 0, 86400) * 1000;
+  return { users, usersFile: { path: resolve(file), reloadMs, fixed } };
 }
 
 function homeToStoragePathOrThrow(value: string, variable: string): string {

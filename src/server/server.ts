@@ -4,11 +4,12 @@ import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { User } from '../auth/users.js';
+import { UsersReloader, type UsersReload } from '../auth/users-source.js';
 import type { Config } from '../config/index.js';
 import { plainAddress } from '../data/channel.js';
 import { formatReply, Reply } from '../replies.js';
 import { Session, type ServerContext } from '../session/session.js';
-import type { Storages } from '../storage/storages.js';
+import { storageProblem, type Storages } from '../storage/storages.js';
 import { AbuseGuard } from './limits.js';
 import { Metrics } from './metrics.js';
 import { readProxyHeader } from './proxy.js';
@@ -30,6 +31,12 @@ export interface FtpServer {
    * comes first (the transfer is then aborted).
    */
   close(graceMs?: number): Promise<void>;
+  /**
+   * Re-reads the users file (config.usersFile) and swaps the users in whole,
+   * or keeps them and logs why not; `trigger` names the asker in the log line.
+   * Logged-in sessions keep the user they logged in as.
+   */
+  reloadUsers(trigger?: string): Promise<UsersReload>;
 }
 
 /** Starts the control listeners; resolves once they are bound. */
@@ -47,6 +54,12 @@ export async function startServer(config: Config, storages: Storages, log: Logge
     externalAuth: options.externalAuth,
   };
   const sessions = new Set<Session>();
+  // Sessions read context.users at each login and keep the User they got: swapping the map is the whole reload.
+  const reloader = config.usersFile
+    ? new UsersReloader(config.usersFile, { get: () => context.users, set: (users) => (context.users = users) }, log, (user) =>
+        storageProblem(config.storage, user),
+      )
+    : undefined;
 
   /**
    * Calls `then` with the client's address: the one in the PROXY header when
@@ -132,6 +145,7 @@ export async function startServer(config: Config, storages: Storages, log: Logge
     );
   void sweep();
   const sweeper = setInterval(sweep, SWEEP_EVERY_MS).unref();
+  reloader?.start();
   const address = server.address() as AddressInfo;
   const implicitAddress = implicit?.address() as AddressInfo | undefined;
   log.info({
@@ -146,8 +160,14 @@ export async function startServer(config: Config, storages: Storages, log: Logge
   return {
     address,
     implicitAddress,
+    async reloadUsers(trigger = 'reloadUsers()') {
+      if (reloader) return reloader.reload(trigger);
+      log.info({ event: 'users-reload', trigger, outcome: 'no-file' }, 'no users file to re-read: FTP_USERS_JSON and FTP_USER are read at start only');
+      return { outcome: 'no-file' };
+    },
     async close(graceMs = 0) {
       clearInterval(sweeper);
+      reloader?.stop();
       const closed = Promise.all([server, implicit].map((s) => (s ? new Promise((r) => s.close(r)) : undefined)));
       await Promise.all([...sessions].map((session) => session.shutdown(graceMs)));
       await closed;
