@@ -2,8 +2,11 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { ExternalAuth } from '../src/auth/external.js';
 import { parseUsersFile, type User } from '../src/auth/users.js';
 import { ConfigError, loadConfig, type StorageConfig } from '../src/config/index.js';
 import { readAll, RawFtp } from './helpers/ftp.js';
@@ -58,6 +61,8 @@ describe('storage mappings on S3: two more buckets', () => {
   let server: TestServer;
   let drops: string;
   let exports: string;
+  let provider: Server | undefined;
+  const logLines: string[] = [];
   const key = (bucket: string, k: string) => s3!.client.send(new HeadObjectCommand({ Bucket: bucket, Key: k })).then(() => true, () => false);
   const body = async (bucket: string, k: string) =>
     Buffer.from(await (await s3!.client.send(new GetObjectCommand({ Bucket: bucket, Key: k }))).Body!.transformToByteArray());
@@ -97,6 +102,20 @@ describe('storage mappings on S3: two more buckets', () => {
       storageConfig: () => ({ ...s3StorageConfig(s3!, 'mounts'), extraBuckets: [drops, exports] }),
       danglingUploads: async () => [],
     };
+    // An identity provider on loopback that answers for two names: one mapped into the served buckets, one not.
+    provider = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        const { username, password } = JSON.parse(body) as { username: string; password: string };
+        const bucket = username === 'hooked' ? exports : 'not-served-bucket';
+        const answer = password === PW ? { allow: true, user: { mounts: { '/outgoing': `s3://${bucket}/partner-a` }, permissions: 'read-only' } } : { allow: false };
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify(answer));
+      });
+    });
+    await new Promise<void>((resolve) => provider!.listen(0, '127.0.0.1', resolve));
+    const externalAuth = new ExternalAuth({ url: new URL(`http://127.0.0.1:${(provider.address() as AddressInfo).port}/`), timeoutMs: 5000, cacheMs: 0 });
     server = await startTestServer(driver, {
       users: [
         user('partner-a', { ...users[0]!, password: { kind: 'plain', value: PW } }),
@@ -104,10 +123,35 @@ describe('storage mappings on S3: two more buckets', () => {
         user('admin-a', { mounts }),
         user('homed', { home: 'homes/c', homeBucket: drops, mounts: [{ dir: '/outgoing', target: { bucket: exports, path: 'partner-a' } }] }),
       ],
-    });
+    }, { externalAuth, logSink: (line) => void logLines.push(line) });
   });
 
-  after(async () => server?.close());
+  after(async () => {
+    await server?.close();
+    provider?.close();
+  });
+
+  test('an identity provider hands out mounts; one naming a bucket that is not served is 530 with an error log', async (t) => {
+    if (!s3) return t.skip('MinIO is not available');
+    const ftp = await RawFtp.login(server.port, 'hooked', PW);
+    try {
+      assert.deepEqual(await nlst(ftp), ['outgoing']);
+      assert.equal((await retr(ftp, '/outgoing/report.csv')).body?.toString(), 'for partner a');
+    } finally {
+      ftp.close();
+    }
+    const other = await RawFtp.connect(server.port);
+    try {
+      await other.expect('USER stray', 331);
+      const refused = await other.send(`PASS ${PW}`);
+      assert.equal(refused.code, 530);
+      const line = logLines.map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.event === 'login-refused' && l.user === 'stray');
+      assert.equal(line?.level, 50);
+      assert.match(String(line?.reason), /bucket "not-served-bucket" is not served/);
+    } finally {
+      other.close();
+    }
+  });
 
   test('the partner sees /incoming and /outgoing only; files land in their buckets', async (t) => {
     if (!s3) return t.skip('MinIO is not available');

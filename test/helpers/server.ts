@@ -1,3 +1,4 @@
+import type { ExternalAuth } from '../../src/auth/external.js';
 import { Storages } from '../../src/storage/storages.js';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -72,7 +73,7 @@ export interface TestServer {
 export async function startTestServer(
   driver: Driver,
   overrides: Partial<Config> = {},
-  options: { logLines?: string[]; logSink?: (line: string) => void; storageOptions?: StorageOptions; metrics?: Metrics } = {},
+  options: { logLines?: string[]; logSink?: (line: string) => void; storageOptions?: StorageOptions; metrics?: Metrics; externalAuth?: ExternalAuth } = {},
 ): Promise<TestServer> {
   const storageConfig = driver.storageConfig();
   const users: User[] = [{ name: USER, password: { kind: 'plain', value: PASSWORD }, home: '' }];
@@ -104,7 +105,7 @@ export async function startTestServer(
   const log = sink ? pino({ level: 'info' }, { write: sink }) : pino({ level: config.logLevel });
   const storages = new Storages(storageConfig, (c) => createStorage(c, log, options.storageOptions));
   const storage = storages.main;
-  const server: FtpServer = await startServer(config, storages, log, { metrics: options.metrics });
+  const server: FtpServer = await startServer(config, storages, log, { metrics: options.metrics, externalAuth: options.externalAuth });
   return {
     port: server.address.port,
     implicitPort: server.implicitAddress?.port,
