@@ -9,7 +9,7 @@ import { CreateBucketCommand, GetObjectCommand, HeadObjectCommand, PutObjectComm
 import { ExternalAuth } from '../src/auth/external.js';
 import { parseUsersFile, type User } from '../src/auth/users.js';
 import { ConfigError, loadConfig, type StorageConfig } from '../src/config/index.js';
-import { readAll, RawFtp } from './helpers/ftp.js';
+import { nameList, RawFtp, retrieve, store } from './helpers/ftp.js';
 import { getS3, s3StorageConfig, type S3TestEnv } from './helpers/minio.js';
 import { startTestServer, tempDir, type Driver, type TestServer } from './helpers/server.js';
 
@@ -23,37 +23,6 @@ const PW = 'partner password';
 
 function user(name: string, settings: Partial<User>): User {
   return { name, password: { kind: 'plain', value: PW }, ...settings };
-}
-
-async function stor(ftp: RawFtp, path: string, body: Buffer, rest?: number): Promise<number> {
-  const data = await ftp.passive();
-  if (rest !== undefined) await ftp.expect(`REST ${rest}`, 350);
-  const first = await ftp.send(`STOR ${path}`);
-  if (first.code !== 150) {
-    data.destroy();
-    return first.code;
-  }
-  data.end(body);
-  return (await ftp.read()).code;
-}
-
-async function retr(ftp: RawFtp, path: string): Promise<{ code: number; body?: Buffer }> {
-  const data = await ftp.passive();
-  const first = await ftp.send(`RETR ${path}`);
-  if (first.code !== 150) {
-    data.destroy();
-    return { code: first.code };
-  }
-  const body = await readAll(data);
-  return { code: (await ftp.read()).code, body };
-}
-
-async function nlst(ftp: RawFtp, path = ''): Promise<string[]> {
-  const data = await ftp.passive();
-  await ftp.expect(`NLST${path ? ` ${path}` : ''}`, 150);
-  const text = (await readAll(data)).toString();
-  assert.equal((await ftp.read()).code, 226);
-  return text.split('\r\n').filter(Boolean).sort();
 }
 
 describe('storage mappings on S3: two more buckets', () => {
@@ -135,8 +104,8 @@ describe('storage mappings on S3: two more buckets', () => {
     if (!s3) return t.skip('MinIO is not available');
     const ftp = await RawFtp.login(server.port, 'hooked', PW);
     try {
-      assert.deepEqual(await nlst(ftp), ['outgoing']);
-      assert.equal((await retr(ftp, '/outgoing/report.csv')).body?.toString(), 'for partner a');
+      assert.deepEqual(await nameList(ftp), ['outgoing']);
+      assert.equal((await retrieve(ftp, '/outgoing/report.csv')).body?.toString(), 'for partner a');
     } finally {
       ftp.close();
     }
@@ -159,16 +128,16 @@ describe('storage mappings on S3: two more buckets', () => {
     try {
       // Login made the drop box's prefix (its marker) so the partner can upload at once.
       assert.ok(await key(drops, 'partner-a/'));
-      assert.deepEqual(await nlst(ftp), ['incoming', 'outgoing']);
-      const got = await retr(ftp, '/outgoing/report.csv');
+      assert.deepEqual(await nameList(ftp), ['incoming', 'outgoing']);
+      const got = await retrieve(ftp, '/outgoing/report.csv');
       assert.equal(got.code, 226);
       assert.equal(got.body?.toString(), 'for partner a');
-      assert.equal(await stor(ftp, '/incoming/a.csv', Buffer.from('dropped')), 226);
+      assert.equal(await store(ftp, '/incoming/a.csv', Buffer.from('dropped')), 226);
       assert.equal((await body(drops, 'partner-a/a.csv')).toString(), 'dropped');
       // The drop box's and the read-only side's rules hold in their mounts.
-      assert.equal(await stor(ftp, '/outgoing/b.csv', Buffer.from('x')), 550);
+      assert.equal(await store(ftp, '/outgoing/b.csv', Buffer.from('x')), 550);
       assert.equal((await ftp.send('DELE /outgoing/report.csv')).code, 550);
-      assert.equal(await stor(ftp, '/c.csv', Buffer.from('x')), 550);
+      assert.equal(await store(ftp, '/c.csv', Buffer.from('x')), 550);
       assert.equal(await key(exports, 'partner-a/b.csv'), false);
     } finally {
       ftp.close();
@@ -182,18 +151,18 @@ describe('storage mappings on S3: two more buckets', () => {
       for (const start of ['/', '/incoming', '/outgoing']) {
         await ftp.expect(`CWD ${start}`, 250);
         for (const path of ['../partner-b/secret.csv', '../../partner-b/secret.csv', '../../../exports/partner-b/secret.csv', '/../partner-b/theirs.csv', '../../partner-b/theirs.csv']) {
-          const got = await retr(ftp, path);
+          const got = await retrieve(ftp, path);
           assert.equal(got.code, 550, `RETR ${path} from ${start}`);
           assert.equal((await ftp.send(`SIZE ${path}`)).code, 550, `SIZE ${path} from ${start}`);
         }
         await ftp.expect('CWD ../../..', 250);
         assert.match((await ftp.expect('PWD', 257)).text, /^"\/"/);
       }
-      assert.deepEqual(await nlst(ftp, '/outgoing'), ['report.csv']);
+      assert.deepEqual(await nameList(ftp, '/outgoing'), ['report.csv']);
       assert.equal((await ftp.send('CWD /partner-b')).code, 550);
       // Outside every mapping nothing can be made; the mappings themselves stay.
-      assert.equal(await stor(ftp, '/x.csv', Buffer.from('x')), 550);
-      assert.equal(await stor(ftp, '/incoming', Buffer.from('x')), 550);
+      assert.equal(await store(ftp, '/x.csv', Buffer.from('x')), 550);
+      assert.equal(await store(ftp, '/incoming', Buffer.from('x')), 550);
       assert.equal((await ftp.send('MKD /new')).code, 550);
       assert.equal((await ftp.send('MKD /incoming')).code, 550);
       assert.equal((await ftp.send('RMD /incoming')).code, 550);
@@ -210,7 +179,7 @@ describe('storage mappings on S3: two more buckets', () => {
     if (!s3) return t.skip('MinIO is not available');
     const ftp = await RawFtp.login(server.port, 'admin-a', PW);
     try {
-      assert.equal(await stor(ftp, '/incoming/move.csv', Buffer.from('m')), 226);
+      assert.equal(await store(ftp, '/incoming/move.csv', Buffer.from('m')), 226);
       await ftp.expect('RNFR /incoming/move.csv', 350);
       await ftp.expect('RNTO /incoming/moved.csv', 250);
       assert.ok(await key(drops, 'partner-a/moved.csv'));
@@ -231,11 +200,11 @@ describe('storage mappings on S3: two more buckets', () => {
     if (!s3) return t.skip('MinIO is not available');
     const ftp = await RawFtp.login(server.port, 'homed', PW);
     try {
-      assert.equal(await stor(ftp, 'mine.txt', Buffer.from('home file')), 226);
+      assert.equal(await store(ftp, 'mine.txt', Buffer.from('home file')), 226);
       assert.equal((await body(drops, 'homes/c/mine.txt')).toString(), 'home file');
-      assert.deepEqual(await nlst(ftp), ['mine.txt', 'outgoing']);
-      assert.equal((await retr(ftp, '/outgoing/report.csv')).code, 226);
-      assert.equal((await retr(ftp, '../../partner-b/theirs.csv')).code, 550);
+      assert.deepEqual(await nameList(ftp), ['mine.txt', 'outgoing']);
+      assert.equal((await retrieve(ftp, '/outgoing/report.csv')).code, 226);
+      assert.equal((await retrieve(ftp, '../../partner-b/theirs.csv')).code, 550);
     } finally {
       ftp.close();
     }
@@ -303,14 +272,14 @@ describe('storage mappings on the local driver', () => {
   test('a mount two levels down; the level between is fixed; a rename on one storage crosses mounts', async () => {
     const ftp = await RawFtp.login(server.port, 'bob', PW);
     try {
-      assert.deepEqual(await nlst(ftp), ['pub']);
-      assert.deepEqual(await nlst(ftp, 'pub'), ['shared']);
-      assert.equal((await retr(ftp, 'pub/shared/shared.txt')).body?.toString(), 'shared');
-      assert.equal((await retr(ftp, 'pub/shared/../../../other/private.txt')).code, 550);
+      assert.deepEqual(await nameList(ftp), ['pub']);
+      assert.deepEqual(await nameList(ftp, 'pub'), ['shared']);
+      assert.equal((await retrieve(ftp, 'pub/shared/shared.txt')).body?.toString(), 'shared');
+      assert.equal((await retrieve(ftp, 'pub/shared/../../../other/private.txt')).code, 550);
       assert.equal((await ftp.send('RMD /pub')).code, 550);
-      assert.equal(await stor(ftp, 'own.txt', Buffer.from('own')), 226);
+      assert.equal(await store(ftp, 'own.txt', Buffer.from('own')), 226);
       assert.equal(readFileSync(join(dataDir, 'users', 'bob', 'own.txt'), 'utf8'), 'own');
-      assert.equal(await stor(ftp, 'pub/shared/no.txt', Buffer.from('x')), 550);
+      assert.equal(await store(ftp, 'pub/shared/no.txt', Buffer.from('x')), 550);
       assert.equal(existsSync(join(dataDir, 'common', 'no.txt')), false);
     } finally {
       ftp.close();
@@ -339,16 +308,16 @@ describe('per-user limits', () => {
   test('maxFileSize: a STOR past it is cut off with 552 and the old file stays', async () => {
     const ftp = await RawFtp.login(server.port, 'small', PW);
     try {
-      assert.equal(await stor(ftp, 'f.bin', Buffer.alloc(1000, 1)), 226);
-      assert.equal(await stor(ftp, 'f.bin', randomBytes(256 * 1024)), 552);
+      assert.equal(await store(ftp, 'f.bin', Buffer.alloc(1000, 1)), 226);
+      assert.equal(await store(ftp, 'f.bin', randomBytes(256 * 1024)), 552);
       assert.deepEqual(readFileSync(join(dataDir, 'small', 'f.bin')), Buffer.alloc(1000, 1));
-      assert.equal(await stor(ftp, 'g.bin', Buffer.alloc(1001)), 552);
+      assert.equal(await store(ftp, 'g.bin', Buffer.alloc(1001)), 552);
       assert.equal(existsSync(join(dataDir, 'small', 'g.bin')), false);
       // APPE counts the bytes already there.
       const data = await ftp.passive();
       assert.equal((await ftp.send('APPE f.bin')).code, 552);
       data.destroy();
-      assert.equal(await stor(ftp, 'f.bin', Buffer.alloc(2, 2), 999), 552);
+      assert.equal(await store(ftp, 'f.bin', Buffer.alloc(2, 2), 999), 552);
       assert.equal(readFileSync(join(dataDir, 'small', 'f.bin')).length, 1000);
       await ftp.expect('NOOP', 200);
     } finally {
@@ -378,11 +347,11 @@ describe('per-user limits', () => {
     const ftp = await RawFtp.login(server.port, 'slow', PW);
     try {
       const started = Date.now();
-      assert.equal(await stor(ftp, 'big.bin', randomBytes(192 * 1024)), 226);
+      assert.equal(await store(ftp, 'big.bin', randomBytes(192 * 1024)), 226);
       // 192 KiB at 64 KiB/s with the first burst free: well over one second, never under.
       assert.ok(Date.now() - started > 1000, `upload took ${Date.now() - started} ms`);
       const back = Date.now();
-      assert.equal((await retr(ftp, 'big.bin')).code, 226);
+      assert.equal((await retrieve(ftp, 'big.bin')).code, 226);
       assert.ok(Date.now() - back > 1000, `download took ${Date.now() - back} ms`);
     } finally {
       ftp.close();

@@ -7,7 +7,7 @@ import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { parsePermissions } from '../src/auth/permissions.js';
 import type { User } from '../src/auth/users.js';
-import { basicFtp, getFile, RawFtp, readAll } from './helpers/ftp.js';
+import { basicFtp, getFile, RawFtp, readAll, store } from './helpers/ftp.js';
 import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
 
 const plain = (name: string, password: string, home: string, permissions?: unknown): User => ({
@@ -28,19 +28,6 @@ async function settleFds(baseline: number, slack: number): Promise<number> {
     now = openFds();
   }
   return now;
-}
-
-/** STOR with a raw client; `rest` goes right before STOR (after EPSV: REST binds to the next command only). */
-async function store(ftp: RawFtp, name: string, content: Buffer | string, rest?: number): Promise<number> {
-  const data = await ftp.passive();
-  if (rest !== undefined) await ftp.expect(`REST ${rest}`, 350);
-  const first = await ftp.send(`STOR ${name}`);
-  if (first.code !== 150) {
-    data.destroy();
-    return first.code;
-  }
-  data.end(content);
-  return (await ftp.read()).code;
 }
 
 for (const driver of await drivers()) {

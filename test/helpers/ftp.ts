@@ -125,6 +125,41 @@ export class RawFtp {
   }
 }
 
+/** STOR with a raw client; `rest` goes right before STOR (after EPSV: REST binds to the next command only). */
+export async function store(ftp: RawFtp, name: string, content: Buffer | string, rest?: number): Promise<number> {
+  const data = await ftp.passive();
+  if (rest !== undefined) await ftp.expect(`REST ${rest}`, 350);
+  const first = await ftp.send(`STOR ${name}`);
+  if (first.code !== 150) {
+    data.destroy();
+    return first.code;
+  }
+  data.end(content);
+  return (await ftp.read()).code;
+}
+
+/** RETR with a raw client: the final reply's code, and the bytes when the transfer started. */
+export async function retrieve(ftp: RawFtp, name: string): Promise<{ code: number; body?: Buffer }> {
+  const data = await ftp.passive();
+  const first = await ftp.send(`RETR ${name}`);
+  if (first.code !== 150) {
+    data.destroy();
+    return { code: first.code };
+  }
+  const body = await readAll(data);
+  return { code: (await ftp.read()).code, body };
+}
+
+/** NLST with a raw client, asserting 150 then 226: the names, sorted. */
+export async function nameList(ftp: RawFtp, path = ''): Promise<string[]> {
+  const data = await ftp.passive();
+  await ftp.expect(`NLST${path ? ` ${path}` : ''}`, 150);
+  const text = (await readAll(data)).toString();
+  const done = await ftp.read();
+  if (done.code !== 226) throw new Error(`NLST ${path}: expected 226, got ${done.code} ${done.text}`);
+  return text.split('\r\n').filter(Boolean).sort();
+}
+
 /** Stores content as `user` with a raw client, asserting 150 then 226. */
 export async function putFile(port: number, user: string, password: string, name: string, content: Buffer): Promise<void> {
   const raw = await RawFtp.login(port, user, password);
