@@ -1,5 +1,4 @@
-import { homeToStoragePath } from '../src/paths.js';
-import { BUCKET_NAME } from '../src/storage/storages.js';
+import { BUCKET_NAME, homeToStoragePath } from '../src/paths.js';
 
 /** The public FTP control port on the load balancer. */
 export const PUBLIC_CONTROL_PORT = 21;

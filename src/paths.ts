@@ -5,6 +5,8 @@ import { StorageError, type StoragePath } from './storage/types.js';
 export const MAX_PATH_BYTES = 1024;
 /** Most file systems refuse longer names. */
 export const MAX_NAME_BYTES = 255;
+/** S3's rules for bucket names (the common subset: lowercase, digits, dots, hyphens). */
+export const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 /** Names with this prefix belong to the server (in-progress uploads). */
 export const RESERVED_PREFIX = '.s3ftp-';
 

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { homeToStoragePath, resolveFtpPath } from '../paths.js';
+import { BUCKET_NAME, homeToStoragePath, resolveFtpPath } from '../paths.js';
 import { parsePermissions, type PermissionRules } from './permissions.js';
-import { BUCKET_NAME, type StorageTarget } from '../storage/storages.js';
+import type { StorageTarget } from '../storage/storages.js';
 import type { StoragePath } from '../storage/types.js';
 
 /** A stored password: an scrypt hash from the users file, or a plain one from FTP_PASSWORD. */

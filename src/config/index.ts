@@ -7,8 +7,8 @@ import { parseUsersFile, type User } from '../auth/users.js';
 import { combineUsers, type UsersFileConfig } from '../auth/users-source.js';
 import { loadBandwidthConfig, type BandwidthConfig } from '../data/throttle.js';
 import { loadEventsConfig, type EventsConfig } from '../events/config.js';
-import { homeToStoragePath } from '../paths.js';
-import { BUCKET_NAME, storageProblem } from '../storage/storages.js';
+import { BUCKET_NAME, homeToStoragePath } from '../paths.js';
+import { storageProblem } from '../storage/storages.js';
 import { checkTlsPolicy, DEFAULT_CIPHERS, DEFAULT_MIN_VERSION, TLS_MIN_VERSIONS, type TlsMinVersion } from '../server/tls.js';
 
 /** A configuration problem; the message names the variable at fault. */

@@ -3,9 +3,6 @@ import type { Location, Mount } from './mounts.js';
 import { MountedStorage } from './mounts.js';
 import type { Storage, StoragePath } from './types.js';
 
-/** S3's rules for bucket names (the common subset: lowercase, digits, dots, hyphens). */
-export const BUCKET_NAME = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
-
 /** Where a user's path is stored: a directory of the server's storage, or of another bucket (`s3://bucket/prefix`). */
 export interface StorageTarget {
   /** Another bucket; undefined: the server's storage (S3_BUCKET under S3_PREFIX, or DATA_DIR). */
