@@ -13,8 +13,9 @@
 # Settings (environment):
 #   RCLONE_TEST_DRIVERS   drivers to test, default "local s3"
 #   RCLONE_TEST_PACKAGES  rclone packages to run with -remote, default
-#                         "backend/ftp" (rclone's test_all also runs
-#                         "fs/operations fs/sync" against an FTP remote)
+#                         "backend/ftp fs/operations fs/sync": the backend's
+#                         fstests, then the copy, sync and move engine, as
+#                         rclone's test_all runs them on its FTP remotes
 #   RCLONE_TEST_TIMEOUT   bound on each package run, default 20m
 #   RCLONE_TEST_RUN       a `go test -run` pattern, to run part of the suite
 #   RCLONE_TEST_LOG_DIR   keep the server and test logs there
@@ -28,7 +29,7 @@ RCLONE_MODULE=github.com/rclone/rclone
 RCLONE_VERSION=v1.76.0
 
 drivers="${RCLONE_TEST_DRIVERS:-local s3}"
-packages="${RCLONE_TEST_PACKAGES:-backend/ftp}"
+packages="${RCLONE_TEST_PACKAGES:-backend/ftp fs/operations fs/sync}"
 timeout="${RCLONE_TEST_TIMEOUT:-20m}"
 cache="${S3FTP_CACHE:-$HOME/.cache/s3ftp}/rclone-tests-${RCLONE_VERSION}"
 
@@ -77,6 +78,11 @@ wait_for_line() {
   return 1
 }
 
+if (( $(node -p 'process.versions.node.split(".")[0]') < 22 )); then
+  say "node $(node --version) is older than 22, which the server needs"
+  exit 1
+fi
+
 # --- Tools: rclone (for `rclone obscure` and the MinIO bucket), MinIO, the server.
 rclone="$(bash scripts/build-rclone.sh | tail -n 1)"
 if [[ " $drivers " == *" s3 "* ]]; then minio="$(bash scripts/build-minio.sh | tail -n 1)"; fi
@@ -105,6 +111,16 @@ for pkg in $packages; do binaries[$pkg]="$(test_binary "$pkg")"; done
 
 # --- MinIO on loopback with a fresh bucket, for the S3 driver.
 start_minio() {
+  # The free port may be taken before MinIO binds it; try again then.
+  for _ in 1 2 3; do
+    launch_minio && return 0
+    kill -TERM "${pids[-1]}" 2>/dev/null || true
+    rm -rf "$work/minio"
+  done
+  return 1
+}
+
+launch_minio() {
   local port console
   port="$(free_port)"
   console="$(free_port)"
@@ -146,7 +162,7 @@ start_server() {
   server_port="$(grep -m1 '"event":"listening"' "$log" | sed -n 's/.*"port":\([0-9]*\).*/\1/p')"
 }
 
-# Counts the leaf tests (those with no subtests) of a `go test -v` log by result.
+# Counts the leaf tests (those with no subtests) of a `go test -v` log: "passed failed skipped".
 count_results() {
   awk '
     match($0, /^ *--- (PASS|FAIL|SKIP): [^ ]+/) {
@@ -156,7 +172,7 @@ count_results() {
     END {
       for (name in result) for (other in result) if (index(other, name "/") == 1) { parent[name] = 1; break }
       for (name in result) if (!(name in parent)) n[result[name]]++
-      printf "%d passed, %d failed, %d skipped\n", n["PASS:"], n["FAIL:"], n["SKIP:"]
+      printf "%d %d %d\n", n["PASS:"], n["FAIL:"], n["SKIP:"]
     }' "$1"
 }
 
@@ -172,6 +188,9 @@ for driver in $drivers; do
   config="$work/rclone-$driver.conf"
   printf '[%s]\ntype = ftp\nhost = 127.0.0.1\nport = %s\nuser = rclone\npass = %s\n' \
     "$remote" "$server_port" "$obscured" >"$config"
+  driver_start=$SECONDS
+  totals=(0 0 0)
+  parts=()
   for pkg in $packages; do
     log="$work/go-test-$driver-${pkg//\//_}.log"
     say "$driver: running rclone's ./$pkg tests against 127.0.0.1:$server_port (log: $log)"
@@ -181,17 +200,22 @@ for driver in $drivers; do
     (cd "$src/$pkg" && RCLONE_CONFIG="$config" timeout --kill-after=30s "$timeout" \
       "${binaries[$pkg]}" -test.v -test.timeout "$timeout" -test.skip "$skip" ${RCLONE_TEST_RUN:+-test.run "$RCLONE_TEST_RUN"} \
       -remote "$remote:" -verbose) >"$log" 2>&1 || status=$?
-    counts="$(count_results "$log")"
+    read -r passed failures skipped < <(count_results "$log")
+    totals=($((totals[0] + passed)) $((totals[1] + failures)) $((totals[2] + skipped)))
+    part="$pkg $passed/$failures/$skipped in $((SECONDS - start)) s"
     if (( status != 0 )); then
       failed=1
-      (( status == 124 )) && counts="$counts, timed out after $timeout"
+      # A crash or a timeout can fail a run with no failed leaf test; count it.
+      (( failures == 0 )) && totals[1]=$((totals[1] + 1))
+      if (( status == 124 )); then part="$part, timed out after $timeout"; else part="$part, exit $status"; fi
       say "$driver: ./$pkg failed (exit $status); failing tests and their messages:"
       grep -E -- '--- FAIL|_test\.go:[0-9]+:|Error:|Error Trace:|^panic|^FAIL' "$log" | head -200 >&2 || true
     fi
-    summaries+=("rclone ./$pkg on the $driver driver: $counts in $((SECONDS - start)) s")
+    parts+=("$part")
   done
   kill -TERM "${pids[-1]}" 2>/dev/null || true
   wait "${pids[-1]}" 2>/dev/null || true
+  summaries+=("rclone on the $driver driver: ${totals[0]} passed, ${totals[1]} failed, ${totals[2]} skipped in $((SECONDS - driver_start)) s (passed/failed/skipped: $(IFS=';'; echo "${parts[*]}" | sed 's/;/; /g'))")
 done
 
 printf '%s\n' "${summaries[@]}"
