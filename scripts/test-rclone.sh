@@ -176,6 +176,26 @@ count_results() {
     }' "$1"
 }
 
+# What a `go test -v` log says about each failed leaf test (rclone's own log
+# lines left out), then any panic or timeout.
+failure_report() {
+  awk '
+    /^=== (RUN|CONT|NAME) / { current = $3; next }
+    match($0, /^ *--- (PASS|FAIL|SKIP): [^ ]+/) {
+      split(substr($0, RSTART, RLENGTH), f, " ")
+      result[f[3]] = f[2]
+      next
+    }
+    /^panic:|^FAIL|^\*\*\* Test killed/ { tail = tail $0 "\n"; current = ""; next }
+    /^[0-9][0-9][0-9][0-9]\/[0-9][0-9]\/[0-9][0-9] / { next }
+    current != "" { said[current] = said[current] $0 "\n" }
+    END {
+      for (name in result) for (other in result) if (index(other, name "/") == 1) { parent[name] = 1; break }
+      for (name in result) if (result[name] == "FAIL:" && !(name in parent)) printf "--- FAIL: %s\n%s", name, said[name]
+      printf "%s", tail
+    }' "$1"
+}
+
 ftp_password="$(head -c 18 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 obscured="$("$rclone" obscure "$ftp_password")"
 [[ " $drivers " == *" s3 "* ]] && start_minio
@@ -209,7 +229,7 @@ for driver in $drivers; do
       (( failures == 0 )) && totals[1]=$((totals[1] + 1))
       if (( status == 124 )); then part="$part, timed out after $timeout"; else part="$part, exit $status"; fi
       say "$driver: ./$pkg failed (exit $status); failing tests and their messages:"
-      grep -E -- '--- FAIL|_test\.go:[0-9]+:|Error:|Error Trace:|^panic|^FAIL' "$log" | head -200 >&2 || true
+      failure_report "$log" | head -300 >&2
     fi
     parts+=("$part")
   done
