@@ -16,11 +16,11 @@
 #                         "backend/ftp fs/operations fs/sync": the backend's
 #                         fstests, then the copy, sync and move engine, as
 #                         rclone's test_all runs them on its FTP remotes
-#   RCLONE_TEST_TIMEOUT   bound on each package run, default 20m
+#   RCLONE_TEST_TIMEOUT   bound in minutes on each package run, default 20
 #   RCLONE_TEST_RUN       a `go test -run` pattern, to run part of the suite
 #   RCLONE_TEST_LOG_DIR   keep the server and test logs there
-#   LOG_LEVEL             the server's log level, default info (debug logs
-#                         every FTP command and reply)
+#   LOG_LEVEL             the server's log level, default info (a line per
+#                         FTP command with its reply code)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +30,8 @@ RCLONE_VERSION=v1.76.0
 
 drivers="${RCLONE_TEST_DRIVERS:-local s3}"
 packages="${RCLONE_TEST_PACKAGES:-backend/ftp fs/operations fs/sync}"
-timeout="${RCLONE_TEST_TIMEOUT:-20m}"
+minutes="${RCLONE_TEST_TIMEOUT:-20}"
+[[ "$minutes" =~ ^[1-9][0-9]*$ ]] || { echo "test-rclone: RCLONE_TEST_TIMEOUT must be a number of minutes" >&2; exit 1; }
 cache="${S3FTP_CACHE:-$HOME/.cache/s3ftp}/rclone-tests-${RCLONE_VERSION}"
 
 # Tests skipped on purpose (a `go test -skip` pattern), each with its reason:
@@ -131,8 +132,8 @@ launch_minio() {
   MINIO_ROOT_USER="$minio_user" MINIO_ROOT_PASSWORD="$minio_secret" MINIO_BROWSER=off MINIO_UPDATE=off \
     "$minio" server "$work/minio" --quiet --address "127.0.0.1:${port}" --console-address "127.0.0.1:${console}" \
     >"$work/minio.log" 2>&1 &
-  pids+=("$!")
   local pid=$!
+  pids+=("$pid")
   for _ in $(seq 600); do
     curl -fsS -o /dev/null "${minio_endpoint}/minio/health/live" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || { say "MinIO exited:"; tail -20 "$work/minio.log" >&2; return 1; }
@@ -144,7 +145,7 @@ launch_minio() {
     "$rclone" mkdir ":s3:${bucket}"
 }
 
-# --- s3ftp on a port it picks, for one driver; sets server_port.
+# --- s3ftp on a port it picks, for one driver; sets server_pid and server_port.
 start_server() {
   local driver="$1" log="$work/server-$1.log"
   local -a storage
@@ -157,8 +158,9 @@ start_server() {
   fi
   env -i PATH="$PATH" HOME="$HOME" FTP_HOST=127.0.0.1 FTP_PORT=0 FTP_USER=rclone FTP_PASSWORD="$ftp_password" \
     LOG_LEVEL="${LOG_LEVEL:-info}" "${storage[@]}" node dist/src/main.js >"$log" 2>&1 &
-  pids+=("$!")
-  wait_for_line "$log" '"event":"listening"' "$!"
+  server_pid=$!
+  pids+=("$server_pid")
+  wait_for_line "$log" '"event":"listening"' "$server_pid"
   server_port="$(grep -m1 '"event":"listening"' "$log" | sed -n 's/.*"port":\([0-9]*\).*/\1/p')"
 }
 
@@ -186,7 +188,9 @@ failure_report() {
       result[f[3]] = f[2]
       next
     }
+    /^panic:/ { panicking = 1 }
     /^panic:|^FAIL|^\*\*\* Test killed/ { tail = tail $0 "\n"; current = ""; next }
+    panicking && /^\t/ && ++shown <= 20 { tail = tail $0 "\n"; next }
     /^[0-9][0-9][0-9][0-9]\/[0-9][0-9]\/[0-9][0-9] / { next }
     current != "" { said[current] = said[current] $0 "\n" }
     END {
@@ -216,10 +220,18 @@ for driver in $drivers; do
     say "$driver: running rclone's ./$pkg tests against 127.0.0.1:$server_port (log: $log)"
     start=$SECONDS
     status=0
-    # The test binary runs in its package directory, as `go test` would run it.
-    (cd "$src/$pkg" && RCLONE_CONFIG="$config" timeout --kill-after=30s "$timeout" \
-      "${binaries[$pkg]}" -test.v -test.timeout "$timeout" -test.skip "$skip" ${RCLONE_TEST_RUN:+-test.run "$RCLONE_TEST_RUN"} \
-      -remote "$remote:" -verbose) >"$log" 2>&1 || status=$?
+    # The test binary runs in its package directory, as `go test` would run it. It runs
+    # in the background so that a signal reaches this script's trap at once, and the
+    # trap's TERM reaches the binary through timeout.
+    # Its local temporary directories go under $work, so the trap removes them even
+    # when the run is cut short. Go's own timeout comes first and names the tests
+    # still running; timeout(1) is there for a binary that hangs past it.
+    mkdir -p "$work/tmp"
+    (cd "$src/$pkg" && RCLONE_CONFIG="$config" TMPDIR="$work/tmp" exec timeout --kill-after=30s "$((minutes * 60 + 60))s" \
+      "${binaries[$pkg]}" -test.v -test.timeout "${minutes}m" -test.skip "$skip" ${RCLONE_TEST_RUN:+-test.run "$RCLONE_TEST_RUN"} \
+      -remote "$remote:" -verbose) >"$log" 2>&1 &
+    pids+=("$!")
+    wait "$!" || status=$?
     read -r passed failures skipped < <(count_results "$log")
     totals=($((totals[0] + passed)) $((totals[1] + failures)) $((totals[2] + skipped)))
     part="$pkg $passed/$failures/$skipped in $((SECONDS - start)) s"
@@ -227,14 +239,18 @@ for driver in $drivers; do
       failed=1
       # A crash or a timeout can fail a run with no failed leaf test; count it.
       (( failures == 0 )) && totals[1]=$((totals[1] + 1))
-      if (( status == 124 )); then part="$part, timed out after $timeout"; else part="$part, exit $status"; fi
+      if grep -q '^panic: test timed out' "$log" || (( status == 124 )); then
+        part="$part, timed out after $minutes min"
+      else
+        part="$part, exit $status"
+      fi
       say "$driver: ./$pkg failed (exit $status); failing tests and their messages:"
       failure_report "$log" | head -300 >&2
     fi
     parts+=("$part")
   done
-  kill -TERM "${pids[-1]}" 2>/dev/null || true
-  wait "${pids[-1]}" 2>/dev/null || true
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
   summaries+=("rclone on the $driver driver: ${totals[0]} passed, ${totals[1]} failed, ${totals[2]} skipped in $((SECONDS - driver_start)) s (passed/failed/skipped: $(IFS=';'; echo "${parts[*]}" | sed 's/;/; /g'))")
 done
 
