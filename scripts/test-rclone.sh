@@ -13,9 +13,10 @@
 # Settings (environment):
 #   RCLONE_TEST_DRIVERS   drivers to test, default "local s3"
 #   RCLONE_TEST_PACKAGES  rclone packages to run with -remote, default
-#                         "backend/ftp fs/operations fs/sync": the backend's
-#                         fstests, then the copy, sync and move engine, as
-#                         rclone's test_all runs them on its FTP remotes
+#                         "backend/ftp fs/operations fs/sync vfs": the
+#                         backend's fstests, then the copy, sync and move
+#                         engine and the VFS layer (`rclone mount`, `serve`),
+#                         as rclone's test_all runs them on its FTP remotes
 #   RCLONE_TEST_TIMEOUT   bound in minutes on each package run, default 20
 #   RCLONE_TEST_RUN       a `go test -run` pattern, to run part of the suite
 #   RCLONE_TEST_LOG_DIR   keep the server and test logs there
@@ -29,7 +30,7 @@ RCLONE_MODULE=github.com/rclone/rclone
 RCLONE_VERSION=v1.76.0
 
 drivers="${RCLONE_TEST_DRIVERS:-local s3}"
-packages="${RCLONE_TEST_PACKAGES:-backend/ftp fs/operations fs/sync}"
+packages="${RCLONE_TEST_PACKAGES:-backend/ftp fs/operations fs/sync vfs}"
 minutes="${RCLONE_TEST_TIMEOUT:-20}"
 [[ "$minutes" =~ ^[1-9][0-9]*$ ]] || { echo "test-rclone: RCLONE_TEST_TIMEOUT must be a number of minutes" >&2; exit 1; }
 cache="${S3FTP_CACHE:-$HOME/.cache/s3ftp}/rclone-tests-${RCLONE_VERSION}"
