@@ -16,7 +16,14 @@
 #                         "backend/ftp fs/operations fs/sync vfs": the
 #                         backend's fstests, then the copy, sync and move
 #                         engine and the VFS layer (`rclone mount`, `serve`),
-#                         as rclone's test_all runs them on its FTP remotes
+#                         as rclone's test_all runs them on its FTP remotes.
+#                         test_all also runs cmd/bisync, left out here: its
+#                         tests make new Fs objects faster than their idle
+#                         pooled connections expire (60 s), so it holds
+#                         hundreds of connections from 127.0.0.1 at once and
+#                         meets s3ftp's connection caps (421 past 50 from one
+#                         address, FTP_MAX_CONNECTIONS_PER_IP, and still past
+#                         500 in all, FTP_MAX_CONNECTIONS, when that is raised)
 #   RCLONE_TEST_TIMEOUT   bound in minutes on each package run, default 20
 #   RCLONE_TEST_RUN       a `go test -run` pattern, to run part of the suite
 #   RCLONE_TEST_LOG_DIR   keep the server and test logs there
