@@ -115,8 +115,8 @@ const CLOSE_NOTIFY_WAIT_MS = 1000;
  * Node's TLSWrap sends close_notify from its shutdown only when no write of
  * encrypted bytes is in flight; a write that finished at once still counts
  * as in flight until Node's next check phase. Otherwise it queues the TCP
- * FIN first and writes close_notify after it, which fails (EPIPE) unseen:
- * the peer gets a FIN with no close_notify. That happens when end() comes
+ * FIN first and writes close_notify after it, which fails unseen (EPIPE, or
+ * EBADF once the socket is destroyed): the peer gets a FIN with no close_notify. That happens when end() comes
  * in the same event-loop turn as such a write, as with TLS 1.3's
  * NewSessionTicket messages, which the server writes right after the
  * handshake: a short listing written from the handshake's own callback, or
