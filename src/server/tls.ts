@@ -1,5 +1,6 @@
 import { constants } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import type { FtpsConfig } from '../config/index.js';
 
@@ -105,14 +106,53 @@ export function sessionContext(ftps: FtpsConfig): TlsSessionContext {
   return new TlsSessionContext(ftps);
 }
 
+/** How long end() waits for encrypted bytes already handed to the socket before it sends close_notify anyway. */
+const CLOSE_NOTIFY_WAIT_MS = 1000;
+
+/**
+ * A server-side TLS socket whose end() sends close_notify before the FIN.
+ *
+ * Node's TLSWrap sends close_notify from its shutdown only when no write of
+ * encrypted bytes is in flight; a write that finished at once still counts
+ * as in flight until Node's next check phase. Otherwise it queues the TCP
+ * FIN first and writes close_notify after it, which fails unseen (EPIPE, or
+ * EBADF once the socket is destroyed): the peer gets a FIN with no close_notify. That happens when end() comes
+ * in the same event-loop turn as such a write, as with TLS 1.3's
+ * NewSessionTicket messages, which the server writes right after the
+ * handshake: a short listing written from the handshake's own callback, or
+ * an upload whose bytes and close_notify all arrive in one turn. OpenSSL 3
+ * clients then fail: ftplib's unwrap() raises UNEXPECTED_EOF_WHILE_READING,
+ * or SHUTDOWN_WHILE_IN_INIT when a read had already met the bare FIN.
+ * So end() here waits until the TLS layer holds no encrypted output.
+ */
+class ServerTlsSocket extends TLSSocket {
+  override _final(callback: (error?: Error | null) => void): void {
+    encryptedOutputFlushed(this).then(
+      () => super._final(callback),
+      () => super._final(callback),
+    );
+  }
+}
+
+/** Resolves once the socket's TLS layer has no encrypted bytes waiting or in flight, or after CLOSE_NOTIFY_WAIT_MS. */
+async function encryptedOutputFlushed(socket: TLSSocket): Promise<void> {
+  // Node finishes a write that completed at once in its check phase, before JS immediates.
+  await nextTurn();
+  // The TLS handle's writeQueueSize is OpenSSL's unsent output, which includes a write in flight.
+  const pending = () => (socket as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize ?? 0;
+  const deadline = Date.now() + CLOSE_NOTIFY_WAIT_MS;
+  while (pending() > 0 && !socket.destroyed && Date.now() < deadline) await sleep(1);
+}
+
 /**
  * Wraps a socket as the TLS server side with the per-socket policy (no
  * renegotiation) and remembers which control connection's context it uses.
- * Every server-side TLS socket, control (AUTH TLS, implicit) and data, is made here.
+ * Every server-side TLS socket, control (AUTH TLS, implicit) and data, is made
+ * here, and its end() sends close_notify before the FIN (see ServerTlsSocket).
  */
 export function secureSocket(socket: Socket, context: SecureContext | TlsSessionContext): TLSSocket {
   const secureContext = context instanceof TlsSessionContext ? context.context : context;
-  const secure = new TLSSocket(socket, { isServer: true, secureContext });
+  const secure = new ServerTlsSocket(socket, { isServer: true, secureContext });
   // Node's guard: a renegotiation that gets past OpenSSL emits 'error'.
   secure.disableRenegotiation();
   if (context instanceof TlsSessionContext) sessionOf.set(secure, context);

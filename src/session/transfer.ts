@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import { finished } from 'node:stream/promises';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { replyForError } from '../commands/errors.js';
 import type { DataChannel } from '../data/channel.js';
@@ -188,8 +189,10 @@ async function run(
  */
 async function commitUpload(s: Session, socket: Socket, tcp: Socket, signal: AbortSignal): Promise<void> {
   if (!(await endedCleanly(tcp))) throw new Error('data connection reset by the client');
-  // Our side closes too (under TLS with its close_notify, which ftplib's unwrap() waits for).
-  socket.end();
+  // Our side closes too, under TLS with its close_notify, which ftplib's unwrap() waits for:
+  // awaited, so the socket is not destroyed before it is sent (end() may wait, see secureSocket).
+  // How our end goes is no part of the commit rule.
+  await finished(socket.end(), { readable: false }).catch(() => {});
   await nextTurn();
   await nextTurn();
   if (s.server.config.uploadSettleMs > 0) await sleep(s.server.config.uploadSettleMs);
