@@ -40,6 +40,13 @@ const DEFAULT_PAGE_SIZE = 1000;
  */
 const FD_PATHS = process.platform === 'linux' && existsSync('/proc/self/fd');
 
+/**
+ * WriteOptions with the publish gate proposed for types.ts: awaited right
+ * before the sidecar and the rename, so the fsync of the temp file overlaps
+ * the commit rule's wait; if it rejects, nothing is published.
+ */
+type GatedWriteOptions = WriteOptions & { beforePublish?: () => Promise<void> };
+
 /** Optional LocalStorage settings; the defaults suit production. */
 export interface LocalStorageOptions {
   /** Entries per listing page; tests lower it to exercise paging. */
@@ -138,7 +145,7 @@ export class LocalStorage implements Storage {
   }
 
   // Takes ownership of body. An aborted write rejects with StorageError('Unavailable', 'write aborted').
-  async write(path: StoragePath, body: Readable, options: WriteOptions = {}): Promise<WriteResult> {
+  async write(path: StoragePath, body: Readable, options: GatedWriteOptions = {}): Promise<WriteResult> {
     const { signal } = options;
     const onAbort = (): void => void body.destroy(abortError(signal));
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -167,6 +174,8 @@ export class LocalStorage implements Storage {
       // A hash is stored only when every byte of the file passed through here (not after a kept prefix).
       const digest = offset === 0 ? createDigest('SHA-256') : undefined;
       const size = await writeBody(handle, offset, body, received, digest);
+      // The fsync above ran while the commit rule decided; the sidecar and the rename publish.
+      await options.beforePublish?.();
       await this.install(temp, path, { sha256: digest?.hex(), metadata: options.metadata }, signal);
       return { size };
     } catch (err) {
