@@ -66,6 +66,8 @@ class CountingProxy {
   constructor(private readonly target: URL) {}
 
   async start(): Promise<void> {
+    // TCP connections opened to S3 are counted too: keep-alive reuse shows there.
+    this.#server.on('connection', () => this.counts.set('(new TCP connections)', (this.counts.get('(new TCP connections)') ?? 0) + 1));
     this.#server.listen(0, '127.0.0.1');
     await once(this.#server, 'listening');
     this.port = (this.#server.address() as { port: number }).port;

@@ -916,6 +916,11 @@ function clientConfig(config: S3StorageConfig, maxSockets: number): S3ClientConf
     forcePathStyle: config.forcePathStyle,
     credentials: config.credentials,
     maxAttempts: 3,
+    // Without this, every body of 2 MiB or more (each UploadPart) carries
+    // `Expect: 100-continue`, and the SDK then sends it on a fresh, non-keep-alive
+    // connection of its own (a TCP, and on AWS a TLS, handshake per part) after
+    // waiting a round trip for the 100. A refused part wastes one part's upload; that is all it saved.
+    expectContinueHeader: false,
     // requestTimeout bounds each request until its response headers; socketTimeout
     // bounds silence on the socket afterwards (a stalled body). Both are deadlines.
     requestHandler: {
