@@ -10,7 +10,7 @@
  * variant, the median files/s over PROBE_ROUNDS rounds, the median time of
  * each FTP step, and the S3 requests per file as the proxy saw them.
  *
- *   PROBE_VARIANTS  JSON [{ "name", "main"?: path of a dist/src/main.js, "env"?: {...} }]
+ *   PROBE_VARIANTS  JSON [{ "name", "main"?: path of a dist/src/main.js, "env"?: {...}, "flags"?: [node flags] }]
  *                   (default: this build, once)
  *   PROBE_RCLONE=1  adds `rclone serve ftp` (scripts/build-rclone.sh) as a variant
  *   PROBE_DRIVER    s3 (default) or local (then no proxy; DATA_DIR per variant)
@@ -44,6 +44,8 @@ interface Variant {
   name: string;
   main?: string;
   env?: Record<string, string>;
+  /** Node flags instead of the bin's (`[]` for none). */
+  flags?: string[];
   rclone?: boolean;
 }
 
@@ -306,7 +308,7 @@ async function start(variant: Variant, minio: BenchMinio | undefined, proxy: Cou
   const password = 'probe-password';
   const server = await startServerProcess(
     childEnv({ ...storage, FTP_PORT: '0', FTP_USER: 'probe', FTP_PASSWORD: password, ...variant.env }),
-    { args: [...nodeFlags(), variant.main ?? MAIN] },
+    { args: [...(variant.flags ?? nodeFlags()), variant.main ?? MAIN] },
   );
   return { pid: server.child.pid!, port: server.port, user: 'probe', password, stop: async () => void (await server.stop()) };
 }
