@@ -921,6 +921,9 @@ function clientConfig(config: S3StorageConfig, maxSockets: number): S3ClientConf
     // connection of its own (a TCP, and on AWS a TLS, handshake per part) after
     // waiting a round trip for the 100. A refused part wastes one part's upload; that is all it saved.
     expectContinueHeader: false,
+    // Bodies are Buffers, whose SHA-256 SigV4 already signs and S3 checks
+    // (x-amz-content-sha256): a CRC32 of each as well was a second pass over every byte for nothing.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
     // requestTimeout bounds each request until its response headers; socketTimeout
     // bounds silence on the socket afterwards (a stalled body). Both are deadlines.
     requestHandler: {
