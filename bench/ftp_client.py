@@ -3,6 +3,10 @@ issue's comparison used. Prints one JSON line with the timings.
 
   small    HOST PORT USER PASS DIR COUNT SIZE BUDGET
            COUNT STORs over one session, or as many as fit in BUDGET seconds
+  phases   HOST PORT USER PASS DIR COUNT SIZE
+           COUNT STORs over one session, timing each step of each: TYPE I,
+           PASV, STOR until its 150 (the data connection opened meanwhile),
+           the bytes until the data socket is closed, and the wait for 226
   list     HOST PORT USER PASS DIR                 one LIST, counting lines
   sessions HOST PORT USER PASS DIR SESSIONS FILES SIZE BUDGET
            SESSIONS sessions at once (logged in, then released together),
@@ -15,6 +19,7 @@ rate is taken over the files done.
 import ftplib
 import io
 import json
+import socket
 import sys
 import threading
 import time
@@ -51,6 +56,37 @@ def small(host, port, user, password, path, count, size, budget):
     seconds = time.perf_counter() - started
     ftp.quit()
     return {"seconds": seconds, "files": done}
+
+
+def phases(host, port, user, password, path, count, size):
+    """What storbinary does, step by step, with the time of each step."""
+    ftp = connect(host, port, user, password)
+    makedirs(ftp, path)
+    body = b"x" * int(size)
+    steps = {"type": [], "pasv": [], "stor150": [], "send": [], "reply226": [], "file": []}
+    started = time.perf_counter()
+    for n in range(int(count)):
+        t0 = time.perf_counter()
+        ftp.voidcmd("TYPE I")
+        t1 = time.perf_counter()
+        host_, port_ = ftp.makepasv()
+        t2 = time.perf_counter()
+        conn = socket.create_connection((host_, port_), ftp.timeout)
+        resp = ftp.sendcmd("STOR %s/f%d.bin" % (path, n))
+        if resp[0] != "1":
+            raise ftplib.error_reply(resp)
+        t3 = time.perf_counter()
+        conn.sendall(body)
+        conn.close()
+        t4 = time.perf_counter()
+        ftp.voidresp()
+        t5 = time.perf_counter()
+        for key, value in zip(["type", "pasv", "stor150", "send", "reply226", "file"], [t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0]):
+            steps[key].append(value * 1000)
+    seconds = time.perf_counter() - started
+    ftp.quit()
+    med = {k: sorted(v)[len(v) // 2] for k, v in steps.items()}
+    return {"seconds": seconds, "files": int(count), "medianMs": med}
 
 
 def listing(host, port, user, password, path):
@@ -114,7 +150,7 @@ def sessions(host, port, user, password, path, count, files, size, budget):
 
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
-    work = {"small": small, "list": listing, "sessions": sessions}[mode]
+    work = {"small": small, "phases": phases, "list": listing, "sessions": sessions}[mode]
     print(json.dumps(work(*args)))
 
 

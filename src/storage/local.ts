@@ -40,6 +40,13 @@ const DEFAULT_PAGE_SIZE = 1000;
  */
 const FD_PATHS = process.platform === 'linux' && existsSync('/proc/self/fd');
 
+/**
+ * WriteOptions with the publish gate proposed for types.ts: awaited right
+ * before the sidecar and the rename, so the fsync of the temp file overlaps
+ * the commit rule's wait; if it rejects, nothing is published.
+ */
+type GatedWriteOptions = WriteOptions & { beforePublish?: () => Promise<void> };
+
 /** Optional LocalStorage settings; the defaults suit production. */
 export interface LocalStorageOptions {
   /** Entries per listing page; tests lower it to exercise paging. */
@@ -69,6 +76,8 @@ export class LocalStorage implements Storage {
   private realRoot: Promise<string> | undefined;
   /** Temp files of writes in progress here: a sweep leaves them alone, whatever their age. */
   private readonly temps = new Set<string>();
+  /** The temp directory, once made and checked (see tempFile). */
+  private partialDir: Promise<string> | undefined;
 
   constructor(
     private readonly config: LocalStorageConfig,
@@ -136,7 +145,7 @@ export class LocalStorage implements Storage {
   }
 
   // Takes ownership of body. An aborted write rejects with StorageError('Unavailable', 'write aborted').
-  async write(path: StoragePath, body: Readable, options: WriteOptions = {}): Promise<WriteResult> {
+  async write(path: StoragePath, body: Readable, options: GatedWriteOptions = {}): Promise<WriteResult> {
     const { signal } = options;
     const onAbort = (): void => void body.destroy(abortError(signal));
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -147,21 +156,26 @@ export class LocalStorage implements Storage {
       if (signal?.aborted) throw abortError(signal);
       const target = await this.prepareWrite(path, options);
       full = target.full;
-      temp = await this.tempPath();
-      this.temps.add(temp);
-      if (target.offset > 0) {
+      const { offset } = target;
+      let handle: FileHandle;
+      ({ temp, handle } = await this.tempFile(async (file) => {
+        this.temps.add(file);
+        if (offset === 0) return open(file, 'wx', 0o644);
         // Copied from the file as opened now, beneath the root, not from whatever the path names later.
         const source = await this.openAt(path, constants.O_RDONLY);
         try {
-          await copyFile(FD_PATHS ? fdPath(source) : full, temp, constants.COPYFILE_FICLONE);
+          await copyFile(FD_PATHS ? fdPath(source) : target.full, file, constants.COPYFILE_FICLONE);
         } finally {
           await source.close();
         }
-        await truncate(temp, target.offset);
-      }
+        await truncate(file, offset);
+        return open(file, 'r+');
+      }));
       // A hash is stored only when every byte of the file passed through here (not after a kept prefix).
-      const digest = target.offset === 0 ? createDigest('SHA-256') : undefined;
-      const size = await writeBody(temp, target.offset, body, received, digest);
+      const digest = offset === 0 ? createDigest('SHA-256') : undefined;
+      const size = await writeBody(handle, offset, body, received, digest);
+      // The fsync above ran while the commit rule decided; the sidecar and the rename publish.
+      await options.beforePublish?.();
       await this.install(temp, path, { sha256: digest?.hex(), metadata: options.metadata }, signal);
       return { size };
     } catch (err) {
@@ -416,18 +430,37 @@ export class LocalStorage implements Storage {
     if (!found?.stats.isDirectory()) throw new StorageError('NotFound', `no such directory: ${path}`);
   }
 
-  /** Checks the target and parent of a write; returns the target's path and the byte offset to keep. */
+  /**
+   * Checks the target and parent of a write; returns the target's path and
+   * the byte offset to keep. Two system calls, not five (small files are
+   * latency-bound): the parent's real path must be its plain join (no link
+   * on the way, the parent itself included), and the target's lstat tells
+   * the rest: ENOTDIR means the parent is a file.
+   */
   private async prepareWrite(path: StoragePath, options: WriteOptions): Promise<{ full: string; offset: number }> {
     if (path === '') throw new StorageError('IsADirectory', 'the root is a directory');
-    await this.requireDirectory(parentPath(path));
-    const found = await this.lookup(path);
-    if (found?.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
-    const size = found?.stats.size ?? 0;
+    const root = await this.root();
+    const parent = parentPath(path);
+    const dir = join(root, parent);
+    const missingParent = (cause?: unknown) => new StorageError('NotFound', `no such directory: ${parent}`, { cause });
+    const real = await realpath(dir).catch((err: NodeJS.ErrnoException) => {
+      throw ['ENOENT', 'ENOTDIR', 'ELOOP'].includes(err.code ?? '') ? missingParent(err) : classify(err, `resolve ${path}`);
+    });
+    if (real !== dir) throw missingParent();
+    const full = join(root, path);
+    const stats = await lstat(full).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw err.code === 'ENOTDIR' ? missingParent(err) : classify(err, `stat ${path}`);
+    });
+    // A symbolic link at the target is invisible (NotFound elsewhere): the rename replaces the link itself.
+    const found = stats && !stats.isSymbolicLink() ? stats : undefined;
+    if (found?.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
+    const size = found?.size ?? 0;
     const offset = options.append ? size : (options.offset ?? 0);
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) {
       throw new StorageError('InvalidRange', `offset ${offset} is beyond the end of ${path} (${size} bytes)`);
     }
-    return { full: found?.full ?? (await this.resolve(path)), offset };
+    return { full, offset };
   }
 
   /**
@@ -446,16 +479,37 @@ export class LocalStorage implements Storage {
   }
 
   /**
-   * A fresh name in the temp directory. No FTP path can name that directory
-   * (reserved prefix), so no client can rename a link into its place; it is
-   * still checked to be a real directory, and the temp file is created with
-   * O_EXCL, which follows no link.
+   * Creates a fresh temp file with `create` (given its path) under the temp
+   * directory. No FTP path can name that directory (reserved prefix), so no
+   * client can rename a link into its place; it is still checked to be a
+   * real directory, once, and the temp file is created with O_EXCL, which
+   * follows no link. If the directory went away meanwhile (ENOENT), it is
+   * made again and `create` runs once more.
    */
-  private async tempPath(): Promise<string> {
+  private async tempFile<T>(create: (temp: string) => Promise<T>): Promise<{ temp: string; handle: T }> {
+    for (let attempt = 1; ; attempt++) {
+      const temp = join(await (this.partialDir ??= this.makePartialDir()), randomUUID());
+      try {
+        return { temp, handle: await create(temp) };
+      } catch (err) {
+        this.temps.delete(temp);
+        await unlink(temp).catch(() => undefined);
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || attempt > 1) throw err;
+        this.partialDir = undefined;
+      }
+    }
+  }
+
+  private async makePartialDir(): Promise<string> {
     const dir = join(await this.root(), PARTIAL_DIR);
-    await mkdir(dir, { recursive: true });
-    if (!(await lstat(dir)).isDirectory()) throw new StorageError('Unavailable', `${PARTIAL_DIR} is not a directory`);
-    return join(dir, randomUUID());
+    try {
+      await mkdir(dir, { recursive: true });
+      if (!(await lstat(dir)).isDirectory()) throw new StorageError('Unavailable', `${PARTIAL_DIR} is not a directory`);
+      return dir;
+    } catch (err) {
+      this.partialDir = undefined;
+      throw err;
+    }
   }
 
   /** Reads entry metadata for one page; entries that vanished or are links are dropped. */
@@ -472,18 +526,18 @@ export class LocalStorage implements Storage {
 }
 
 /**
- * Writes body into file at offset, flushes it to disk, and returns the file's
- * final size. `received` counts body bytes written, also when the body fails
- * (what was written is flushed then too, for keepPartialUploads).
+ * Writes body into the open file at offset, flushes it to disk, closes it,
+ * and returns the file's final size. `received` counts body bytes written,
+ * also when the body fails (what was written is flushed then too, for
+ * keepPartialUploads).
  */
 async function writeBody(
-  file: string,
+  handle: FileHandle,
   offset: number,
   body: Readable,
   received: { bytes: number },
   digest: Digest | undefined,
 ): Promise<number> {
-  const handle = await open(file, offset > 0 ? 'r+' : 'wx', 0o644);
   try {
     let position = offset;
     try {

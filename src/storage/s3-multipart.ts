@@ -120,9 +120,12 @@ export class MultipartWriter {
   /**
    * Stores the object. `putMetadata` replaces the metadata when the object fits
    * in one PutObject (it may then carry values known only at the end, such as a hash).
+   * `beforePublish` is awaited right before the publishing request, while the
+   * last part uploads; if it rejects, nothing is published and finish rejects.
    */
-  async finish(putMetadata?: Record<string, string>): Promise<Finished> {
+  async finish(putMetadata?: Record<string, string>, beforePublish?: () => Promise<void>): Promise<Finished> {
     if (!this.#uploadId) {
+      await beforePublish?.();
       this.#throwIfAborted();
       const out = await this.#o.client.send(
         new PutObjectCommand({
@@ -137,7 +140,8 @@ export class MultipartWriter {
       return { etag: out.ETag, multipart: false };
     }
     if (this.#pendingBytes > 0) this.#startPart(this.#take(this.#pendingBytes));
-    await Promise.all(this.#inFlight);
+    // The parts settle (a failure is recorded, never thrown) while the gate decides.
+    await Promise.all([beforePublish?.(), Promise.all(this.#inFlight)]);
     this.#throwIfFailed();
     this.#throwIfAborted();
     return { etag: await this.#complete([...this.#parts.keys()].sort((x, y) => x - y)), multipart: true };
