@@ -68,12 +68,19 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
   // offset) and asks for the first byte: a refusal is answered with no 150.
   const controller = new AbortController();
   const body = new UploadBody();
+  /** Why the commit rule refused the upload: the data connection's fault (426), not the storage's. */
+  let refused: unknown;
   const written = s.storage.write(destination.storage, body, {
     offset: append ? undefined : offset,
     append,
     signal: AbortSignal.any([controller.signal, s.signal]),
     metadata: { 'uploaded-by': s.user?.name ?? '', 'client-address': s.clientAddress },
     onAbort: s.user?.keepPartialUploads ? 'publish' : 'discard',
+    beforePublish: () =>
+      body.committed().catch((err: unknown) => {
+        refused ??= err;
+        throw err;
+      }),
   });
   written.catch(() => {}); // awaited below or by the transfer; a refusal is thrown from here
   await Promise.race([body.opened, written]);
@@ -100,7 +107,7 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
         throw err;
       });
       const stored = written.catch((err: unknown) => {
-        firstError ??= asStorageError(err);
+        firstError ??= refused ?? asStorageError(err);
         socket.destroy();
         throw err;
       });

@@ -56,17 +56,20 @@ export function endedCleanly(tcp: Socket): Promise<boolean> {
 }
 
 /**
- * The body handed to Storage.write for an upload. It tells two moments:
+ * The body handed to Storage.write for an upload. It tells three moments:
  * `opened` resolves when the storage first reads (drivers validate the
- * target before reading a byte, so the transfer may then answer 150), and
- * its end waits for `commit`, so an upload the client did not finish
- * reaches the storage as an error (nothing published), never as an end.
+ * target before reading a byte, so the transfer may then answer 150); its
+ * end is the end of the client's bytes, when `commit` starts; and
+ * `committed()`, the storage's beforePublish gate, says whether they may be
+ * published. The storage finishes its own work (fsync, last part) while
+ * the commit rule waits, and publishes nothing the client did not finish.
  */
 export class UploadBody extends Transform {
   readonly opened: Promise<void>;
   #open!: () => void;
   /** Resolves if the upload may be published; set once the data connection exists. */
   commit: () => Promise<void> = () => Promise.reject(new Error('upload not started'));
+  #committed: Promise<void> | undefined;
 
   constructor() {
     super();
@@ -86,7 +89,15 @@ export class UploadBody extends Transform {
   }
 
   override _flush(done: (err?: Error | null) => void): void {
-    this.commit().then(() => done(), done);
+    // The commit rule's window counts from the client's last byte, not from when the storage is done with it.
+    this.#committed = this.commit();
+    this.#committed.catch(() => {}); // its owner is the storage's gate; unheard if the storage failed first
+    done();
+  }
+
+  /** The storage's beforePublish gate: resolves if the ended upload may be published, else rejects. */
+  committed(): Promise<void> {
+    return this.#committed ?? Promise.reject(new Error('upload not finished'));
   }
 }
 

@@ -40,13 +40,6 @@ const DEFAULT_PAGE_SIZE = 1000;
  */
 const FD_PATHS = process.platform === 'linux' && existsSync('/proc/self/fd');
 
-/**
- * WriteOptions with the publish gate proposed for types.ts: awaited right
- * before the sidecar and the rename, so the fsync of the temp file overlaps
- * the commit rule's wait; if it rejects, nothing is published.
- */
-type GatedWriteOptions = WriteOptions & { beforePublish?: () => Promise<void> };
-
 /** Optional LocalStorage settings; the defaults suit production. */
 export interface LocalStorageOptions {
   /** Entries per listing page; tests lower it to exercise paging. */
@@ -145,7 +138,7 @@ export class LocalStorage implements Storage {
   }
 
   // Takes ownership of body. An aborted write rejects with StorageError('Unavailable', 'write aborted').
-  async write(path: StoragePath, body: Readable, options: GatedWriteOptions = {}): Promise<WriteResult> {
+  async write(path: StoragePath, body: Readable, options: WriteOptions = {}): Promise<WriteResult> {
     const { signal } = options;
     const onAbort = (): void => void body.destroy(abortError(signal));
     signal?.addEventListener('abort', onAbort, { once: true });

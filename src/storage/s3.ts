@@ -98,13 +98,6 @@ export interface S3StorageOptions {
 export const DEFAULT_TRANSFER_SOCKETS = 1024;
 export const DEFAULT_METADATA_SOCKETS = 64;
 
-/**
- * WriteOptions with the publish gate proposed for types.ts: awaited right
- * before the publishing request, so the work before it (the last part's
- * upload) overlaps the commit rule's wait; if it rejects, nothing is published.
- */
-type GatedWriteOptions = WriteOptions & { beforePublish?: () => Promise<void> };
-
 /** One write in progress: what every write path needs to know and to count. */
 interface WriteJob {
   key: string;
@@ -120,7 +113,7 @@ interface WriteJob {
   tally: Tally;
   /** Once aborted, nothing is published (unless publishOnAbort). */
   signal: AbortSignal | undefined;
-  /** Awaited right before PutObject or CompleteMultipartUpload (see GatedWriteOptions). */
+  /** Awaited right before PutObject or CompleteMultipartUpload (WriteOptions.beforePublish). */
   beforePublish: (() => Promise<void>) | undefined;
 }
 
@@ -304,7 +297,7 @@ export class S3Storage implements Storage {
   }
 
   // Takes ownership of body. An aborted write rejects with StorageError('Unavailable', 'write aborted').
-  async write(path: StoragePath, body: Readable, options: GatedWriteOptions = {}): Promise<WriteResult> {
+  async write(path: StoragePath, body: Readable, options: WriteOptions = {}): Promise<WriteResult> {
     const { signal } = options;
     const streams: Readable[] = [body];
     // Ending the streams makes the write loop fail at once, whatever it waits for; its catch then aborts the upload.

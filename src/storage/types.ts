@@ -84,6 +84,14 @@ export interface WriteOptions {
    * REST + STOR. The write still rejects either way. Nothing received, nothing published.
    */
   onAbort?: AbortPolicy;
+  /**
+   * Awaited once the body has ended, right before the publishing step
+   * (PutObject, CompleteMultipartUpload, the final rename), so that the work
+   * before it (the last part's upload, the fsync) overlaps whatever it waits
+   * for (the upload commit rule). If it rejects, nothing is published and
+   * the write rejects (onAbort 'publish' still publishes what was received).
+   */
+  beforePublish?: () => Promise<void>;
 }
 
 export type AbortPolicy = 'discard' | 'publish';
