@@ -125,6 +125,23 @@ for (const driver of all) {
       });
     }
 
+    test('a client that resets a download after its first bytes gets 426 (226 if all was sent), never 451, 20 times (rclone ObjectPartialRead)', async () => {
+      await put(server, 'partial-read.bin', randomBytes(4 * MiB));
+      await put(server, 'partial-read-small.bin', randomBytes(100));
+      for (let i = 0; i < 20; i++) {
+        const raw = await RawFtp.login(server.port, USER, PASSWORD);
+        const data = await raw.passive();
+        await raw.expect(`RETR partial-read${i % 2 ? '' : '-small'}.bin`, 150);
+        await once(data, 'data');
+        data.resetAndDestroy();
+        // 226 when every byte was already sent (the small file); the client's reset is never the storage's fault.
+        const code = (await raw.read()).code;
+        assert.ok(code === 426 || (code === 226 && i % 2 === 0), `got ${code}`);
+        raw.close();
+      }
+      await stillServes(server);
+    });
+
     test('curl, rclone and Python ftplib killed mid-upload, 20 times each, never replace the old file and leave no upload', async () => {
       const rclone = await rcloneBinary();
       const rcloneEnv = rclone ? await rcloneFtpEnv(rclone, server.port, USER, PASSWORD) : undefined;

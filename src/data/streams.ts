@@ -14,13 +14,17 @@ export async function sendStream(
   socket: Socket,
   options: { signal: AbortSignal; count: (bytes: number) => void; stages?: Transform[] },
 ): Promise<void> {
-  let sourceError: unknown;
-  source.once('error', (err) => (sourceError ??= err));
+  // Whichever failed first is the cause: a data connection that fails (a reset, a
+  // stall) makes the pipeline destroy the source with the socket's own error.
+  let first: { source: unknown } | 'socket' | undefined;
+  socket.once('error', () => (first ??= 'socket'));
+  socket.once('close', () => (first ??= 'socket'));
+  source.once('error', (err) => (first ??= { source: err }));
   const stages = options.stages ?? [];
   try {
     await pipeline(source, counter(options.count), ...stages, socket, { signal: options.signal });
   } catch (err) {
-    throw sourceError !== undefined ? asStorageError(sourceError) : err;
+    throw typeof first === 'object' ? asStorageError(first.source) : err;
   }
 }
 
