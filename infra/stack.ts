@@ -78,7 +78,7 @@ export class S3FtpStack extends Stack {
     const usersSecret = s.usersSecretArn
       ? secretsmanager.Secret.fromSecretCompleteArn(this, 'Users', s.usersSecretArn)
       : new secretsmanager.Secret(this, 'Users', {
-          description: 's3ftp users file ({"users":[…]}), read by every task at start',
+          description: 's3ftp users file ({"users":[…]}), read by every task at start and re-read every 30 s',
           secretStringValue: SecretValue.unsafePlainText(LOCKED_USERS_JSON),
         });
 
@@ -99,6 +99,8 @@ export class S3FtpStack extends Stack {
     nlb.addListener('Control', { port: PUBLIC_CONTROL_PORT, protocol: elbv2.Protocol.TCP, defaultTargetGroups: [controlTargets] });
 
     const taskRole = this.taskRole(bucket, s.prefix, s.extraBuckets);
+    // The server re-reads the users secret (FTP_USERS_SECRET_ID, every FTP_USERS_RELOAD_SECONDS and on SIGHUP): its value only.
+    taskRole.addToPolicy(new iam.PolicyStatement({ sid: 'ReadUsersSecret', actions: ['secretsmanager:GetSecretValue'], resources: [usersSecret.secretArn] }));
     const executionRole = new iam.Role(this, 'ExecutionRole', {
       assumedBy: new iam.ServicePrincipal('ecs-tasks.amazonaws.com'),
       description: 's3ftp task start: image pull, users secret, log writing',
@@ -122,6 +124,8 @@ export class S3FtpStack extends Stack {
       S3_REGION: this.region,
     };
     if (s.prefix) environment.S3_PREFIX = s.prefix;
+    // The same secret as FTP_USERS_JSON, so a new version reaches running tasks without a restart.
+    environment.FTP_USERS_SECRET_ID = usersSecret.secretArn;
     if (s.extraBuckets.length > 0) environment.S3_EXTRA_BUCKETS = s.extraBuckets.join(',');
 
     let previous: ecs.FargateService | undefined;
@@ -179,7 +183,7 @@ export class S3FtpStack extends Stack {
     new CfnOutput(this, 'LoadBalancerDnsName', { value: nlb.loadBalancerDnsName, description: 'DNS name of the FTP load balancer' });
     new CfnOutput(this, 'PassivePorts', { value: `${passive.first}-${passive.last}`, description: 'Passive ports open on the load balancer' });
     new CfnOutput(this, 'BucketName', { value: bucket.bucketName });
-    new CfnOutput(this, 'UsersSecretArn', { value: usersSecret.secretArn, description: 'Put the users file here, then restart the services' });
+    new CfnOutput(this, 'UsersSecretArn', { value: usersSecret.secretArn, description: 'Put the users file here; running tasks take it within FTP_USERS_RELOAD_SECONDS (30 s)' });
     new CfnOutput(this, 'ClusterName', { value: cluster.clusterName, description: 'ECS cluster of the task slots' });
   }
 

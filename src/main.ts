@@ -215,7 +215,7 @@ function describe(config: Config): string {
     `  storage: ${storageName(config)}`,
     `  users: ${config.users.length === 0 ? 'none (serve makes up one with a random password)' : config.users.map((u) => u.name).join(', ')}`,
     ...(config.usersFile
-      ? [`  users file: ${config.usersFile.path}, re-read on SIGHUP${config.usersFile.reloadMs > 0 ? ` and every ${config.usersFile.reloadMs / 1000} s` : ''}`]
+      ? [`  users ${config.usersFile.secretId ? 'secret' : 'file'}: ${config.usersFile.secretId ?? config.usersFile.path}, re-read on SIGHUP${config.usersFile.reloadMs > 0 ? ` and every ${config.usersFile.reloadMs / 1000} s` : ''}`]
       : []),
     `  ftps: ${config.ftps ? `on${config.ftps.implicitPort !== undefined ? `, implicit port ${config.ftps.implicitPort}` : ''}` : 'off'}`,
     `  health: ${config.health ? `http://${config.health.host}:${config.health.port}/healthz, /readyz, /metrics` : 'off'}`,

@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -235,4 +237,86 @@ test('without a users file, SIGHUP re-reads nothing, says so, and the server goe
   } finally {
     await server.stop();
   }
+});
+
+/**
+ * On AWS the users file is a Secrets Manager secret: ECS hands its value over
+ * as FTP_USERS_JSON at start, and FTP_USERS_SECRET_ID names it for re-reads.
+ * Secrets Manager itself cannot run here; this endpoint answers the one call
+ * the server makes (GetSecretValue, AWS JSON 1.1) and checks it is signed.
+ */
+describe('users secret re-read (FTP_USERS_SECRET_ID)', () => {
+  test('SIGHUP and the timer read the secret\'s new version; an endpoint that fails keeps the users before', { timeout: 120_000 }, async () => {
+    let value = JSON.stringify({ users: [{ name: 'dave', password: davePw }] });
+    let failing = false;
+    const calls: Array<{ target?: string; auth?: string; secretId?: string }> = [];
+    const endpoint = createHttpServer((req, res) => {
+      let body = '';
+      req.on('data', (c: Buffer) => (body += c.toString()));
+      req.on('end', () => {
+        const secretId = (JSON.parse(body || '{}') as { SecretId?: string }).SecretId;
+        calls.push({ target: req.headers['x-amz-target'] as string, auth: req.headers.authorization, secretId });
+        res.setHeader('content-type', 'application/x-amz-json-1.1');
+        if (failing) {
+          res.statusCode = 500;
+          res.end(JSON.stringify({ __type: 'InternalServiceError', message: 'down' }));
+          return;
+        }
+        res.end(JSON.stringify({ ARN: 'arn:aws:secretsmanager:us-east-1:123456789012:secret:users-AbCdEf', Name: 'users', SecretString: value, VersionId: String(calls.length) }));
+      });
+    });
+    await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
+    const server = await startServerProcess(
+      childEnv({
+        DATA_DIR: tempDir(),
+        ...FAST_FAILURES,
+        FTP_PORT: '0',
+        FTP_USERS_JSON: value,
+        FTP_USERS_SECRET_ID: 'users',
+        FTP_USERS_RELOAD_SECONDS: '0',
+        AWS_ENDPOINT_URL_SECRETS_MANAGER: `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}`,
+        AWS_REGION: 'us-east-1',
+        AWS_ACCESS_KEY_ID: 'test-key',
+        AWS_SECRET_ACCESS_KEY: 'test-secret',
+      }),
+    );
+    try {
+      assert.equal(await loginCode(server.port, 'dave', 'dave-1'), 230);
+      value = JSON.stringify({ users: [{ name: 'eve', password: davePw }] });
+      let from = server.logs.length;
+      server.child.kill('SIGHUP');
+      const reloaded = await waitForLog(server.logs, (l) => l.event === 'users-reloaded', from);
+      assert.deepEqual(reloaded.names, { added: ['eve'], removed: ['dave'], changed: [] });
+      assert.equal(reloaded.file, 'secretsmanager:users');
+      assert.equal(await loginCode(server.port, 'eve', 'dave-1'), 230);
+      assert.equal(await loginCode(server.port, 'dave', 'dave-1'), 530);
+      const call = calls.at(-1)!;
+      assert.equal(call.target, 'secretsmanager.GetSecretValue');
+      assert.equal(call.secretId, 'users');
+      assert.match(call.auth ?? '', /^AWS4-HMAC-SHA256 Credential=test-key\/\d{8}\/us-east-1\/secretsmanager\/aws4_request/);
+      // Down, then a bad version: each refused with an error line, and eve stays.
+      failing = true;
+      from = server.logs.length;
+      server.child.kill('SIGHUP');
+      const down = await waitForLog(server.logs, (l) => l.event === 'users-reload-refused', from, 30_000);
+      assert.equal(down.level, 50);
+      assert.match(String(down.reason), /^cannot read secretsmanager:users: /);
+      failing = false;
+      value = '{"users": [';
+      from = server.logs.length;
+      server.child.kill('SIGHUP');
+      assert.match(String((await waitForLog(server.logs, (l) => l.event === 'users-reload-refused', from)).reason), /^not valid JSON/);
+      assert.equal(await loginCode(server.port, 'eve', 'dave-1'), 230);
+      assert.ok(!JSON.stringify(server.logs).includes('dave-1'));
+    } finally {
+      await server.stop();
+      endpoint.close();
+    }
+  });
+
+  test('FTP_USERS_SECRET_ID needs FTP_USERS_JSON (its value at start)', () => {
+    assert.throws(() => loadConfig({ FTP_USERS_SECRET_ID: 'users' }), /FTP_USERS_SECRET_ID: needs FTP_USERS_JSON/);
+    const config = loadConfig({ FTP_USERS_JSON: JSON.stringify({ users: [{ name: 'dave', password: davePw }] }), FTP_USERS_SECRET_ID: 'users' });
+    assert.deepEqual({ ...config.usersFile, fixed: undefined }, { path: 'secretsmanager:users', secretId: 'users', reloadMs: 30_000, fixed: undefined });
+  });
 });

@@ -232,17 +232,23 @@ test('users come from Secrets Manager as FTP_USERS_JSON, which the server reads 
   const taskDef = Object.values(resources(defaults, 'AWS::ECS::TaskDefinition'))[0]!.Properties;
   const read = roleStatements(defaults, taskDef.ExecutionRoleArn['Fn::GetAtt'][0]).filter((s) => JSON.stringify(s.Action).includes('secretsmanager:'));
   assert.deepEqual(only(read).Resource, { Ref: secret });
-  assert.ok(!JSON.stringify(roleStatements(defaults, taskDef.TaskRoleArn['Fn::GetAtt'][0])).includes('secretsmanager'));
+  // The server's role may read the secret's value, nothing more, and is told its ARN to re-read it without a restart.
+  const reread = roleStatements(defaults, taskDef.TaskRoleArn['Fn::GetAtt'][0]).filter((s) => JSON.stringify(s.Action).includes('secretsmanager:'));
+  assert.deepEqual(only(reread).Action, 'secretsmanager:GetSecretValue');
+  assert.deepEqual(only(reread).Resource, { Ref: secret });
+  for (const c of containers(defaults)) assert.deepEqual(env(c).FTP_USERS_SECRET_ID, { Ref: secret });
   // The created secret's first value is a users file the server accepts, with no usable password.
   const stored = only(Object.values(resources(defaults, 'AWS::SecretsManager::Secret'))).Properties.SecretString;
   assert.equal(stored, LOCKED_USERS_JSON);
   const [nobody] = parseUsersFile(LOCKED_USERS_JSON);
   for (const guess of ['', 'nobody', 'password']) assert.equal(await verifyPassword(nobody!.password, guess), false);
   // The server accepts it as ECS starts it: the task's environment (its deploy-time values filled in) plus the secret.
-  const taskEnv = { ...env(containers(defaults)[0]!), S3_BUCKET: 'bucket', S3_REGION: 'eu-west-1', FTP_PASV_ADDRESS: '203.0.113.10' };
+  const secretArn = 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:s3ftp/users-AbCdEf';
+  const taskEnv = { ...env(containers(defaults)[0]!), S3_BUCKET: 'bucket', S3_REGION: 'eu-west-1', FTP_PASV_ADDRESS: '203.0.113.10', FTP_USERS_SECRET_ID: secretArn };
   assert.ok(Object.values(taskEnv).every((v) => typeof v === 'string'), JSON.stringify(taskEnv));
   const config = loadConfig({ ...(taskEnv as Record<string, string>), [USERS_ENV]: stored });
   assert.deepEqual(config.users.map((u) => u.name), ['nobody']);
+  assert.equal(config.usersFile?.secretId, secretArn);
   // An existing secret is referenced by its complete ARN, and nothing is created.
   custom.resourceCountIs('AWS::SecretsManager::Secret', 0);
   for (const c of containers(custom)) {
@@ -258,7 +264,8 @@ test('the task role may use only the S3 driver’s actions, under the prefix', (
   ];
   for (const { template, bucketArn, objects, condition } of cases) {
     const taskDef = Object.values(resources(template, 'AWS::ECS::TaskDefinition'))[0]!.Properties;
-    const statements = roleStatements(template, taskDef.TaskRoleArn['Fn::GetAtt'][0]);
+    // Besides the users secret's value (tested with the secret).
+    const statements = roleStatements(template, taskDef.TaskRoleArn['Fn::GetAtt'][0]).filter((s) => s.Sid !== 'ReadUsersSecret');
     assert.ok(statements.every((s) => s.Effect === 'Allow' && s.NotAction === undefined && s.NotResource === undefined));
     const actions = statements.flatMap((s) => [s.Action].flat() as string[]);
     assert.deepEqual(

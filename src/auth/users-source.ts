@@ -3,10 +3,16 @@ import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { parseUsersFile, type User } from './users.js';
 
-/** FTP_USERS_FILE as the server re-reads it (SIGHUP, reloadUsers(), every reloadMs). */
+/** FTP_USERS_FILE, or the secret behind FTP_USERS_JSON, as the server re-reads it (SIGHUP, reloadUsers(), every reloadMs). */
 export interface UsersFileConfig {
-  /** Absolute path of the users file. */
+  /** Absolute path of the users file; for a secret, `secretsmanager:<id>` (what the logs name). */
   path: string;
+  /**
+   * FTP_USERS_SECRET_ID: re-read this Secrets Manager secret (its SecretString
+   * is the users file) instead of a file. At start its value comes as
+   * FTP_USERS_JSON, which ECS fills from the same secret.
+   */
+  secretId?: string;
   /** Re-read every this many ms, acted on only when the content changed; 0: only when asked. */
   reloadMs: number;
   /** Users defined beside the file (FTP_USER): kept in every version; a version that also names one is refused. */
@@ -78,6 +84,7 @@ export class UsersReloader {
   #queue: Promise<unknown> = Promise.resolve();
   #ticking = false;
   #timer: NodeJS.Timeout | undefined;
+  #secrets: import('@aws-sdk/client-secrets-manager').SecretsManagerClient | undefined;
 
   /** Why a user cannot be served (a bucket not in S3_EXTRA_BUCKETS): the check loadConfig makes at start. */
   readonly #check: (user: User) => string | undefined;
@@ -103,6 +110,8 @@ export class UsersReloader {
   stop(): void {
     clearInterval(this.#timer);
     this.#timer = undefined;
+    this.#secrets?.destroy();
+    this.#secrets = undefined;
   }
 
   /**
@@ -127,6 +136,18 @@ export class UsersReloader {
     return next;
   }
 
+  /** The users file's text: from the file, or the secret's current version (the SDK's default credentials and region). */
+  async #read(): Promise<string> {
+    const secretId = this.#source.secretId;
+    if (secretId === undefined) return readFile(this.#source.path, 'utf8');
+    // Loaded only by servers that use it, so a plain start stays lean.
+    const { GetSecretValueCommand, SecretsManagerClient } = await import('@aws-sdk/client-secrets-manager');
+    this.#secrets ??= new SecretsManagerClient({ maxAttempts: 3, requestHandler: { connectionTimeout: 5000, requestTimeout: 10_000 } });
+    const out = await this.#secrets.send(new GetSecretValueCommand({ SecretId: secretId }));
+    if (out.SecretString === undefined) throw new Error('the secret holds no SecretString');
+    return out.SecretString;
+  }
+
   async #reloadOnce(trigger: string, quiet: boolean): Promise<UsersReload> {
     const file = this.#source.path;
     const refuse = (reason: string, key: string): UsersReload => {
@@ -136,7 +157,7 @@ export class UsersReloader {
     };
     let text: string;
     try {
-      text = await readFile(file, 'utf8');
+      text = await this.#read();
     } catch (err) {
       // An unreadable file is logged once per trigger, not once per timer tick.
       const reason = `cannot read ${file}: ${(err as Error).message}`;

@@ -55,7 +55,11 @@ export interface Config {
   users: User[];
   /** Set when no user was configured and one was made up at start. */
   generatedPassword?: string;
-  /** FTP_USERS_FILE, re-read on SIGHUP and every FTP_USERS_RELOAD_SECONDS; undefined without one (FTP_USERS_JSON, FTP_USER: read at start only). */
+  /**
+   * FTP_USERS_FILE (or the secret FTP_USERS_SECRET_ID names), re-read on SIGHUP
+   * and every FTP_USERS_RELOAD_SECONDS; undefined without one (FTP_USERS_JSON
+   * alone and FTP_USER: read at start only).
+   */
   usersFile?: UsersFileConfig;
   storage: StorageConfig;
   logLevel: string;
@@ -312,10 +316,13 @@ function loadUsers(env: Env): { users: User[]; generatedPassword?: string; users
   } catch (err) {
     throw new ConfigError(`FTP_USER: ${(err as Error).message}`);
   }
-  if (!file) return { users };
-  // Read only with a file, so a config file that sets it without one is told it has no effect.
+  const secretId = env.FTP_USERS_SECRET_ID?.trim() || undefined;
+  if (secretId !== undefined && !inline) throw new ConfigError('FTP_USERS_SECRET_ID: needs FTP_USERS_JSON, the same secret\'s value at start');
+  if (!file && !secretId) return { users };
+  // Read only with something to re-read, so a config file that sets it without one is told it has no effect.
   const reloadMs = int(env, 'FTP_USERS_RELOAD_SECONDS', USERS_RELOAD_SECONDS, 0, 86400) * 1000;
-  return { users, usersFile: { path: resolve(file), reloadMs, fixed } };
+  if (secretId !== undefined) return { users, usersFile: { path: `secretsmanager:${secretId}`, secretId, reloadMs, fixed } };
+  return { users, usersFile: { path: resolve(file!), reloadMs, fixed } };
 }
 
 function homeToStoragePathOrThrow(value: string, variable: string): string {
