@@ -313,10 +313,11 @@ describe('per-user limits', () => {
       assert.deepEqual(readFileSync(join(dataDir, 'small', 'f.bin')), Buffer.alloc(1000, 1));
       assert.equal(await store(ftp, 'g.bin', Buffer.alloc(1001)), 552);
       assert.equal(existsSync(join(dataDir, 'small', 'g.bin')), false);
-      // APPE counts the bytes already there.
+      // APPE counts the bytes already there: one more is past the limit.
       const data = await ftp.passive();
-      assert.equal((await ftp.send('APPE f.bin')).code, 552);
-      data.destroy();
+      await ftp.expect('APPE f.bin', 150);
+      data.end(Buffer.from('x'));
+      assert.equal((await ftp.read()).code, 552);
       assert.equal(await store(ftp, 'f.bin', Buffer.alloc(2, 2), 999), 552);
       assert.equal(readFileSync(join(dataDir, 'small', 'f.bin')).length, 1000);
       await ftp.expect('NOOP', 200);

@@ -180,6 +180,8 @@ export function parseHome(value: unknown, hasMounts: boolean): Pick<User, 'home'
 /** A directory: a path in the server's storage ('/partners/a'), or `s3://bucket/prefix` in another bucket. */
 function parseTarget(text: string): StorageTarget {
   const s3 = /^s3:\/\/([^/]*)(\/.*)?$/.exec(text);
+  // `S3://x`, `s3:/x`, `https://…`: a scheme misspelt must not become a path in the server's storage.
+  if (!s3 && /^[A-Za-z][A-Za-z0-9+.-]*:/.test(text)) throw new Error(`"${text.slice(0, 80)}": write a bucket as s3://bucket/prefix, a path without a scheme`);
   if (!s3) return { path: homeToStoragePath(text) };
   if (!BUCKET_NAME.test(s3[1]!)) throw new Error(`"${text.slice(0, 80)}": not a valid bucket name`);
   return { bucket: s3[1], path: homeToStoragePath(s3[2] ?? '') };
@@ -189,9 +191,15 @@ function parseTarget(text: string): StorageTarget {
 function parseMounts(value: unknown): User['mounts'] {
   if (value === undefined) return undefined;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('mounts must map directories to places');
-  return Object.entries(value as Record<string, unknown>).map(([dir, target]) => {
+  const entries = Object.entries(value as Record<string, unknown>);
+  // `{}` would leave a user with no home and nothing mounted; a home must be asked for, never implied.
+  if (entries.length === 0) throw new Error('mounts must name at least one directory (or leave "mounts" out)');
+  const seen = new Set<string>();
+  return entries.map(([dir, target]) => {
     const at = resolveFtpPath('/', dir);
     if (at === '/') throw new Error('mounts: "/" is the home, set "home" instead');
+    if (seen.has(at)) throw new Error(`mounts: "${dir}" names ${at} again`);
+    seen.add(at);
     if (typeof target !== 'string') throw new Error(`mounts: "${dir}" must map to a path or s3://bucket/prefix`);
     try {
       return { dir: at, target: parseTarget(target) };

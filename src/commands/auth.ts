@@ -7,6 +7,7 @@ import { Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
 import type { MountedStorage } from '../storage/mounts.js';
 import { StorageError, type Storage } from '../storage/types.js';
+import { sessionKey } from '../session/session.js';
 import { tlsRequiredForLogin } from './security.js';
 
 /** Failed logins before the connection is closed (vsftpd's max_login_fails). */
@@ -121,8 +122,10 @@ export async function pass(s: Session, arg: string): Promise<void> {
   const rules = account.permissions ?? [];
   const needed = rules.filter((r) => r.dir !== '/' && !isAllowed(rules, parentFtpPath(r.dir), 'mkdir'));
   for (const r of needed) await ensureDirectory(view, r.dir.slice(1), s.signal);
+  // The client may have gone during the waits above: it is no session to count.
+  if (s.closed) return;
   // Checked and counted in one turn of the event loop, so two logins at once cannot both pass.
-  const open = s.server.sessionsPerUser.get(account.name) ?? 0;
+  const open = s.server.sessionsPerUser.get(sessionKey(account.name)) ?? 0;
   if (account.maxSessions !== undefined && open >= account.maxSessions) {
     s.log.warn({ event: 'login-refused', user: account.name, reason: 'maxSessions', sessions: open });
     s.reply(Reply.NotLoggedIn, `Too many sessions for this user (at most ${account.maxSessions}); try later.`);
@@ -143,7 +146,10 @@ async function ensureDirectory(storage: Storage, dir: string, signal: AbortSigna
     await storage.stat(dir, signal);
   } catch (err) {
     if (!(err instanceof StorageError && err.code === 'NotFound')) throw err;
-    await storage.mkdirAll(dir, signal);
+    await storage.mkdirAll(dir, signal).catch((e: unknown) => {
+      // A rule for a directory no mount holds has nothing to make (and nothing to allow).
+      if (!(e instanceof StorageError && e.code === 'Denied')) throw e;
+    });
   }
 }
 

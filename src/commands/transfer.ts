@@ -63,7 +63,7 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
   // A size limit counts from the bytes the upload keeps: the REST offset, or all of an APPE's file.
   const maxFileSize = s.user?.maxFileSize;
   const kept = maxFileSize === undefined ? 0 : append ? await existingSize(s, target) : offset;
-  if (maxFileSize !== undefined && kept >= maxFileSize) throw new StorageError('QuotaExceeded', 'file size limit reached');
+  if (maxFileSize !== undefined && kept > maxFileSize) throw new StorageError('QuotaExceeded', 'file size limit reached');
   // Phase 1 ends when the storage has validated the target (parent, name,
   // offset) and asks for the first byte: a refusal is answered with no 150.
   const controller = new AbortController();
@@ -97,12 +97,13 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
       const stages = [
         ...throttled(s.server.config.bandwidth?.uploadBytesPerSecond, s.user?.uploadKiBps),
         ...(s.type === 'A' ? [fromNetworkAscii()] : []),
+        // After the TYPE A conversion: the limit is on the bytes stored, not those sent.
+        ...(maxFileSize !== undefined ? [counter(() => {}, maxFileSize - kept)] : []),
         ...(digest ? [digesting(digest)] : []),
       ];
       // Whichever side fails first explains the failure: the data connection (426) or the storage (451/55x).
       let firstError: unknown;
-      const limit = maxFileSize === undefined ? Infinity : maxFileSize - kept;
-      const received = pipeline(socket, counter(count, limit), ...stages, body, { signal }).catch((err: unknown) => {
+      const received = pipeline(socket, counter(count), ...stages, body, { signal }).catch((err: unknown) => {
         firstError ??= err;
         throw err;
       });

@@ -135,13 +135,11 @@ export async function startServer(config: Config, storages: Storages, log: Logge
   }
   // What a crashed server (this one or another on the same storage) left behind.
   const sweep = () =>
-    Promise.all(
-      storages.all.map((storage) =>
-        storage.sweep(config.sweepAgeMs).then(
-          ({ removed }) => removed > 0 && log.info({ event: 'sweep', removed }),
-          (err: unknown) => log.warn({ err }, 'sweep of upload leftovers failed'),
-        ),
-      ),
+    // The server's own root only: extra buckets (and S3_BUCKET above S3_PREFIX) may hold other
+    // writers' uploads; their leftovers are the bucket's lifecycle rule's (README, Storage mappings).
+    storages.main.sweep(config.sweepAgeMs).then(
+      ({ removed }) => removed > 0 && log.info({ event: 'sweep', removed }),
+      (err: unknown) => log.warn({ err }, 'sweep of upload leftovers failed'),
     );
   void sweep();
   const sweeper = setInterval(sweep, SWEEP_EVERY_MS).unref();

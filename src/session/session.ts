@@ -43,6 +43,15 @@ export interface ServerContext {
   externalAuth?: ExternalAuth;
 }
 
+/**
+ * The key a user's sessions are counted under (maxSessions): case-folded, so
+ * an identity provider that accepts `ACME` and `acme` alike cannot give one
+ * account several counts.
+ */
+export function sessionKey(name: string): string {
+  return name.toLowerCase();
+}
+
 /** A resolved path argument: what the client sees and what the storage takes. */
 export interface ResolvedPath {
   ftp: string;
@@ -316,12 +325,14 @@ export class Session {
   }
 
   #countSession(delta: 1 | -1): void {
-    if (!this.user || this.#counted === (delta === 1)) return;
+    // A session that has closed is never counted again: nothing would take it off.
+    if (!this.user || this.#counted === (delta === 1) || (delta === 1 && this.#closed)) return;
     this.#counted = delta === 1;
     const counts = this.server.sessionsPerUser;
-    const n = (counts.get(this.user.name) ?? 0) + delta;
-    if (n > 0) counts.set(this.user.name, n);
-    else counts.delete(this.user.name);
+    const key = sessionKey(this.user.name);
+    const n = (counts.get(key) ?? 0) + delta;
+    if (n > 0) counts.set(key, n);
+    else counts.delete(key);
   }
 
   /** The user may do this at this path; otherwise Denied (550), with the reason in the log. */

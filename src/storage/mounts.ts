@@ -111,8 +111,8 @@ export class MountedStorage implements Storage {
           if (shown.length > 0) yield shown;
         }
       } catch (err) {
-        // A fixed directory the storage above does not hold lists its mounts alone (NotFound comes before any page).
-        if (!(this.#fixed.has(path) && err instanceof StorageError && err.code === 'NotFound')) throw err;
+        // A fixed directory the storage above does not hold (or holds as a file) lists its mounts alone (before any page).
+        if (!(this.#fixed.has(path) && err instanceof StorageError && (err.code === 'NotFound' || err.code === 'NotADirectory'))) throw err;
       }
     }
     if (children.size > 0) {
@@ -145,11 +145,16 @@ export class MountedStorage implements Storage {
     if (this.#fixed.has(path)) {
       for (const m of this.#mounts) {
         if (path !== '' && m.at !== path && !m.at.startsWith(`${path}/`)) continue;
-        const missing = await m.storage.stat(m.root, signal).then(
-          () => false,
-          (err: unknown) => err instanceof StorageError && err.code === 'NotFound',
-        );
-        if (missing) await m.storage.mkdirAll(m.root, signal);
+        if (await missing(m.storage, m.root, signal)) await m.storage.mkdirAll(m.root, signal);
+      }
+      // A fixed directory inside a mount (the `pub` of `/pub/shared` under the home) is made there
+      // too, so what MKD calls existing takes files; over a file of the same name it stays a listing.
+      for (const p of this.#fixed) {
+        const r = p !== path && (path === '' || p.startsWith(`${path}/`)) ? this.#resolve(p) : undefined;
+        if (!r || r.mount.at === p || !(await missing(r.mount.storage, r.path, signal))) continue;
+        await r.mount.storage.mkdirAll(r.path, signal).catch((err: unknown) => {
+          if (!(err instanceof StorageError && err.code === 'NotADirectory')) throw err;
+        });
       }
       return;
     }
@@ -236,3 +241,14 @@ export class MountedStorage implements Storage {
   }
 }
 
+
+/** Whether `path` does not exist in `storage` (any other failure is thrown). */
+async function missing(storage: Storage, path: StoragePath, signal?: AbortSignal): Promise<boolean> {
+  try {
+    await storage.stat(path, signal);
+    return false;
+  } catch (err) {
+    if (err instanceof StorageError && err.code === 'NotFound') return true;
+    throw err;
+  }
+}
