@@ -126,10 +126,19 @@ export class RawFtp {
 }
 
 /** STOR with a raw client; `rest` goes right before STOR (after EPSV: REST binds to the next command only). */
-export async function store(ftp: RawFtp, name: string, content: Buffer | string, rest?: number): Promise<number> {
+export function store(ftp: RawFtp, name: string, content: Buffer | string, rest?: number): Promise<number> {
+  return upload(ftp, 'STOR', name, content, rest);
+}
+
+/** APPE with a raw client: the final reply's code, or the refusal's when there is no 150. */
+export function append(ftp: RawFtp, name: string, content: Buffer | string): Promise<number> {
+  return upload(ftp, 'APPE', name, content);
+}
+
+async function upload(ftp: RawFtp, verb: 'STOR' | 'APPE', name: string, content: Buffer | string, rest?: number): Promise<number> {
   const data = await ftp.passive();
   if (rest !== undefined) await ftp.expect(`REST ${rest}`, 350);
-  const first = await ftp.send(`STOR ${name}`);
+  const first = await ftp.send(`${verb} ${name}`);
   if (first.code !== 150) {
     data.destroy();
     return first.code;
