@@ -192,6 +192,41 @@ for (const driver of await drivers()) {
     });
   });
 
+  describe(`STOR into one directory, again and again (${driver.name})`, { skip: driver.skip }, () => {
+    test('the parent is checked once; after RMD, DELE or RNFR/RNTO through the server it is checked again', T, async () => {
+      const server = await startTestServer(driver);
+      try {
+        const raw = await RawFtp.login(server.port, USER, PASSWORD);
+        const other = await RawFtp.login(server.port, USER, PASSWORD);
+        await raw.expect('MKD seen', 257);
+        const lists = () => (isS3 ? count(server, 'ListObjectsV2Command') : 0);
+        await send(raw, 'STOR seen/1.txt', Buffer.from('one'));
+        const before = lists();
+        await send(raw, 'STOR seen/2.txt', Buffer.from('two'));
+        await send(other, 'STOR seen/3.txt', Buffer.from('three'));
+        // Each STOR still asks whether its name is a directory; none asks about the parent again.
+        if (isS3) assert.equal(lists() - before, 2);
+        // Removed through the server (by another session): the next STOR finds out, with no 150.
+        for (const n of [1, 2, 3]) await other.expect(`DELE seen/${n}.txt`, 250);
+        await other.expect('RMD seen', 250);
+        await raw.passive();
+        await raw.expect('STOR seen/4.txt', 550);
+        // A rename takes the directory away too.
+        await raw.expect('MKD moved', 257);
+        await send(raw, 'STOR moved/1.txt', Buffer.from('one'));
+        await other.expect('RNFR moved', 350);
+        await other.expect('RNTO elsewhere', 250);
+        await raw.passive();
+        await raw.expect('STOR moved/2.txt', 550);
+        assert.equal((await fetch(raw, 'elsewhere/1.txt')).toString(), 'one');
+        raw.close();
+        other.close();
+      } finally {
+        await server.close();
+      }
+    });
+  });
+
   describe(`HASH (${driver.name})`, { skip: driver.skip }, () => {
     let server: TestServer;
     let raw: RawFtp;

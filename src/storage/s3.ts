@@ -21,6 +21,7 @@ import type { Logger } from 'pino';
 import type { S3StorageConfig } from '../config/index.js';
 import { MAX_PATH_BYTES, RESERVED_PREFIX } from '../paths.js';
 import { createDigest, digestStream, type Digest } from './digest.js';
+import { KnownDirectories } from './known-directories.js';
 import { MultipartAborts } from './s3-aborts.js';
 import { mapLimit, MIN_PART_BYTES, MultipartWriter, type MultipartWriterOptions } from './s3-multipart.js';
 import {
@@ -67,6 +68,8 @@ export const SHA256_METADATA = 's3ftp-sha256';
  */
 const RENAME_JOURNAL = `${RESERVED_PREFIX}rename`;
 const EPOCH = new Date(0);
+/** How long a directory seen to exist is trusted without asking S3 again (see KnownDirectories). */
+const KNOWN_DIRECTORY_MS = 10_000;
 /** HEADs of directory markers in flight for one listing page. */
 const DIRECTORY_TIME_CONCURRENCY = 16;
 
@@ -137,6 +140,8 @@ export class S3Storage implements Storage {
   private readonly faults: { failCopyAfter?: number };
   private copiesStarted = 0;
   private readonly aborts: MultipartAborts;
+  /** Parents of recent writes: a STOR into one of them skips the parent check. */
+  private readonly directories = new KnownDirectories(KNOWN_DIRECTORY_MS);
   /** S3 requests sent, by command name (e.g. 'UploadPartCopyCommand'), retries not counted: for metrics and tests. */
   readonly requestCounts = new Map<string, number>();
 
@@ -373,6 +378,14 @@ export class S3Storage implements Storage {
   }
 
   async rmdir(path: StoragePath, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.removeDirectory(path, signal);
+    } finally {
+      this.directories.forget();
+    }
+  }
+
+  private async removeDirectory(path: StoragePath, signal?: AbortSignal): Promise<void> {
     if (path === '') throw new StorageError('Denied', 'cannot remove the root directory');
     const info = await this.stat(path, signal);
     if (!info.isDirectory) throw new StorageError('NotADirectory', `not a directory: ${path}`);
@@ -393,12 +406,25 @@ export class S3Storage implements Storage {
     const key = this.key(path);
     // DeleteObject succeeds for missing keys, so look first to answer NotFound.
     if (!(await this.headFile(key, signal))) throw await this.notFileError(path, undefined, signal);
-    await this.call(`delete ${path}`, () =>
-      this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }),
-    );
+    try {
+      await this.call(`delete ${path}`, () =>
+        this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }),
+      );
+    } finally {
+      // The last key under a directory may have gone, and the directory with it.
+      this.directories.forget();
+    }
   }
 
   async rename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {
+    try {
+      await this.move(from, to, signal);
+    } finally {
+      this.directories.forget();
+    }
+  }
+
+  private async move(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {
     if (from === '') throw new StorageError('Denied', 'cannot rename the root directory');
     if (from === to || to.startsWith(`${from}/`)) {
       throw new StorageError('InvalidName', `cannot move ${from} onto or into itself`);
@@ -565,12 +591,16 @@ export class S3Storage implements Storage {
 
   /**
    * Resolves when path is a directory; NotFound otherwise (also when it is a
-   * file). One round trip: a directory is a prefix with a key under it (its marker, or any object).
+   * file). One round trip: a directory is a prefix with a key under it (its
+   * marker, or any object); none for a directory seen lately (KnownDirectories).
    */
   private async requireDirectory(path: StoragePath, signal?: AbortSignal): Promise<void> {
     if (path === '') return;
-    const page = await this.listPage(this.dirPrefix(path), undefined, undefined, signal, 1);
+    const prefix = this.dirPrefix(path);
+    if (this.directories.has(prefix)) return;
+    const page = await this.listPage(prefix, undefined, undefined, signal, 1);
     if ((page.Contents?.length ?? 0) === 0) throw new StorageError('NotFound', `no such directory: ${path}`);
+    this.directories.add(prefix);
   }
 
   private listPage(
