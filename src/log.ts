@@ -6,12 +6,16 @@ import { pino, type Logger } from 'pino';
  * call site cannot leak them.
  */
 export function createLogger(options: { level: string; pretty: boolean }): Logger {
-  return pino({
+  const settings = {
     level: options.level,
     base: { service: 's3ftp' },
     redact: { paths: ['password', '*.password', 'secretAccessKey', '*.secretAccessKey'], censor: '[redacted]' },
-    ...(options.pretty ? { transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard' } } } : {}),
-  });
+  };
+  if (options.pretty) return pino({ ...settings, transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard' } } });
+  // Asynchronous: lines written while a write is under way go out together in
+  // the next one, not one system call each (a line per command adds up). pino
+  // flushes what is left when the process exits.
+  return pino(settings, pino.destination({ dest: 1, sync: false }));
 }
 
 export type { Logger };

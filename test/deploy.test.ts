@@ -12,7 +12,7 @@ import { parse as parseYaml } from 'yaml';
 import { loadConfig } from '../src/config/index.js';
 import { RawFtp } from './helpers/ftp.js';
 import { getS3 } from './helpers/minio.js';
-import { childEnv, nodeFlags, s3Settings, startServerProcess } from './helpers/process.js';
+import { childEnv, launchEnv, nodeFlags, s3Settings, startServerProcess } from './helpers/process.js';
 import { tempDir } from './helpers/server.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -47,8 +47,8 @@ function envOf(instructions: Instruction[]): Record<string, string> {
   const env: Record<string, string> = {};
   for (const i of instructions.filter((i) => i.keyword === 'ENV')) {
     for (const pair of i.args.split(' ')) {
-      const [key, value] = pair.split('=');
-      if (key && value !== undefined) env[key] = value;
+      const at = pair.indexOf('=');
+      if (at > 0) env[pair.slice(0, at)] = pair.slice(at + 1);
     }
   }
   return env;
@@ -120,12 +120,16 @@ describe('Dockerfile', () => {
     assert.ok(config.health && exposed.includes(String(config.health.port)), 'health port exposed');
   });
 
-  test('runs node with the flags of the bin and of npm start', () => {
+  test('runs node with the flags and the environment of the bin and of npm start', () => {
     const argv = execForm(runtime.find((i) => i.keyword === 'ENTRYPOINT')!.args);
     assert.deepEqual(argv.slice(0, -1), ['node', ...nodeFlags()]);
+    const env = envOf(runtime);
+    assert.ok(Object.keys(launchEnv()).length > 0, 'the bin sets GLIBC_TUNABLES');
+    for (const [name, value] of Object.entries(launchEnv())) assert.equal(env[name], value, name);
     const start = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start!;
     // `exec`: sh -c would otherwise stay as node's parent, and npm forwards a SIGTERM to sh only.
-    assert.equal(start, ['exec', 'node', ...nodeFlags(), 'dist/src/main.js'].join(' '));
+    const assignments = Object.entries(launchEnv()).map(([name, value]) => `${name}=${value}`);
+    assert.equal(start, ['exec', 'env', ...assignments, 'node', ...nodeFlags(), 'dist/src/main.js'].join(' '));
   });
 
   test('.dockerignore keeps everything out of the context except what the build copies', () => {
