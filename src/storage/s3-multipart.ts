@@ -70,6 +70,8 @@ export class MultipartWriter {
   readonly #inFlight = new Set<Promise<void>>();
   #failure: { part: number; err: unknown } | undefined;
   #pending: Buffer[] = [];
+  /** Full-size part buffers whose upload is done, for the next parts: no new 8 MiB per part. */
+  readonly #spare: Buffer[] = [];
   #pendingBytes = 0;
   /** Set by publishReceived(): publishing what was received is the point, aborted or not. */
   #partial = false;
@@ -113,7 +115,7 @@ export class MultipartWriter {
     while (this.#pendingBytes >= this.#o.partSize) {
       while (this.#inFlight.size >= this.#o.queueSize) await Promise.race(this.#inFlight);
       this.#throwIfFailed();
-      this.#startPart(this.#take(this.#o.partSize));
+      this.#startPart(this.#takePart());
     }
   }
 
@@ -210,7 +212,11 @@ export class MultipartWriter {
         ),
       )
       .then(
-        (out) => void this.#parts.set(number, { etag: out.ETag, bytes: body.length }),
+        (out) => {
+          this.#parts.set(number, { etag: out.ETag, bytes: body.length });
+          // Sent and answered: the SDK holds it no more (a failed part's buffer is left to the GC).
+          if (body.length === this.#o.partSize) this.#spare.push(body);
+        },
         (err: unknown) => {
           if (!this.#failure || number < this.#failure.part) this.#failure = { part: number, err };
         },
@@ -227,6 +233,20 @@ export class MultipartWriter {
     );
     this.#o.onUpload?.(uploadId, false);
     return out.ETag;
+  }
+
+  /** The first partSize buffered bytes, copied into a spare part buffer (or a new one). */
+  #takePart(): Buffer {
+    const part = this.#spare.pop() ?? Buffer.allocUnsafeSlow(this.#o.partSize);
+    let filled = 0;
+    while (filled < part.length) {
+      const chunk = this.#pending.shift() as Buffer;
+      const used = chunk.copy(part, filled, 0, Math.min(chunk.length, part.length - filled));
+      filled += used;
+      if (used < chunk.length) this.#pending.unshift(chunk.subarray(used));
+    }
+    this.#pendingBytes -= part.length;
+    return part;
   }
 
   /** The first n buffered bytes as one buffer. */
