@@ -33,6 +33,9 @@ const PARTIAL_DIR = `${RESERVED_PREFIX}partial`;
  */
 const META_DIR = `${RESERVED_PREFIX}meta`;
 const DEFAULT_PAGE_SIZE = 1000;
+/** Bytes an upload gathers before it writes them (one writev); bytes a download reads at once. */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+const READ_CHUNK_BYTES = 1024 * 1024;
 /**
  * Linux: a path through /proc/self/fd/N starts at the directory open as N,
  * which is what openat(2) does and Node does not offer. Elsewhere the driver
@@ -130,7 +133,7 @@ export class LocalStorage implements Storage {
       const stats = await handle.stat();
       if (stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
       if (start > stats.size) throw new StorageError('InvalidRange', `offset ${start} is beyond the end of ${path}`);
-      return { stream: handle.createReadStream({ start, signal: options.signal }), size: stats.size - start };
+      return { stream: handle.createReadStream({ start, signal: options.signal, highWaterMark: READ_CHUNK_BYTES }), size: stats.size - start };
     } catch (err) {
       await handle.close();
       throw classify(err, `read ${path}`);
@@ -533,19 +536,28 @@ async function writeBody(
 ): Promise<number> {
   try {
     let position = offset;
+    // Chunks go to the file WRITE_BATCH_BYTES at a time: one thread-pool round trip per batch, not per 64 KiB.
+    let batch: Buffer[] = [];
+    let batched = 0;
+    const flush = async (): Promise<void> => {
+      await writeAll(handle, batch, position);
+      position += batched;
+      received.bytes += batched;
+      batch = [];
+      batched = 0;
+    };
     try {
       for await (const chunk of body) {
         const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
-        let done = 0;
-        while (done < buf.length) {
-          const { bytesWritten } = await handle.write(buf, done, buf.length - done, position + done);
-          done += bytesWritten;
-        }
-        position += buf.length;
-        received.bytes += buf.length;
         digest?.update(buf);
+        batch.push(buf);
+        batched += buf.length;
+        if (batched >= WRITE_BATCH_BYTES) await flush();
       }
+      await flush();
     } catch (err) {
+      // What was received is on disk too (keepPartialUploads publishes it).
+      await flush().catch(() => undefined);
       await handle.sync().catch(() => undefined);
       throw err;
     }
@@ -554,6 +566,25 @@ async function writeBody(
     return position;
   } finally {
     await handle.close();
+  }
+}
+
+/** Writes buffers at position, however many calls it takes. */
+async function writeAll(handle: FileHandle, buffers: Buffer[], position: number): Promise<void> {
+  let rest = buffers;
+  while (rest.length > 0) {
+    let { bytesWritten } = await handle.writev(rest, position);
+    position += bytesWritten;
+    // A short write (rare on a regular file): drop what went, then go on with the rest.
+    const left: Buffer[] = [];
+    for (const buf of rest) {
+      if (bytesWritten >= buf.length) bytesWritten -= buf.length;
+      else {
+        left.push(buf.subarray(bytesWritten));
+        bytesWritten = 0;
+      }
+    }
+    rest = left;
   }
 }
 
