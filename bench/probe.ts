@@ -16,7 +16,8 @@
  *   PROBE_DRIVER    s3 (default) or local (then no proxy; DATA_DIR per variant)
  *   PROBE_FILES (200), PROBE_ROUNDS (5), PROBE_SIZE (4096), PROBE_WARMUP (50 files first, untimed)
  *   PROBE_BIG_MB    instead: STOR then RETR of one file of this many MiB with curl,
- *                   per variant and round: MiB/s and server CPU s per GiB
+ *                   per variant and round: MiB/s, server CPU s per GiB and peak RSS (from
+ *                   the RSS at its start, so a RETR's includes what the STOR left)
  */
 import { execFile } from 'node:child_process';
 import { request as httpRequest, createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -30,6 +31,7 @@ import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { childEnv, MAIN, nodeFlags, startServerProcess } from '../test/helpers/process.js';
 import { scratch, startMinio, startRclone, type BenchMinio } from './peers.js';
 import { cpuSeconds } from './proc.js';
+import { RssSampler } from './rss.js';
 
 const run = promisify(execFile);
 const CLIENT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bench', 'ftp_client.py');
@@ -164,11 +166,15 @@ async function big(server: Started, file: string): Promise<Record<string, number
     ['retr', ['-sS', '--fail', '-o', '/dev/null', url]],
   ] as const) {
     const cpu0 = cpuSeconds(server.pid);
+    const rss = new RssSampler(server.pid);
+    rss.reset();
     const started = performance.now();
     await run('curl', [...args], { maxBuffer: 1 << 20 });
     const seconds = (performance.now() - started) / 1000;
     out[`${name} MiB/s`] = BIG_MB / seconds;
     out[`${name} CPU s/GiB`] = ((cpuSeconds(server.pid) - cpu0) * 1024) / BIG_MB;
+    out[`${name} peak RSS MiB`] = rss.peak();
+    rss.stop();
   }
   return out;
 }
@@ -195,7 +201,7 @@ async function bigMain(variants: Variant[], minio: BenchMinio | undefined, proxy
       }
     }
   }
-  const keys = ['stor MiB/s', 'stor CPU s/GiB', 'retr MiB/s', 'retr CPU s/GiB'];
+  const keys = ['stor MiB/s', 'stor CPU s/GiB', 'stor peak RSS MiB', 'retr MiB/s', 'retr CPU s/GiB', 'retr peak RSS MiB'];
   const lines = [`STOR then RETR of ${BIG_MB} MiB with curl, ${DRIVER}, ${ROUNDS} rounds interleaved, medians`, ''];
   lines.push(`| variant | ${keys.join(' | ')} | S3 requests (last round) |`, `| --- | ${keys.map(() => '---:').join(' | ')} | --- |`);
   for (const variant of variants) {
