@@ -36,6 +36,8 @@ const DEFAULT_PAGE_SIZE = 1000;
 /** Bytes an upload gathers before it writes them (one writev); bytes a download reads at once. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
 const READ_CHUNK_BYTES = 1024 * 1024;
+/** An upload starts flushing what it wrote to the disk every this many bytes (see writeBody). */
+const SYNC_AHEAD_BYTES = 64 * 1024 * 1024;
 /**
  * Linux: a path through /proc/self/fd/N starts at the directory open as N,
  * which is what openat(2) does and Node does not offer. Elsewhere the driver
@@ -534,17 +536,27 @@ async function writeBody(
   received: { bytes: number },
   digest: Digest | undefined,
 ): Promise<number> {
+  let syncing: Promise<void> | undefined;
   try {
     let position = offset;
     // Chunks go to the file WRITE_BATCH_BYTES at a time: one thread-pool round trip per batch, not per 64 KiB.
     let batch: Buffer[] = [];
     let batched = 0;
+    // The disk flushes while bytes still arrive: an fdatasync every SYNC_AHEAD_BYTES, one
+    // at a time, so the fsync before publishing has only the tail left to write.
+    let unsynced = 0;
     const flush = async (): Promise<void> => {
       await writeAll(handle, batch, position);
       position += batched;
       received.bytes += batched;
+      unsynced += batched;
       batch = [];
       batched = 0;
+      if (unsynced >= SYNC_AHEAD_BYTES && !syncing) {
+        unsynced = 0;
+        syncing = handle.datasync().finally(() => (syncing = undefined));
+        syncing.catch(() => undefined); // the final sync reports a disk that fails
+      }
     };
     try {
       for await (const chunk of body) {
@@ -562,9 +574,11 @@ async function writeBody(
       throw err;
     }
     // Without the fsync the rename could reach the disk before the data does.
+    await syncing?.catch(() => undefined);
     await handle.sync();
     return position;
   } finally {
+    await syncing?.catch(() => undefined);
     await handle.close();
   }
 }
