@@ -193,19 +193,27 @@ for (const driver of await drivers()) {
   });
 
   describe(`STOR into one directory, again and again (${driver.name})`, { skip: driver.skip }, () => {
-    test('the parent is checked once; after RMD, DELE or RNFR/RNTO through the server it is checked again', T, async () => {
+    test('the parent is listed once; after MKD, RMD, DELE or RNFR/RNTO through the server it is listed again', T, async () => {
       const server = await startTestServer(driver);
       try {
         const raw = await RawFtp.login(server.port, USER, PASSWORD);
         const other = await RawFtp.login(server.port, USER, PASSWORD);
         await raw.expect('MKD seen', 257);
         const lists = () => (isS3 ? count(server, 'ListObjectsV2Command') : 0);
+        const first = lists();
         await send(raw, 'STOR seen/1.txt', Buffer.from('one'));
+        // One page of the parent says it exists and which of its names are directories.
+        if (isS3) assert.equal(lists() - first, 1);
         const before = lists();
         await send(raw, 'STOR seen/2.txt', Buffer.from('two'));
         await send(other, 'STOR seen/3.txt', Buffer.from('three'));
-        // Each STOR still asks whether its name is a directory; none asks about the parent again.
-        if (isS3) assert.equal(lists() - before, 2);
+        // The next STORs into it, from any session, ask S3 nothing before their 150.
+        if (isS3) assert.equal(lists() - before, 0);
+        // A directory made since (by another session) is known at once: no 150, as ever.
+        await other.expect('MKD seen/sub', 257);
+        await raw.passive();
+        await raw.expect('STOR seen/sub', 550);
+        await other.expect('RMD seen/sub', 250);
         // Removed through the server (by another session): the next STOR finds out, with no 150.
         for (const n of [1, 2, 3]) await other.expect(`DELE seen/${n}.txt`, 250);
         await other.expect('RMD seen', 250);
@@ -221,6 +229,26 @@ for (const driver of await drivers()) {
         assert.equal((await fetch(raw, 'elsewhere/1.txt')).toString(), 'one');
         raw.close();
         other.close();
+      } finally {
+        await server.close();
+      }
+    });
+
+    test('a parent bigger than a listing page: each STOR asks about its own name, and a subdirectory is still refused', T, async () => {
+      const server = await startTestServer(driver, {}, { storageOptions: { pageSize: 2 } });
+      try {
+        const raw = await RawFtp.login(server.port, USER, PASSWORD);
+        await raw.expect('MKD big', 257);
+        for (const name of ['a', 'b', 'c', 'z']) await raw.expect(`MKD big/${name}`, 257);
+        for (const name of ['a', 'z']) {
+          await raw.passive();
+          await raw.expect(`STOR big/${name}`, 550);
+        }
+        await send(raw, 'STOR big/file.txt', Buffer.from('file'));
+        const before = isS3 ? count(server, 'ListObjectsV2Command') : 0;
+        await send(raw, 'STOR big/other.txt', Buffer.from('other'));
+        if (isS3) assert.equal(count(server, 'ListObjectsV2Command') - before, 1, 'one one-key listing of big/other.txt/');
+        raw.close();
       } finally {
         await server.close();
       }

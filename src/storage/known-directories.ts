@@ -1,36 +1,44 @@
+/** A directory seen to exist, and, when one listing page held all of it, the names of its subdirectories. */
+export interface KnownDirectory {
+  readonly subdirectories?: ReadonlySet<string>;
+}
+
 /**
- * Directories this process saw exist a moment ago, so that a run of STORs
- * into one directory asks S3 about it once, not once per file. Only "it
- * exists" is remembered, for `ttlMs` at most; every removal or rename made
- * through the same storage forgets everything. So the only staleness is a
- * directory that another process removed in the last `ttlMs`: a STOR into it
- * then succeeds and brings it back, as any S3 writer could.
+ * Directories this process saw a moment ago, so that a run of STORs into
+ * one directory asks S3 about it once, not once per file: whether it exists,
+ * and whether a name in it is a subdirectory. Kept for `ttlMs` at most;
+ * every directory made, removed or renamed and every file deleted through
+ * the same storage forgets everything. So the only staleness is what
+ * another process did in the last `ttlMs`: a STOR into a directory it
+ * removed succeeds and brings the directory back, and one onto a name it
+ * just made a directory stores a file beside it, as any S3 writer could.
  */
 export class KnownDirectories {
-  readonly #until = new Map<string, number>();
+  readonly #known = new Map<string, { until: number; directory: KnownDirectory }>();
 
   constructor(
     private readonly ttlMs: number,
     private readonly max = 4096,
   ) {}
 
-  has(prefix: string): boolean {
-    const until = this.#until.get(prefix);
-    if (until === undefined) return false;
-    if (until > performance.now()) return true;
-    this.#until.delete(prefix);
-    return false;
+  get(prefix: string): KnownDirectory | undefined {
+    const known = this.#known.get(prefix);
+    if (known === undefined) return undefined;
+    if (known.until > performance.now()) return known.directory;
+    this.#known.delete(prefix);
+    return undefined;
   }
 
-  add(prefix: string): void {
-    if (this.ttlMs <= 0) return;
-    this.#until.delete(prefix);
+  add(prefix: string, directory: KnownDirectory = {}): KnownDirectory {
+    if (this.ttlMs <= 0) return directory;
+    this.#known.delete(prefix);
     // The oldest entry goes first: a Map iterates in insertion order.
-    if (this.#until.size >= this.max) this.#until.delete(this.#until.keys().next().value as string);
-    this.#until.set(prefix, performance.now() + this.ttlMs);
+    if (this.#known.size >= this.max) this.#known.delete(this.#known.keys().next().value as string);
+    this.#known.set(prefix, { until: performance.now() + this.ttlMs, directory });
+    return directory;
   }
 
   forget(): void {
-    this.#until.clear();
+    this.#known.clear();
   }
 }

@@ -140,7 +140,7 @@ export class S3Storage implements Storage {
   private readonly faults: { failCopyAfter?: number };
   private copiesStarted = 0;
   private readonly aborts: MultipartAborts;
-  /** Parents of recent writes: a STOR into one of them skips the parent check. */
+  /** Directories seen lately: a STOR into one of them asks S3 nothing before its 150. */
   private readonly directories = new KnownDirectories(KNOWN_DIRECTORY_MS);
   /** S3 requests sent, by command name (e.g. 'UploadPartCopyCommand'), retries not counted: for metrics and tests. */
   readonly requestCounts = new Map<string, number>();
@@ -597,10 +597,31 @@ export class S3Storage implements Storage {
   private async requireDirectory(path: StoragePath, signal?: AbortSignal): Promise<void> {
     if (path === '') return;
     const prefix = this.dirPrefix(path);
-    if (this.directories.has(prefix)) return;
+    if (this.directories.get(prefix)) return;
     const page = await this.listPage(prefix, undefined, undefined, signal, 1);
     if ((page.Contents?.length ?? 0) === 0) throw new StorageError('NotFound', `no such directory: ${path}`);
     this.directories.add(prefix);
+  }
+
+  /**
+   * Whether path names a directory (some key lies under `path/`); NotFound
+   * when its parent is not a directory. One page of the parent, with the
+   * delimiter, answers both for a parent of up to a page of entries, and is
+   * remembered (KnownDirectories): the next STORs into it ask S3 nothing. A
+   * bigger parent costs a one-key listing of `path/` per STOR.
+   */
+  private async namesDirectory(path: StoragePath, signal?: AbortSignal): Promise<boolean> {
+    const parent = parentPath(path);
+    const prefix = this.dirPrefix(parent);
+    let known = this.directories.get(prefix);
+    if (!known) {
+      const page = await this.listPage(prefix, '/', undefined, signal);
+      if (parent !== '' && !pageHasKeys(page)) throw new StorageError('NotFound', `no such directory: ${parent}`);
+      known = this.directories.add(prefix, page.IsTruncated ? {} : { subdirectories: subdirectoryNames(page, prefix) });
+    }
+    if (known.subdirectories) return known.subdirectories.has(baseName(path));
+    const page = await this.listPage(this.dirPrefix(path), undefined, undefined, signal, 1);
+    return (page.Contents?.length ?? 0) > 0;
   }
 
   private listPage(
@@ -621,16 +642,12 @@ export class S3Storage implements Storage {
     options: WriteOptions,
   ): Promise<{ offset: number; etag: string | undefined }> {
     if (path === '') throw new StorageError('IsADirectory', 'the root is a directory');
-    // One round trip, not three: small files are latency-bound.
+    // Small files are latency-bound: one round trip at most, none into a directory seen lately.
     // A plain STOR needs no HeadObject: only APPE and REST keep existing bytes.
     const keeps = options.append === true || (options.offset ?? 0) > 0;
     const { signal } = options;
-    const [head, hasChildren] = await Promise.all([
-      keeps ? this.headFile(key, signal) : undefined,
-      this.listPage(this.dirPrefix(path), undefined, undefined, signal, 1).then((page) => (page.Contents?.length ?? 0) > 0),
-      this.requireDirectory(parentPath(path), signal),
-    ]);
-    if (!head && hasChildren) throw new StorageError('IsADirectory', `is a directory: ${path}`);
+    const [head, isDirectory] = await Promise.all([keeps ? this.headFile(key, signal) : undefined, this.namesDirectory(path, signal)]);
+    if (!head && isDirectory) throw new StorageError('IsADirectory', `is a directory: ${path}`);
     const size = head?.ContentLength ?? 0;
     const offset = options.append ? size : (options.offset ?? 0);
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) {
@@ -739,9 +756,14 @@ export class S3Storage implements Storage {
 
   private async putMarker(path: StoragePath, signal?: AbortSignal): Promise<void> {
     const marker = this.dirPrefix(path);
-    await this.call(`mkdir ${path}`, () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: marker, Body: new Uint8Array(0) }), { abortSignal: signal }),
-    );
+    try {
+      await this.call(`mkdir ${path}`, () =>
+        this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: marker, Body: new Uint8Array(0) }), { abortSignal: signal }),
+      );
+    } finally {
+      // Its parent has a subdirectory more.
+      this.directories.forget();
+    }
   }
 
   /** Server-side copy of one object (metadata and tags included), part by part above the threshold. */
@@ -1044,6 +1066,11 @@ function checkKey(key: string): string {
 
 function pageHasKeys(page: ListObjectsV2CommandOutput): boolean {
   return (page.KeyCount ?? 0) > 0 || (page.Contents?.length ?? 0) > 0 || (page.CommonPrefixes?.length ?? 0) > 0;
+}
+
+/** The names of the subdirectories on a delimited listing page of `prefix`, as stored. */
+function subdirectoryNames(page: ListObjectsV2CommandOutput, prefix: string): Set<string> {
+  return new Set((page.CommonPrefixes ?? []).map((p) => (p.Prefix ?? '').slice(prefix.length, -1)));
 }
 
 /** One listing page as directory entries; the directory's own marker and unusable names are left out. */
