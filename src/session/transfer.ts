@@ -3,6 +3,7 @@ import { finished } from 'node:stream/promises';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { replyForError } from '../commands/errors.js';
 import type { DataChannel } from '../data/channel.js';
+import { streamed } from '../data/reclaim.js';
 import { endedCleanly } from '../data/streams.js';
 import { Reply, type ReplyCode } from '../replies.js';
 import type { TLSSocket } from 'node:tls';
@@ -153,7 +154,10 @@ async function run(
     await plan.run({
       socket: stream,
       signal: controller.signal,
-      count: (bytes) => (transfer.bytes += bytes),
+      count: (bytes) => {
+        transfer.bytes += bytes;
+        streamed(bytes);
+      },
       commit: () => commitUpload(s, stream, data, controller.signal),
     });
     result = { outcome: 'ok', code: Reply.TransferComplete, text: plan.completed ?? 'Transfer complete.' };
