@@ -28,8 +28,8 @@ ENV FTP_HOST=0.0.0.0 \
     HEALTH_HOST=0.0.0.0 \
     HEALTH_PORT=9090 \
     DATA_DIR=/data
-# glibc keeps up to 64 MiB of freed heap, and puts buffers under 32 MiB (8 MiB upload parts) on the heap, instead of
-# returning pages to the kernel and faulting them in again for every transfer buffer (README, "Memory").
+# As npm start: glibc keeps up to 64 MiB of freed heap, and buffers under 32 MiB (8 MiB upload parts) on the heap,
+# instead of returning pages to the kernel and faulting them in again for every transfer buffer (README, "Memory").
 ENV GLIBC_TUNABLES=glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432
 EXPOSE 2121 30000-30099 9090
 # The slim image has no curl: Node's own fetch asks /healthz (liveness; /readyz also needs the storage).

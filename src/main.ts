@@ -1,4 +1,4 @@
-#!/usr/bin/env -S GLIBC_TUNABLES=glibc.malloc.trim_threshold=67108864:glibc.malloc.mmap_threshold=33554432 node --max-semi-space-size=2 --heap-growing-percent=50 --expose-gc
+#!/usr/bin/env -S node --max-semi-space-size=2 --heap-growing-percent=50 --expose-gc
 import { ExternalAuth } from './auth/external.js';
 import { EventSink } from './events/sink.js';
 import { randomBytes } from 'node:crypto';

@@ -9,7 +9,10 @@ import { runInNewContext } from 'node:vm';
 import * as zlib from 'node:zlib';
 import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-sdk/client-s3';
 import type { User } from '../src/auth/users.js';
-import type { S3Storage } from '../src/storage/s3.js';
+import { KnownDirectories } from '../src/storage/known-directories.js';
+import { S3Storage } from '../src/storage/s3.js';
+import { StorageError } from '../src/storage/types.js';
+import { getS3, s3StorageConfig } from './helpers/minio.js';
 import { RawFtp, readAll } from './helpers/ftp.js';
 import { drivers, noDanglingUploads, PASSWORD, startTestServer, USER, type Driver, type TestServer } from './helpers/server.js';
 
@@ -493,6 +496,50 @@ for (const driver of await drivers()) {
     });
   });
 }
+
+describe('what a storage knows of directories (s3)', () => {
+  const refusal = (code: string) => (err: unknown) => err instanceof StorageError && err.code === code;
+  const body = () => Readable.from([Buffer.from('x')]);
+
+  test('two storages on one bucket (a prefixed root and a whole-bucket mount) forget together, names with control characters included', T, async (t) => {
+    const s3 = await getS3();
+    if (!s3) return t.skip('MinIO is not available');
+    const config = s3StorageConfig(s3, 'known');
+    const root = config.prefix;
+    const prefixed = new S3Storage(config);
+    const whole = new S3Storage({ ...config, prefix: '' });
+    try {
+      await prefixed.mkdir('docs');
+      await prefixed.write('docs/a.txt', body());
+      // The other storage makes a directory under what the first one has just listed.
+      await whole.mkdir(`${root}/docs/report`);
+      await assert.rejects(prefixed.write('docs/report', body()), refusal('IsADirectory'));
+      // And takes the parent away.
+      await whole.rmdir(`${root}/docs/report`);
+      await whole.delete(`${root}/docs/a.txt`);
+      await whole.rmdir(`${root}/docs`);
+      await assert.rejects(prefixed.write('docs/b.txt', body()), refusal('NotFound'));
+      // A name with a control character (XML 1.0 cannot carry one; a store may alter it) is checked on its own.
+      await prefixed.mkdir('ctl');
+      await whole.mkdir(`${root}/ctl/a\x01b`);
+      await prefixed.write('ctl/c.txt', body());
+      await assert.rejects(prefixed.write('ctl/a\x01b', body()), refusal('IsADirectory'));
+    } finally {
+      await prefixed.close();
+      await whole.close();
+    }
+  });
+
+  test('an answer asked for before a change is not kept', () => {
+    const known = new KnownDirectories(10_000);
+    const asked = known.generation;
+    known.forget(); // an MKD, RMD, DELE or rename finished while the listing was out
+    known.add('d/', asked, { subdirectories: new Set() });
+    assert.equal(known.get('d/'), undefined);
+    known.add('d/', known.generation, { subdirectories: new Set(['x']) });
+    assert.deepEqual([...(known.get('d/')?.subdirectories ?? [])], ['x']);
+  });
+});
 
 describe('directory rename that fails midway (s3)', async () => {
   const s3Driver = (await drivers()).find((d) => d.name === 's3')!;

@@ -140,8 +140,8 @@ export class S3Storage implements Storage {
   private readonly faults: { failCopyAfter?: number };
   private copiesStarted = 0;
   private readonly aborts: MultipartAborts;
-  /** Directories seen lately: a STOR into one of them asks S3 nothing before its 150. */
-  private readonly directories = new KnownDirectories(KNOWN_DIRECTORY_MS);
+  /** Directories seen lately, shared by every storage on the bucket: a STOR into one asks S3 nothing before its 150. */
+  private readonly directories: KnownDirectories;
   /** S3 requests sent, by command name (e.g. 'UploadPartCopyCommand'), retries not counted: for metrics and tests. */
   readonly requestCounts = new Map<string, number>();
 
@@ -151,6 +151,7 @@ export class S3Storage implements Storage {
   ) {
     this.bucket = config.bucket;
     this.prefix = config.prefix;
+    this.directories = KnownDirectories.forBucket(`${config.endpoint ?? ''} ${config.region}`, config.bucket, KNOWN_DIRECTORY_MS);
     this.logger = options.logger;
     this.pageSize = options.pageSize;
     this.multipartCopyThreshold = Math.min(
@@ -598,9 +599,10 @@ export class S3Storage implements Storage {
     if (path === '') return;
     const prefix = this.dirPrefix(path);
     if (this.directories.get(prefix)) return;
+    const generation = this.directories.generation;
     const page = await this.listPage(prefix, undefined, undefined, signal, 1);
     if ((page.Contents?.length ?? 0) === 0) throw new StorageError('NotFound', `no such directory: ${path}`);
-    this.directories.add(prefix);
+    this.directories.add(prefix, generation);
   }
 
   /**
@@ -615,11 +617,14 @@ export class S3Storage implements Storage {
     const prefix = this.dirPrefix(parent);
     let known = this.directories.get(prefix);
     if (!known) {
+      const generation = this.directories.generation;
       const page = await this.listPage(prefix, '/', undefined, signal);
       if (parent !== '' && !pageHasKeys(page)) throw new StorageError('NotFound', `no such directory: ${parent}`);
-      known = this.directories.add(prefix, page.IsTruncated ? {} : { subdirectories: subdirectoryNames(page, prefix) });
+      known = this.directories.add(prefix, generation, { subdirectories: page.IsTruncated ? undefined : subdirectoryNames(page, prefix) });
     }
-    if (known.subdirectories) return known.subdirectories.has(baseName(path));
+    const name = baseName(path);
+    // XML 1.0 cannot carry most control characters, so a listing may alter them (see subdirectoryNames).
+    if (known.subdirectories && !CONTROL_CHARACTERS.test(name)) return known.subdirectories.has(name);
     const page = await this.listPage(this.dirPrefix(path), undefined, undefined, signal, 1);
     return (page.Contents?.length ?? 0) > 0;
   }
@@ -1068,10 +1073,19 @@ function pageHasKeys(page: ListObjectsV2CommandOutput): boolean {
   return (page.KeyCount ?? 0) > 0 || (page.Contents?.length ?? 0) > 0 || (page.CommonPrefixes?.length ?? 0) > 0;
 }
 
-/** The names of the subdirectories on a delimited listing page of `prefix`, as stored. */
-function subdirectoryNames(page: ListObjectsV2CommandOutput, prefix: string): Set<string> {
-  return new Set((page.CommonPrefixes ?? []).map((p) => (p.Prefix ?? '').slice(prefix.length, -1)));
+/**
+ * The names of the subdirectories on a delimited listing page of `prefix`,
+ * as stored; undefined if a name may have been altered on its way: XML 1.0
+ * cannot carry most control characters (a store may send U+FFFD instead),
+ * and the SDK's parser turns a CR into LF.
+ */
+function subdirectoryNames(page: ListObjectsV2CommandOutput, prefix: string): Set<string> | undefined {
+  const names = (page.CommonPrefixes ?? []).map((p) => (p.Prefix ?? '').slice(prefix.length, -1));
+  return names.some((name) => name.includes('\uFFFD') || CONTROL_CHARACTERS.test(name)) ? undefined : new Set(names);
 }
+
+/** C0 controls and DEL: names holding one are checked by a listing of their own. */
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
 
 /** One listing page as directory entries; the directory's own marker and unusable names are left out. */
 function entriesOf(page: ListObjectsV2CommandOutput, prefix: string): FileInfo[] {

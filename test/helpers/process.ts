@@ -7,24 +7,25 @@ import type { S3TestEnv } from './minio.js';
 /** dist/src/main.js, the file the `s3ftp` bin entry points at. */
 export const MAIN = fileURLToPath(new URL('../../src/main.js', import.meta.url));
 
-/** The bin's shebang, `#!/usr/bin/env -S [NAME=value ...] node <flags>`, as the environment it sets and node's flags. */
-function launch(): { env: Record<string, string>; flags: string[] } {
+/** The node flags the bin's shebang runs the server with (`#!/usr/bin/env -S node <flags>`). */
+export function nodeFlags(): string[] {
   const shebang = readFileSync(MAIN, 'utf8').split('\n', 1)[0]!;
   const words = shebang.replace(/^#!\/usr\/bin\/env -S /, '').split(' ');
-  const node = words.indexOf('node');
-  if (node < 0 || words.slice(0, node).some((w) => !/^[A-Z_]+=\S+$/.test(w))) throw new Error(`unexpected shebang: ${shebang}`);
-  const env = Object.fromEntries(words.slice(0, node).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
-  return { env, flags: words.slice(node + 1) };
+  if (words[0] !== 'node') throw new Error(`unexpected shebang: ${shebang}`);
+  return words.slice(1);
 }
 
-/** The node flags the bin runs the server with. */
-export function nodeFlags(): string[] {
-  return launch().flags;
-}
-
-/** The environment variables the bin sets for the server (GLIBC_TUNABLES). */
+/**
+ * The environment `npm start` (`exec env NAME=value ... node ...`) and the
+ * image give the server (GLIBC_TUNABLES). The bin's shebang cannot carry it:
+ * Linux before 5.1 cuts a shebang line at 127 bytes.
+ */
 export function launchEnv(): Record<string, string> {
-  return launch().env;
+  const { scripts } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { scripts: { start: string } };
+  const words = scripts.start.split(' ');
+  const node = words.indexOf('node');
+  if (words[0] !== 'exec' || words[1] !== 'env' || node < 0) throw new Error(`unexpected start script: ${scripts.start}`);
+  return Object.fromEntries(words.slice(2, node).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
 }
 
 /** The environment a child server gets: nothing inherited but PATH and HOME, so the host's AWS_* cannot leak in. */
@@ -75,7 +76,7 @@ export async function startServerProcess(
   options: { command?: string; args?: string[]; cwd?: string; timeoutMs?: number; health?: boolean } = {},
 ): Promise<ServerProcess> {
   const child = spawn(options.command ?? process.execPath, options.args ?? [MAIN], {
-    // Node itself is run as the bin runs it; a command of its own (npm start) sets its own.
+    // Node itself is run as npm start runs it; a command of its own (npm start) sets its own.
     env: options.command === undefined ? { ...launchEnv(), ...env } : env,
     cwd: options.cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
