@@ -11,9 +11,10 @@ import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand } from '@aws-
 import type { User } from '../src/auth/users.js';
 import { KnownDirectories } from '../src/storage/known-directories.js';
 import { S3Storage } from '../src/storage/s3.js';
-import { StorageError } from '../src/storage/types.js';
+import { StorageError, type FileInfo, type Storage } from '../src/storage/types.js';
 import { getS3, s3StorageConfig } from './helpers/minio.js';
 import { RawFtp, readAll } from './helpers/ftp.js';
+import { startS3Proxy } from './helpers/s3-proxy.js';
 import { drivers, noDanglingUploads, PASSWORD, startTestServer, USER, type Driver, type TestServer } from './helpers/server.js';
 
 const MiB = 1024 * 1024;
@@ -368,16 +369,15 @@ for (const driver of await drivers()) {
 
     before(async () => {
       server = await startTestServer(driver, {}, {
-        storageOptions: {
-          pageSize: PAGE,
-          onListPage: async (page) => {
+        storageOptions: { pageSize: PAGE },
+        wrapStorage: (storage) =>
+          beforeListPages(storage, async (page) => {
             pagesFetched++;
             if (page !== 2) return;
             // Page 2 waits for the client to hold page 1: a server that collected pages first would stall here.
             const arrived = await Promise.race([firstBytes.then(() => true), new Promise((r) => setTimeout(r, 5000, false))]);
             if (!arrived) streamedBeforePage2 = false;
-          },
-        },
+          }),
       });
       await server.storage.mkdir('big');
       await Promise.all(
@@ -543,18 +543,20 @@ describe('what a storage knows of directories (s3)', () => {
 
 describe('directory rename that fails midway (s3)', async () => {
   const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
-  const driver: Driver = {
-    ...s3Driver,
-    // Two copies at a time, so the injected failure lands with some objects copied and some not.
-    storageConfig: () => {
-      const config = s3Driver.storageConfig();
-      return config.kind === 's3' ? { ...config, renameConcurrency: 2 } : config;
-    },
-  };
 
   test('answers 451, loses nothing, and a second RNFR/RNTO finishes the job', { ...T, skip: s3Driver.skip }, async () => {
     const logLines: string[] = [];
-    const server = await startTestServer(driver, {}, { logLines, storageOptions: { pageSize: 3, faultInjection: { failCopyAfter: 6 } } });
+    const base = s3Driver.storageConfig();
+    assert.equal(base.kind, 's3');
+    // From the seventh copy on, S3 answers 503 until the 451 is seen; two copies run at a
+    // time, so the failure lands with some objects copied and some not.
+    let copies = 0;
+    let healed = false;
+    const proxy = await startS3Proxy({ ...base, renameConcurrency: 2 }, ({ copySource }) =>
+      copySource !== undefined && ++copies > 6 && !healed ? { status: 503, code: 'SlowDown' } : 'forward',
+    );
+    const driver: Driver = { ...s3Driver, storageConfig: () => proxy.config };
+    const server = await startTestServer(driver, {}, { logLines, storageOptions: { pageSize: 3 } });
     try {
       const s3 = driver.s3!;
       const prefix = server.storageConfig.kind === 's3' ? server.storageConfig.prefix : '';
@@ -567,6 +569,7 @@ describe('directory rename that fails midway (s3)', async () => {
 
       await raw.expect('RNFR src', 350);
       await raw.expect('RNTO dst', 451);
+      healed = true;
       const keys = await listKeys(s3.client, s3.bucket, `${prefix}/`);
       const copied = relative.filter((r) => keys.has(`${prefix}/dst/${r}`));
       assert.ok(copied.length > 0 && copied.length < relative.length, `${copied.length} of ${relative.length} copied`);
@@ -594,9 +597,34 @@ describe('directory rename that fails midway (s3)', async () => {
       raw.close();
     } finally {
       await server.close();
+      await proxy.close();
     }
   });
 });
+
+/** The storage, with `before(n)` awaited each time the server asks it for listing page n (1, 2, …). */
+function beforeListPages(storage: Storage, before: (page: number) => Promise<void>): Storage {
+  async function* list(...args: Parameters<Storage['list']>): AsyncIterable<FileInfo[]> {
+    const pages = storage.list(...args)[Symbol.asyncIterator]();
+    try {
+      for (let page = 1; ; page++) {
+        await before(page);
+        const next = await pages.next();
+        if (next.done) return;
+        yield next.value;
+      }
+    } finally {
+      await pages.return?.();
+    }
+  }
+  return new Proxy(storage, {
+    get: (target, name) => {
+      if (name === 'list') return list;
+      const value: unknown = Reflect.get(target, name, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
 
 async function listing(raw: RawFtp, command: string): Promise<string[]> {
   const data = await raw.passive();

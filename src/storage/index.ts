@@ -4,7 +4,7 @@ import { LocalStorage, type LocalStorageOptions } from './local.js';
 import { S3Storage, type S3StorageOptions } from './s3.js';
 import type { Storage } from './types.js';
 
-/** Driver settings beyond the configuration: paging and instrumentation, for tests. */
+/** Driver settings beyond the configuration: page sizes, socket pools, metrics. */
 export type StorageOptions = Omit<S3StorageOptions, 'logger'> & LocalStorageOptions;
 
 /** The storage driver the configuration asks for; the rest of the server sees only Storage. */
@@ -13,6 +13,6 @@ export function createStorage(config: StorageConfig, logger?: Logger, options: S
     case 's3':
       return new S3Storage(config, { ...options, logger });
     case 'local':
-      return new LocalStorage(config, { pageSize: options.pageSize, onListPage: options.onListPage });
+      return new LocalStorage(config, { pageSize: options.pageSize, });
   }
 }

@@ -49,8 +49,6 @@ const FD_PATHS = process.platform === 'linux' && existsSync('/proc/self/fd');
 export interface LocalStorageOptions {
   /** Entries per listing page; tests lower it to exercise paging. */
   pageSize?: number;
-  /** Awaited before each listing page is read (1, 2, …): instrumentation for tests. */
-  onListPage?: (page: number) => void | Promise<void>;
 }
 
 /** A sidecar's content. It describes the file only while size, mtime and inode still match. */
@@ -70,7 +68,6 @@ interface Sidecar {
 export class LocalStorage implements Storage {
   readonly capabilities: StorageCapabilities = { resumeUpload: true, setModificationTime: true };
   private readonly pageSize: number;
-  private readonly onListPage: LocalStorageOptions['onListPage'];
   private realRoot: Promise<string> | undefined;
   /** Temp files of writes in progress here: a sweep leaves them alone, whatever their age. */
   private readonly temps = new Set<string>();
@@ -82,7 +79,6 @@ export class LocalStorage implements Storage {
     options: LocalStorageOptions = {},
   ) {
     this.pageSize = options.pageSize ?? DEFAULT_PAGE_SIZE;
-    this.onListPage = options.onListPage;
   }
 
   async stat(path: StoragePath, signal?: AbortSignal): Promise<FileInfo> {
@@ -105,8 +101,6 @@ export class LocalStorage implements Storage {
     });
     try {
       let names: string[] = [];
-      let number = 1;
-      await this.onListPage?.(number);
       for await (const entry of dir) {
         signal?.throwIfAborted();
         if (entry.name.startsWith(RESERVED_PREFIX)) continue;
@@ -114,7 +108,6 @@ export class LocalStorage implements Storage {
         if (names.length >= this.pageSize) {
           yield await this.entries(base, names);
           names = [];
-          await this.onListPage?.(++number);
         }
       }
       yield await this.entries(base, names);

@@ -80,10 +80,6 @@ export interface S3StorageOptions {
   pageSize?: number;
   /** Objects larger than this are copied part by part; overrides the config (tests lower it). */
   multipartCopyThreshold?: number;
-  /** Awaited before each listing page is fetched (1, 2, …): instrumentation for tests. */
-  onListPage?: (page: number) => void | Promise<void>;
-  /** Tests only: make the object copy after `failCopyAfter` started copies fail, once. */
-  faultInjection?: { failCopyAfter?: number };
   /** How often to retry aborting multipart uploads the storage could not abort when they failed. */
   abortRetryMs?: number;
   /** Called after each S3 request (retries included) with its operation, e.g. 'HeadObject': for metrics. */
@@ -136,9 +132,6 @@ export class S3Storage implements Storage {
   private readonly pageSize: number | undefined;
   private readonly multipartCopyThreshold: number;
   private readonly renameConcurrency: number;
-  private readonly onListPage: S3StorageOptions['onListPage'];
-  private readonly faults: { failCopyAfter?: number };
-  private copiesStarted = 0;
   private readonly aborts: MultipartAborts;
   /** Directories seen lately, shared by every storage on the bucket: a STOR into one asks S3 nothing before its 150. */
   private readonly directories: KnownDirectories;
@@ -159,8 +152,6 @@ export class S3Storage implements Storage {
       MAX_SINGLE_COPY_BYTES,
     );
     this.renameConcurrency = config.renameConcurrency ?? DEFAULT_RENAME_CONCURRENCY;
-    this.onListPage = options.onListPage;
-    this.faults = { ...options.faultInjection };
     this.client = new S3Client(clientConfig(config, options.metadataSockets ?? DEFAULT_METADATA_SOCKETS));
     this.transfer = new S3Client(clientConfig(config, options.transferSockets ?? DEFAULT_TRANSFER_SOCKETS));
     this.aborts = new MultipartAborts(this.client, this.bucket, this.logger, options.abortRetryMs);
@@ -240,11 +231,8 @@ export class S3Storage implements Storage {
    */
   async *list(path: StoragePath, signal?: AbortSignal, options: ListOptions = {}): AsyncIterable<FileInfo[]> {
     const prefix = this.dirPrefix(path);
-    let number = 0;
-    const fetch = async (token: string | undefined): Promise<ListObjectsV2CommandOutput> => {
-      await this.onListPage?.(++number);
-      return this.listPage(prefix, '/', token, signal);
-    };
+    let first = true;
+    const fetch = (token: string | undefined): Promise<ListObjectsV2CommandOutput> => this.listPage(prefix, '/', token, signal);
     let page = await fetch(undefined);
     if (path !== '' && !pageHasKeys(page)) {
       // An empty first page means no directory; tell a file apart for the client.
@@ -257,13 +245,14 @@ export class S3Storage implements Storage {
       const token = page.IsTruncated ? page.NextContinuationToken : undefined;
       // From the second page on, the next one is fetched while this one is sent
       // (at most two pages held); the first page still goes out before any other is asked for.
-      const next = token && number > 1 ? fetch(token) : undefined;
+      const next = token && !first ? fetch(token) : undefined;
       next?.catch(() => undefined); // awaited below, unless the consumer stops early
       const entries = entriesOf(page, prefix);
       if (options.directoryTimes !== false) await this.addDirectoryTimes(entries, prefix, signal);
       yield entries;
       if (!token) return;
       page = await (next ?? fetch(token));
+      first = false;
     }
   }
 
@@ -846,7 +835,7 @@ export class S3Storage implements Storage {
         // A journal under the source belongs to an earlier rename into `from`; it moves nowhere.
         if (key !== src + RENAME_JOURNAL) {
           try {
-            await this.copyForRename(key, dst + key.slice(src.length), o, signal);
+            await this.copy(key, dst + key.slice(src.length), o.Size ?? 0, o.ETag, signal);
           } catch (err) {
             // Changed since it was listed: it stays where it is, in its new version, and is not deleted.
             if (isPreconditionFailed(err)) return;
@@ -891,15 +880,6 @@ export class S3Storage implements Storage {
       left.push(...(await this.deleteKeys(unchanged, signal)));
     }
     return left;
-  }
-
-  private async copyForRename(from: string, to: string, object: _Object, signal?: AbortSignal): Promise<void> {
-    const { failCopyAfter } = this.faults;
-    if (failCopyAfter !== undefined && this.copiesStarted++ >= failCopyAfter) {
-      this.faults.failCopyAfter = undefined;
-      throw new StorageError('Unavailable', 'injected copy failure');
-    }
-    await this.copy(from, to, object.Size ?? 0, object.ETag, signal);
   }
 
   /** True when `to` holds the journal of an unfinished rename from `from`. */

@@ -73,7 +73,15 @@ export interface TestServer {
 export async function startTestServer(
   driver: Driver,
   overrides: Partial<Config> = {},
-  options: { logLines?: string[]; logSink?: (line: string) => void; storageOptions?: StorageOptions; metrics?: Metrics; externalAuth?: ExternalAuth } = {},
+  options: {
+    logLines?: string[];
+    logSink?: (line: string) => void;
+    storageOptions?: StorageOptions;
+    /** Puts a test's decorator in front of each driver the server uses. */
+    wrapStorage?: (storage: Storage) => Storage;
+    metrics?: Metrics;
+    externalAuth?: ExternalAuth;
+  } = {},
 ): Promise<TestServer> {
   const storageConfig = driver.storageConfig();
   const users: User[] = [{ name: USER, password: { kind: 'plain', value: PASSWORD }, home: '' }];
@@ -103,7 +111,8 @@ export async function startTestServer(
   };
   const sink = options.logSink ?? (options.logLines ? (line: string) => void options.logLines!.push(line) : undefined);
   const log = sink ? pino({ level: 'info' }, { write: sink }) : pino({ level: config.logLevel });
-  const storages = new Storages(storageConfig, (c) => createStorage(c, log, options.storageOptions));
+  const wrap = options.wrapStorage ?? ((storage: Storage) => storage);
+  const storages = new Storages(storageConfig, (c) => wrap(createStorage(c, log, options.storageOptions)));
   const storage = storages.main;
   const server: FtpServer = await startServer(config, storages, log, { metrics: options.metrics, externalAuth: options.externalAuth });
   return {
