@@ -135,8 +135,6 @@ export class S3Storage implements Storage {
   private readonly aborts: MultipartAborts;
   /** Directories seen lately, shared by every storage on the bucket: a STOR into one asks S3 nothing before its 150. */
   private readonly directories: KnownDirectories;
-  /** S3 requests sent, by command name (e.g. 'UploadPartCopyCommand'), retries not counted: for metrics and tests. */
-  readonly requestCounts = new Map<string, number>();
 
   constructor(
     private readonly config: S3StorageConfig,
@@ -186,16 +184,8 @@ export class S3Storage implements Storage {
     );
   }
 
-  /** Counts (and, with onRequest, times) every request a client sends, for metrics and tests. */
+  /** Times every request a client sends, for onRequest (metrics). */
   private instrument(client: S3Client, onRequest: S3StorageOptions['onRequest']): void {
-    client.middlewareStack.add(
-      (next, context) => (args) => {
-        const name = context.commandName ?? 'unknown';
-        this.requestCounts.set(name, (this.requestCounts.get(name) ?? 0) + 1);
-        return next(args);
-      },
-      { step: 'initialize', name: 's3ftpRequestCounter' },
-    );
     if (onRequest) {
       client.middlewareStack.add(
         (next, context) => async (args) => {

@@ -66,6 +66,8 @@ export interface TestServer {
   storage: Storage;
   storageConfig: StorageConfig;
   config: Config;
+  /** S3 requests the server's drivers finished, by operation ('GetObject'), from the drivers' onRequest metric. */
+  s3Requests: Map<string, number>;
   close(graceMs?: number): Promise<void>;
 }
 
@@ -112,7 +114,15 @@ export async function startTestServer(
   const sink = options.logSink ?? (options.logLines ? (line: string) => void options.logLines!.push(line) : undefined);
   const log = sink ? pino({ level: 'info' }, { write: sink }) : pino({ level: config.logLevel });
   const wrap = options.wrapStorage ?? ((storage: Storage) => storage);
-  const storages = new Storages(storageConfig, (c) => wrap(createStorage(c, log, options.storageOptions)));
+  const s3Requests = new Map<string, number>();
+  const storageOptions: StorageOptions = {
+    ...options.storageOptions,
+    onRequest: (operation, seconds, ok) => {
+      s3Requests.set(operation, (s3Requests.get(operation) ?? 0) + 1);
+      options.storageOptions?.onRequest?.(operation, seconds, ok);
+    },
+  };
+  const storages = new Storages(storageConfig, (c) => wrap(createStorage(c, log, storageOptions)));
   const storage = storages.main;
   const server: FtpServer = await startServer(config, storages, log, { metrics: options.metrics, externalAuth: options.externalAuth });
   return {
@@ -121,6 +131,7 @@ export async function startTestServer(
     storage,
     storageConfig,
     config,
+    s3Requests,
     async close(graceMs?: number) {
       await server.close(graceMs);
       await storages.close();
