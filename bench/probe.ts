@@ -20,7 +20,6 @@
  *                   the RSS at its start, so a RETR's includes what the STOR left)
  */
 import { execFile } from 'node:child_process';
-import { request as httpRequest, createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { once } from 'node:events';
 import { randomFillSync } from 'node:crypto';
 import { closeSync, openSync, readdirSync, readFileSync, writeSync } from 'node:fs';
@@ -29,6 +28,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { childEnv, MAIN, nodeFlags, startServerProcess } from '../test/helpers/process.js';
+import { startS3Proxy, type S3Proxy } from '../test/helpers/s3-proxy.js';
 import { scratch, startMinio, startRclone, type BenchMinio } from './peers.js';
 import { cpuSeconds } from './proc.js';
 import { RssSampler } from './rss.js';
@@ -61,60 +61,39 @@ interface Result {
   sysMs?: number;
 }
 
-/** S3 requests by operation, as seen on the wire: what each server asks of MinIO. */
+/** S3 requests by operation, as the proxy in front of MinIO sees them: what each server asks of it. */
 class CountingProxy {
-  counts = new Map<string, number>();
-  #server = createHttpServer((req, res) => this.#forward(req, res));
-  port = 0;
+  #counts = new Map<string, number>();
+  #connections = 0;
 
-  constructor(private readonly target: URL) {}
+  private constructor(private readonly proxy: S3Proxy) {}
 
-  async start(): Promise<void> {
-    // TCP connections opened to S3 are counted too: keep-alive reuse shows there.
-    this.#server.on('connection', () => this.counts.set('(new TCP connections)', (this.counts.get('(new TCP connections)') ?? 0) + 1));
-    this.#server.listen(0, '127.0.0.1');
-    await once(this.#server, 'listening');
-    this.port = (this.#server.address() as { port: number }).port;
+  static async start(target: string): Promise<CountingProxy> {
+    const counting: { proxy?: CountingProxy } = {};
+    const proxy = await startS3Proxy(target, ({ operation }) => {
+      const counts = counting.proxy!.#counts;
+      counts.set(operation, (counts.get(operation) ?? 0) + 1);
+      return 'forward';
+    });
+    return (counting.proxy = new CountingProxy(proxy));
   }
 
+  get endpoint(): string {
+    return this.proxy.endpoint;
+  }
+
+  /** The counts since the last take, with the TCP connections opened to S3 (keep-alive reuse shows there). */
   take(): Map<string, number> {
-    const counts = this.counts;
-    this.counts = new Map();
+    const counts = this.#counts;
+    counts.set('(new TCP connections)', this.proxy.connections - this.#connections);
+    this.#connections = this.proxy.connections;
+    this.#counts = new Map();
     return counts;
   }
 
-  close(): void {
-    this.#server.closeAllConnections();
-    this.#server.close();
+  close(): Promise<void> {
+    return this.proxy.close();
   }
-
-  #forward(req: IncomingMessage, res: ServerResponse): void {
-    const op = operation(req.method ?? '', req.url ?? '');
-    this.counts.set(op, (this.counts.get(op) ?? 0) + 1);
-    // Headers go on unchanged (Host included): the signature covers them, and MinIO checks it against what it receives.
-    const upstream = httpRequest(
-      { host: this.target.hostname, port: this.target.port, method: req.method, path: req.url, headers: req.headers },
-      (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      },
-    );
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
-  }
-}
-
-/** The S3 operation of a path-style request. */
-function operation(method: string, url: string): string {
-  const u = new URL(url, 'http://x');
-  const keyed = u.pathname.split('/').filter(Boolean).length > 1;
-  const q = u.searchParams;
-  if (q.has('list-type')) return 'ListObjectsV2';
-  if (q.has('uploads')) return method === 'POST' ? 'CreateMultipartUpload' : 'ListMultipartUploads';
-  if (q.has('uploadId')) return method === 'PUT' ? 'UploadPart' : method === 'POST' ? 'CompleteMultipartUpload' : method === 'DELETE' ? 'AbortMultipartUpload' : 'ListParts';
-  if (q.has('tagging')) return `${method === 'PUT' ? 'Put' : method === 'GET' ? 'Get' : 'Delete'}ObjectTagging`;
-  if (!keyed) return `${method} bucket`;
-  return { GET: 'GetObject', HEAD: 'HeadObject', PUT: 'PutObject', DELETE: 'DeleteObject' }[method] ?? `${method} object`;
 }
 
 /** Kernel CPU seconds (stime) of a process. */
@@ -230,13 +209,12 @@ async function main(): Promise<void> {
     client.destroy();
     // The proxy carries every byte: for big transfers, PROBE_PROXY=0 leaves it out.
     if (process.env.PROBE_PROXY !== '0') {
-      proxy = new CountingProxy(new URL(minio.endpoint));
-      await proxy.start();
+      proxy = await CountingProxy.start(minio.endpoint);
     }
   }
   if (BIG_MB > 0) {
     await bigMain(variants, minio, proxy);
-    proxy?.close();
+    await proxy?.close();
     await minio?.stop();
     return;
   }
@@ -272,7 +250,7 @@ async function main(): Promise<void> {
       }
     }
   }
-  proxy?.close();
+  await proxy?.close();
   await minio?.stop();
   const lines = [`${FILES} × ${SIZE} B STOR over one ftplib session, ${DRIVER}, ${ROUNDS} rounds interleaved, medians`, ''];
   const steps = ['type', 'pasv', 'stor150', 'send', 'reply226', 'file'];
@@ -302,7 +280,7 @@ interface Started {
 }
 
 async function start(variant: Variant, minio: BenchMinio | undefined, proxy: CountingProxy | undefined): Promise<Started> {
-  const endpoint = proxy ? `http://127.0.0.1:${proxy.port}` : minio?.endpoint;
+  const endpoint = proxy ? proxy.endpoint : minio?.endpoint;
   if (variant.rclone) {
     if (!minio || !endpoint) throw new Error('rclone needs the S3 driver');
     const peer = await startRclone({ ...minio, endpoint }, BUCKET);

@@ -548,10 +548,10 @@ describe('directory rename that fails midway (s3)', async () => {
     // time, so the failure lands with some objects copied and some not.
     let copies = 0;
     let healed = false;
-    const proxy = await startS3Proxy({ ...base, renameConcurrency: 2 }, ({ copySource }) =>
-      copySource !== undefined && ++copies > 6 && !healed ? { status: 503, code: 'SlowDown' } : 'forward',
+    const proxy = await startS3Proxy(base.endpoint!, ({ operation }) =>
+      operation === 'CopyObject' && ++copies > 6 && !healed ? { status: 503, code: 'SlowDown' } : 'forward',
     );
-    const driver: Driver = { ...s3Driver, storageConfig: () => proxy.config };
+    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, renameConcurrency: 2 }) };
     const server = await startTestServer(driver, {}, { logLines, storageOptions: { pageSize: 3 } });
     try {
       const s3 = driver.s3!;

@@ -1,39 +1,41 @@
 import { Agent, createServer, request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { S3StorageConfig } from '../../src/config/index.js';
 
-/** What the proxy does with one request: pass it to MinIO, or answer it with an S3 error itself. */
+/** What the proxy does with one request: pass it to S3, or answer it with an S3 error itself. */
 export type ProxyVerdict = 'forward' | { status: number; code: string };
 
 /** A request as the proxy sees it, before it is forwarded. */
 export interface ProxiedRequest {
   method: string;
   url: URL;
-  /** Set on a CopyObject or UploadPartCopy. */
-  copySource?: string;
+  /** The S3 operation of this path-style request, e.g. 'PutObject', 'CopyObject', 'ListObjectsV2'. */
+  operation: string;
 }
 
 export interface S3Proxy {
-  /** The storage config, pointed at the proxy instead of MinIO. */
-  config: S3StorageConfig;
+  /** Where clients send requests instead of S3. */
+  endpoint: string;
+  /** TCP connections clients opened to the proxy (keep-alive reuse shows here). */
+  connections: number;
   close(): Promise<void>;
 }
 
 /**
- * A loopback HTTP proxy in front of MinIO, for faults a real network or a real
- * S3 gives: a test decides, request by request, to delay it or answer an error.
- * Requests are forwarded byte for byte with their Host header, so the SDK's
- * signatures still hold. S3 itself is never mocked: every forwarded request
- * reaches MinIO.
+ * A loopback HTTP proxy in front of MinIO, for what a real network or a real
+ * S3 does: a caller sees each request as it is sent (to count it), and may
+ * delay it or answer an error. Requests are forwarded byte for byte with their
+ * Host header, so the SDK's signatures still hold. S3 itself is never mocked:
+ * every forwarded request reaches MinIO.
  */
 export async function startS3Proxy(
-  config: S3StorageConfig,
-  decide: (req: ProxiedRequest) => ProxyVerdict | Promise<ProxyVerdict>,
+  target: string,
+  decide: (req: ProxiedRequest) => ProxyVerdict | Promise<ProxyVerdict> = () => 'forward',
 ): Promise<S3Proxy> {
-  const upstream = new URL(config.endpoint!);
+  const upstream = new URL(target);
   const agent = new Agent({ keepAlive: true });
   const server = createServer((req, res) => {
-    const seen: ProxiedRequest = { method: req.method!, url: new URL(req.url!, upstream), copySource: header(req, 'x-amz-copy-source') };
+    const url = new URL(req.url!, upstream);
+    const seen: ProxiedRequest = { method: req.method!, url, operation: operation(req, url) };
     void Promise.resolve(decide(seen)).then(
       (verdict) => {
         if (verdict !== 'forward') {
@@ -52,19 +54,34 @@ export async function startS3Proxy(
       () => res.destroy(),
     );
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    config: { ...config, endpoint: `http://127.0.0.1:${port}` },
+  const proxy: S3Proxy = {
+    endpoint: '',
+    connections: 0,
     async close() {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
       agent.destroy();
     },
   };
+  server.on('connection', () => proxy.connections++);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxy.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return proxy;
 }
 
-function header(req: IncomingMessage, name: string): string | undefined {
-  const value = req.headers[name];
-  return Array.isArray(value) ? value[0] : value;
+function operation(req: IncomingMessage, url: URL): string {
+  const method = req.method ?? '';
+  const q = url.searchParams;
+  const copy = req.headers['x-amz-copy-source'] !== undefined;
+  if (q.has('list-type')) return 'ListObjectsV2';
+  if (q.has('uploads')) return method === 'POST' ? 'CreateMultipartUpload' : 'ListMultipartUploads';
+  if (q.has('uploadId')) {
+    if (method === 'PUT') return copy ? 'UploadPartCopy' : 'UploadPart';
+    return method === 'POST' ? 'CompleteMultipartUpload' : method === 'DELETE' ? 'AbortMultipartUpload' : 'ListParts';
+  }
+  if (q.has('tagging')) return `${method === 'PUT' ? 'Put' : method === 'GET' ? 'Get' : 'Delete'}ObjectTagging`;
+  if (q.has('delete')) return 'DeleteObjects';
+  if (url.pathname.split('/').filter(Boolean).length <= 1) return `${method} bucket`;
+  if (method === 'PUT' && copy) return 'CopyObject';
+  return { GET: 'GetObject', HEAD: 'HeadObject', PUT: 'PutObject', DELETE: 'DeleteObject' }[method] ?? `${method} object`;
 }
