@@ -142,6 +142,17 @@ function greets(port: number): Promise<boolean> {
   });
 }
 
+/** What a peer is besides its process: where it listens and who logs in. */
+type PeerLogin = Pick<FtpPeer, 'name' | 'port' | 'user' | 'password' | 'base'> & { forks?: boolean };
+
+/** Spawns a peer's server, stopped when the bench ends; resolves once it greets with 220 on `login.port`. */
+async function spawnPeer(binary: string, args: string[], options: { env: NodeJS.ProcessEnv; cwd: string }, login: PeerLogin): Promise<FtpPeer> {
+  const child = spawn(binary, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+  const output = track(child, login.name);
+  await waitFtp(login.port, child, output, login.name);
+  return { forks: false, ...login, pid: child.pid!, stop: () => stopChild(child) };
+}
+
 /** Runs scripts/<script> (a no-op once built) and returns the binary path it prints last. */
 export async function buildBinary(script: string): Promise<string> {
   const { stdout } = await run('bash', [join(SCRIPTS, script)], { timeout: BUILD_TIMEOUT_MS, maxBuffer: 16 << 20 });
@@ -252,7 +263,7 @@ export async function startRclone(minio: BenchMinio, bucket: string): Promise<Ft
   const [low, high] = passiveRange();
   const user = 'bench';
   const password = randomBytes(12).toString('hex');
-  const child = spawn(
+  return spawnPeer(
     binary,
     [
       'serve', 'ftp', `bench:${bucket}`,
@@ -264,11 +275,9 @@ export async function startRclone(minio: BenchMinio, bucket: string): Promise<Ft
       '--pass', password,
       '--log-level', 'ERROR',
     ],
-    { env: childEnv({ RCLONE_CONFIG: config }), cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] },
+    { env: childEnv({ RCLONE_CONFIG: config }), cwd: dir },
+    { name: 'rclone serve ftp', port, user, password, base: '' },
   );
-  const output = track(child, 'rclone');
-  await waitFtp(port, child, output, 'rclone serve ftp');
-  return { name: 'rclone serve ftp', port, pid: child.pid!, forks: false, user, password, base: '', stop: () => stopChild(child) };
 }
 
 /**
@@ -284,7 +293,7 @@ export async function startSftpgo(minio: BenchMinio, bucket: string): Promise<Ft
   const [low, high] = passiveRange();
   const user = 'bench';
   const password = randomBytes(12).toString('hex');
-  const child = spawn(
+  return spawnPeer(
     binary,
     [
       'portable',
@@ -311,12 +320,9 @@ export async function startSftpgo(minio: BenchMinio, bucket: string): Promise<Ft
         SFTPGO_FTPD__PASSIVE_PORT_RANGE__END: String(high),
       }),
       cwd: dir,
-      stdio: ['ignore', 'pipe', 'pipe'],
     },
+    { name: 'SFTPGo', port, user, password, base: '' },
   );
-  const output = track(child, 'sftpgo');
-  await waitFtp(port, child, output, 'SFTPGo portable');
-  return { name: 'SFTPGo', port, pid: child.pid!, forks: false, user, password, base: '', stop: () => stopChild(child) };
 }
 
 /** vsftpd on the path, installing the Debian package when it is missing (only the peers bench asks). */
@@ -385,8 +391,5 @@ export async function startVsftpd(root: string): Promise<FtpPeer> {
       '',
     ].join('\n'),
   );
-  const child = spawn(binary, [config], { env: childEnv({}), cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-  const output = track(child, 'vsftpd');
-  await waitFtp(port, child, output, 'vsftpd');
-  return { name: 'vsftpd', port, pid: child.pid!, forks: true, user: 'anonymous', password: 'bench@', base: '/pub', stop: () => stopChild(child) };
+  return spawnPeer(binary, [config], { env: childEnv({}), cwd: dir }, { name: 'vsftpd', port, forks: true, user: 'anonymous', password: 'bench@', base: '/pub' });
 }
