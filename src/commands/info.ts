@@ -25,7 +25,7 @@ export function allo(s: Session): void {
 export function feat(s: Session): void {
   const lines = [
     'Features:',
-    ...(s.server.tls ? ['AUTH TLS', 'PBSZ', 'PROT'] : []),
+    ...(s.server.config.ftps ? ['AUTH TLS', 'PBSZ', 'PROT'] : []),
     'EPRT',
     'EPSV',
     hash.featLine(s),

@@ -5,7 +5,7 @@ import type { Session } from '../session/session.js';
 /** AUTH TLS (RFC 4217): the reply goes out in plain text, then the handshake starts. */
 export function auth(s: Session, arg: string): void {
   const ftps = s.server.config.ftps;
-  if (!s.server.tls || !ftps) {
+  if (!ftps) {
     s.reply(Reply.NotImplemented, 'TLS is not configured on this server.');
     return;
   }

@@ -41,6 +41,8 @@ export interface FtpServer {
 
 /** Starts the control listeners; resolves once they are bound. */
 export async function startServer(config: Config, storages: Storages, log: Logger, options: { metrics?: Metrics; events?: EventSink; externalAuth?: ExternalAuth } = {}): Promise<FtpServer> {
+  // Built once and dropped: a certificate and key that cannot be used together fail the start, not the first AUTH TLS.
+  if (config.ftps) createTlsContext(config.ftps);
   const context: ServerContext = {
     config,
     storages,
@@ -48,7 +50,6 @@ export async function startServer(config: Config, storages: Storages, log: Logge
     users: new Map<string, User>(config.users.map((u) => [u.name, u])),
     log,
     guard: new AbuseGuard(config.limits),
-    tls: config.ftps ? createTlsContext(config.ftps) : undefined,
     metrics: options.metrics ?? new Metrics(),
     events: options.events,
     externalAuth: options.externalAuth,
@@ -115,7 +116,7 @@ export async function startServer(config: Config, storages: Storages, log: Logge
   );
   await listen(server, config.host, config.port);
   let implicit: Server | undefined;
-  if (config.ftps?.implicitPort !== undefined && context.tls) {
+  if (config.ftps?.implicitPort !== undefined) {
     const ftps = config.ftps;
     implicit = createServer({ allowHalfOpen: true }, (socket) =>
       identify(socket, (address) => {
@@ -152,7 +153,7 @@ export async function startServer(config: Config, storages: Storages, log: Logge
     port: address.port,
     implicitTlsPort: implicitAddress?.port,
     storage: config.storage.kind,
-    ftps: context.tls !== undefined,
+    ftps: config.ftps !== undefined,
     proxyProtocol: config.proxyProtocol === true,
   });
   return {

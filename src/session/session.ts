@@ -2,7 +2,6 @@ import type { ExternalAuth } from '../auth/external.js';
 import type { EventSink } from '../events/sink.js';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
-import type { SecureContext } from 'node:tls';
 import { secureSocket, type TlsSessionContext } from '../server/tls.js';
 import { isAllowed, type Permission } from '../auth/permissions.js';
 import { stripListOptions } from '../commands/listing.js';
@@ -34,8 +33,6 @@ export interface ServerContext {
   sessionsPerUser: Map<string, number>;
   log: Logger;
   guard: AbuseGuard;
-  /** Present when FTPS is configured. */
-  tls?: SecureContext;
   metrics: Metrics;
   /** Present when EVENTS_URL is set. */
   events?: EventSink;
