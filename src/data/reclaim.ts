@@ -10,7 +10,7 @@
  * It needs node's `--expose-gc`, which the bin, `npm start` and the image
  * pass; run without it, V8's own schedule applies.
  */
-const EVERY_BYTES = 8 * 1024 * 1024;
+const EVERY_BYTES = 2 * 1024 * 1024;
 
 const gc = (globalThis as { gc?: (options: { type: 'minor'; execution: 'sync' }) => void }).gc;
 let since = 0;

@@ -19,6 +19,14 @@ const MAX_PARTS = 10_000;
 const PART_COPY_CONCURRENCY = 8;
 /** Smallest copied part: copies hold no buffer here, so big parts only save requests. */
 const MIN_COPY_PART_BYTES = 64 * 1024 * 1024;
+/**
+ * Streamed bytes are held as they came until the write reaches this size; a
+ * small file never gets a part buffer. Past it, each chunk is copied into the
+ * part being filled as it arrives, so the chunk dies young: held for a whole
+ * part, chunks outlive young-generation collections, and V8 frees them only
+ * in full ones (dozens per GiB).
+ */
+const HOLD_BYTES = 1024 * 1024;
 
 export interface MultipartWriterOptions {
   /** Creates, completes and puts: short metadata requests. */
@@ -69,10 +77,15 @@ export class MultipartWriter {
   readonly #parts = new Map<number, { etag: string | undefined; bytes: number }>();
   readonly #inFlight = new Set<Promise<void>>();
   #failure: { part: number; err: unknown } | undefined;
-  #pending: Buffer[] = [];
+  /** Chunks as they came, until the write outgrows HOLD_BYTES. */
+  #held: Buffer[] = [];
+  #heldBytes = 0;
+  /** Past HOLD_BYTES: the part being filled, and how much of it is. */
+  #part: Buffer | undefined;
+  #filled = 0;
+  #copying = false;
   /** Full-size part buffers whose upload is done, for the next parts: no new 8 MiB per part. */
   readonly #spare: Buffer[] = [];
-  #pendingBytes = 0;
   /** Set by publishReceived(): publishing what was received is the point, aborted or not. */
   #partial = false;
 
@@ -110,13 +123,48 @@ export class MultipartWriter {
   /** Takes streamed bytes; resolves once they are buffered, waiting while the queue is full (backpressure). */
   async push(chunk: Buffer): Promise<void> {
     this.#throwIfFailed();
-    this.#pending.push(chunk);
-    this.#pendingBytes += chunk.length;
-    while (this.#pendingBytes >= this.#o.partSize) {
+    if (!this.#copying && this.#heldBytes + chunk.length < HOLD_BYTES) {
+      this.#held.push(chunk);
+      this.#heldBytes += chunk.length;
+      return;
+    }
+    this.#copying = true;
+    const held = this.#held;
+    this.#held = [];
+    this.#heldBytes = 0;
+    for (const c of held) await this.#copyIn(c);
+    await this.#copyIn(chunk);
+  }
+
+  /** Copies a chunk into the part being filled; a full part starts uploading once the queue has room. */
+  async #copyIn(chunk: Buffer): Promise<void> {
+    for (let at = 0; at < chunk.length; ) {
+      const part = (this.#part ??= this.#spare.pop() ?? Buffer.allocUnsafeSlow(this.#o.partSize));
+      const copied = chunk.copy(part, this.#filled, at);
+      at += copied;
+      this.#filled += copied;
+      if (this.#filled < part.length) continue;
       while (this.#inFlight.size >= this.#o.queueSize) await Promise.race(this.#inFlight);
       this.#throwIfFailed();
-      this.#startPart(this.#takePart());
+      this.#part = undefined;
+      this.#filled = 0;
+      this.#startPart(part);
     }
+  }
+
+  /** Bytes received and not yet in a started part. */
+  get #bufferedBytes(): number {
+    return this.#heldBytes + this.#filled;
+  }
+
+  /** Those bytes as one buffer, taken: none are buffered afterwards. */
+  #takeBuffered(): Buffer {
+    const body = this.#part ? this.#part.subarray(0, this.#filled) : this.#held.length === 1 ? (this.#held[0] as Buffer) : Buffer.concat(this.#held);
+    this.#held = [];
+    this.#heldBytes = 0;
+    this.#part = undefined;
+    this.#filled = 0;
+    return body;
   }
 
   /**
@@ -135,13 +183,13 @@ export class MultipartWriter {
           Metadata: putMetadata ?? this.#o.create?.Metadata,
           Bucket: this.#o.bucket,
           Key: this.#o.key,
-          Body: this.#take(this.#pendingBytes),
+          Body: this.#takeBuffered(),
         }),
         { abortSignal: this.#cancel.signal },
       );
       return { etag: out.ETag, multipart: false };
     }
-    if (this.#pendingBytes > 0) this.#startPart(this.#take(this.#pendingBytes));
+    if (this.#bufferedBytes > 0) this.#startPart(this.#takeBuffered());
     // The parts settle (a failure is recorded, never thrown) while the gate decides.
     await Promise.all([beforePublish?.(), Promise.all(this.#inFlight)]);
     this.#throwIfFailed();
@@ -159,12 +207,12 @@ export class MultipartWriter {
     await Promise.allSettled(this.#inFlight);
     if (!this.#uploadId) {
       // Everything received is still buffered: one PutObject, or nothing at all.
-      const bytes = this.#pendingBytes;
+      const bytes = this.#bufferedBytes;
       if (bytes > 0) await this.finish();
       return bytes;
     }
-    if (!this.#failure && this.#pendingBytes > 0) {
-      this.#startPart(this.#take(this.#pendingBytes));
+    if (!this.#failure && this.#bufferedBytes > 0) {
+      this.#startPart(this.#takeBuffered());
       await Promise.allSettled(this.#inFlight);
     }
     const usable: number[] = [];
@@ -181,8 +229,7 @@ export class MultipartWriter {
   async abort(): Promise<void> {
     this.#cancel.abort();
     await Promise.allSettled(this.#inFlight);
-    this.#pending = [];
-    this.#pendingBytes = 0;
+    this.#takeBuffered();
     const uploadId = await this.#uploadId?.catch(() => undefined);
     if (uploadId === undefined) return;
     await this.#o.aborts.abort(this.#o.key, uploadId);
@@ -233,30 +280,6 @@ export class MultipartWriter {
     );
     this.#o.onUpload?.(uploadId, false);
     return out.ETag;
-  }
-
-  /** The first partSize buffered bytes, copied into a spare part buffer (or a new one). */
-  #takePart(): Buffer {
-    const part = this.#spare.pop() ?? Buffer.allocUnsafeSlow(this.#o.partSize);
-    let filled = 0;
-    while (filled < part.length) {
-      const chunk = this.#pending.shift() as Buffer;
-      const used = chunk.copy(part, filled, 0, Math.min(chunk.length, part.length - filled));
-      filled += used;
-      if (used < chunk.length) this.#pending.unshift(chunk.subarray(used));
-    }
-    this.#pendingBytes -= part.length;
-    return part;
-  }
-
-  /** The first n buffered bytes as one buffer. */
-  #take(n: number): Buffer {
-    const all = this.#pending.length === 1 ? (this.#pending[0] as Buffer) : Buffer.concat(this.#pending);
-    const part = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.#pending = rest.length > 0 ? [rest] : [];
-    this.#pendingBytes = rest.length;
-    return part;
   }
 
   #throwIfFailed(): void {
