@@ -318,6 +318,8 @@ export async function startSftpgo(minio: BenchMinio, bucket: string): Promise<Ft
         SFTPGO_FTPD__BINDINGS__0__PORT: String(port),
         SFTPGO_FTPD__PASSIVE_PORT_RANGE__START: String(low),
         SFTPGO_FTPD__PASSIVE_PORT_RANGE__END: String(high),
+        // As for s3ftp: the concurrency phase's 200 sessions all come from 127.0.0.1 (default: 20 per host).
+        SFTPGO_COMMON__MAX_PER_HOST_CONNECTIONS: '0',
       }),
       cwd: dir,
     },
