@@ -57,10 +57,11 @@ export function checkTlsPolicy(ciphers: string, minVersion: TlsMinVersion): stri
 }
 
 /**
- * A context with the TLS policy, shared by every connection. Only to say that
- * FTPS is on, and for tests: a control connection and its data connections
- * should use their own sessionContext(), or any client can resume on any
- * connection the session it got on its own.
+ * A context with the TLS policy, built at start only so that a certificate and
+ * key that cannot be used together fail at once (and by `check-config`), and
+ * by tests. Connections never share it: a control connection and its data
+ * connections use their own sessionContext(), or any client could resume on
+ * any connection the session it got on its own.
  */
 export function createTlsContext(ftps: FtpsConfig): SecureContext {
   return buildContext(ftps);

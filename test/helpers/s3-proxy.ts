@@ -36,8 +36,9 @@ export async function startS3Proxy(
   const server = createServer((req, res) => {
     const url = new URL(req.url!, upstream);
     const seen: ProxiedRequest = { method: req.method!, url, operation: operation(req, url) };
-    void Promise.resolve(decide(seen)).then(
+    void (async () => decide(seen))().then(
       (verdict) => {
+        if (res.destroyed) return; // the client left while the request was held
         if (verdict !== 'forward') {
           req.resume();
           res.writeHead(verdict.status, { 'content-type': 'application/xml' });
@@ -49,6 +50,13 @@ export async function startS3Proxy(
           answer.pipe(res);
         });
         out.on('error', () => res.destroy());
+        // A client that leaves mid-request or mid-answer leaves S3 too, as it would without the proxy.
+        req.on('close', () => {
+          if (!req.complete) out.destroy();
+        });
+        res.on('close', () => {
+          if (!res.writableFinished) out.destroy();
+        });
         req.pipe(out);
       },
       () => res.destroy(),
