@@ -13,6 +13,6 @@ export function createStorage(config: StorageConfig, logger?: Logger, options: S
     case 's3':
       return new S3Storage(config, { ...options, logger });
     case 'local':
-      return new LocalStorage(config, { pageSize: options.pageSize, });
+      return new LocalStorage(config, { pageSize: options.pageSize });
   }
 }
