@@ -49,7 +49,7 @@ export class KnownDirectories {
   }
 
   /** Keeps what a request sent under `generation` found, unless something was forgotten since. */
-  add(prefix: string, generation: number, directory: KnownDirectory = {}): KnownDirectory {
+  add(prefix: string, generation: number, directory: KnownDirectory): KnownDirectory {
     if (this.ttlMs <= 0 || generation !== this.#generation) return directory;
     this.#known.delete(prefix);
     // The oldest entry goes first: a Map iterates in insertion order.

@@ -573,15 +573,15 @@ export class S3Storage implements Storage {
    * Resolves when path is a directory; NotFound otherwise (also when it is a
    * file). One round trip: a directory is a prefix with a key under it (its
    * marker, or any object); none for a directory seen lately (KnownDirectories).
+   * Its callers (MKD, rename) change the tree and forget what is known right
+   * after, so what it finds is not kept.
    */
   private async requireDirectory(path: StoragePath, signal?: AbortSignal): Promise<void> {
     if (path === '') return;
     const prefix = this.dirPrefix(path);
     if (this.directories.get(prefix)) return;
-    const generation = this.directories.generation;
     const page = await this.listPage(prefix, undefined, undefined, signal, 1);
     if ((page.Contents?.length ?? 0) === 0) throw new StorageError('NotFound', `no such directory: ${path}`);
-    this.directories.add(prefix, generation);
   }
 
   /**
