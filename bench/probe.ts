@@ -63,19 +63,20 @@ interface Result {
 
 /** S3 requests by operation, as the proxy in front of MinIO sees them: what each server asks of it. */
 class CountingProxy {
-  #counts = new Map<string, number>();
   #connections = 0;
 
-  private constructor(private readonly proxy: S3Proxy) {}
+  private constructor(
+    private readonly proxy: S3Proxy,
+    private readonly counts: Map<string, number>,
+  ) {}
 
   static async start(target: string): Promise<CountingProxy> {
-    const counting: { proxy?: CountingProxy } = {};
+    const counts = new Map<string, number>();
     const proxy = await startS3Proxy(target, ({ operation }) => {
-      const counts = counting.proxy!.#counts;
       counts.set(operation, (counts.get(operation) ?? 0) + 1);
       return 'forward';
     });
-    return (counting.proxy = new CountingProxy(proxy));
+    return new CountingProxy(proxy, counts);
   }
 
   get endpoint(): string {
@@ -84,11 +85,11 @@ class CountingProxy {
 
   /** The counts since the last take, with the TCP connections opened to S3 (keep-alive reuse shows there). */
   take(): Map<string, number> {
-    const counts = this.#counts;
-    counts.set('(new TCP connections)', this.proxy.connections - this.#connections);
+    const taken = new Map(this.counts);
+    this.counts.clear();
+    taken.set('(new TCP connections)', this.proxy.connections - this.#connections);
     this.#connections = this.proxy.connections;
-    this.#counts = new Map();
-    return counts;
+    return taken;
   }
 
   close(): Promise<void> {
