@@ -5,7 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { LocalStorageConfig } from '../config/index.js';
 import { RESERVED_PREFIX } from '../paths.js';
-import { createDigest, digestStream, type Digest } from './digest.js';
+import { digestStream } from './digest.js';
 import {
   baseName,
   joinPath,
@@ -27,7 +27,7 @@ import {
 /** In-progress uploads live here, on the same file system as their targets, so the final rename is atomic. */
 const PARTIAL_DIR = `${RESERVED_PREFIX}partial`;
 /**
- * Each directory keeps what is known about its files (SHA-256, uploader) in
+ * Each directory keeps what is known about its files (uploader, client address) in
  * `.s3ftp-meta/<name>.json`: extended attributes are not portable, and a
  * sidecar in the same directory moves with a directory rename for free.
  */
@@ -53,7 +53,6 @@ export interface LocalStorageOptions {
 
 /** A sidecar's content. It describes the file only while size, mtime and inode still match. */
 interface Sidecar {
-  sha256?: string;
   metadata?: Record<string, string>;
   size: number;
   mtimeMs: number;
@@ -162,12 +161,10 @@ export class LocalStorage implements Storage {
         await truncate(file, offset);
         return open(file, 'r+');
       }));
-      // A hash is stored only when every byte of the file passed through here (not after a kept prefix).
-      const digest = offset === 0 ? createDigest('SHA-256') : undefined;
-      const size = await writeBody(handle, offset, body, received, digest);
+      const size = await writeBody(handle, offset, body, received);
       // The fsync above ran while the commit rule decided; the sidecar and the rename publish.
       await options.beforePublish?.();
-      await this.install(temp, path, { sha256: digest?.hex(), metadata: options.metadata }, signal);
+      await this.install(temp, path, { metadata: options.metadata }, signal);
       return { size };
     } catch (err) {
       body.destroy();
@@ -189,10 +186,6 @@ export class LocalStorage implements Storage {
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
     if (found.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
-    if (algorithm === 'SHA-256') {
-      const sidecar = await readSidecar(found.full, found.stats);
-      if (sidecar?.sha256) return { algorithm, hash: sidecar.sha256, size: found.stats.size, stored: true };
-    }
     const { stream } = await this.read(path, { signal });
     try {
       const { hash, size } = await digestStream(stream, algorithm, signal);
@@ -458,7 +451,7 @@ export class LocalStorage implements Storage {
    * Moves a finished temp file into place, its sidecar first: inode and mtime
    * survive the rename, so the sidecar is valid the moment the file appears.
    */
-  private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'sha256' | 'metadata'>, signal?: AbortSignal): Promise<void> {
+  private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'metadata'>, signal?: AbortSignal): Promise<void> {
     const stats = await lstat(temp);
     // The target's directory is reached afresh: the transfer took long, and its path may have been renamed meanwhile.
     await this.atPath(path, async (full) => {
@@ -527,7 +520,6 @@ async function writeBody(
   offset: number,
   body: Readable,
   received: { bytes: number },
-  digest: Digest | undefined,
 ): Promise<number> {
   let syncing: Promise<void> | undefined;
   try {
@@ -554,7 +546,6 @@ async function writeBody(
     try {
       for await (const chunk of body) {
         const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as string);
-        digest?.update(buf);
         batch.push(buf);
         batched += buf.length;
         if (batched >= WRITE_BATCH_BYTES) await flush();
@@ -621,8 +612,7 @@ async function readSidecar(full: string, stats: Stats): Promise<Sidecar | undefi
   try {
     const sidecar = JSON.parse(await readFile(sidecarPath(full), 'utf8')) as Partial<Sidecar>;
     const current = sidecar.size === stats.size && sidecar.mtimeMs === stats.mtimeMs && sidecar.ino === stats.ino;
-    const valid = sidecar.sha256 === undefined || /^[0-9a-f]{64}$/.test(sidecar.sha256);
-    return current && valid ? (sidecar as Sidecar) : undefined;
+    return current ? (sidecar as Sidecar) : undefined;
   } catch {
     return undefined;
   }
