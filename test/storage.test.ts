@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, it } from 'node:test';
 import { CreateMultipartUploadCommand, GetObjectTaggingCommand, HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { LocalStorage } from '../src/storage/local.js';
 import { S3Storage } from '../src/storage/s3.js';
-import { StorageError, type FileInfo, type Storage, type StorageErrorCode, type WriteOptions } from '../src/storage/types.js';
+import { StorageError, type FileInfo, type Storage, type StorageErrorCode, type WriteOptions, type WriteResult } from '../src/storage/types.js';
 import { getS3, listMultipartUploads, s3StorageConfig, type S3TestEnv } from './helpers/minio.js';
 import { startS3Proxy } from './helpers/s3-proxy.js';
 
@@ -213,16 +213,30 @@ for (const driver of drivers) {
 
     describe('write', () => {
       it('creates and replaces files, returning the stored size', T, async () => {
-        assert.deepEqual(await put(storage, 'f', 'first'), { size: 5 });
-        assert.deepEqual(await put(storage, 'f', 'second!'), { size: 7 });
+        assert.equal((await put(storage, 'f', 'first')).size, 5);
+        assert.equal((await put(storage, 'f', 'second!')).size, 7);
         assert.equal(await get(storage, 'f'), 'second!');
-        assert.deepEqual(await put(storage, 'empty', ''), { size: 0 });
+        assert.equal((await put(storage, 'empty', '')).size, 0);
         assert.equal((await storage.stat('empty')).size, 0);
+      });
+
+      it('returns the SHA-256 when asked, when every byte passed through the write', T, async () => {
+        const data = pattern(12 * MiB + 5);
+        assert.equal((await storage.write('h', chunked(data), { sha256: true })).sha256, sha(data));
+        assert.equal((await put(storage, 'h', 'small', { sha256: true })).sha256, sha(Buffer.from('small')));
+        // The empty object too; a write that kept a prefix by copying it (local) has no whole-object hash.
+        assert.equal((await put(storage, 'h', '', { sha256: true })).sha256, sha(Buffer.alloc(0)));
+        await put(storage, 'h', 'hello');
+        const appended = await put(storage, 'h', ' world', { append: true, sha256: true });
+        assert.ok(appended.sha256 === undefined || appended.sha256 === sha(Buffer.from('hello world')));
+        // Not asked: S3 hashes every upload for its own record; the local driver does not hash.
+        const unasked = await put(storage, 'h', 'plain');
+        assert.equal(unasked.sha256, driver.name === 'S3Storage' ? sha(Buffer.from('plain')) : undefined);
       });
 
       it('stores a multi-part body intact', T, async () => {
         const data = pattern(12 * MiB + 123);
-        assert.deepEqual(await storage.write('big', chunked(data)), { size: data.length });
+        assert.equal((await storage.write('big', chunked(data))).size, data.length);
         assert.equal(sha(await getBuffer(storage, 'big')), sha(data));
       });
 
@@ -237,13 +251,13 @@ for (const driver of drivers) {
 
       it('keeps the first offset bytes (REST + STOR) and appends (APPE)', T, async () => {
         await put(storage, 'f', 'hello world');
-        assert.deepEqual(await put(storage, 'f', '!!!', { offset: 5 }), { size: 8 });
+        assert.equal((await put(storage, 'f', '!!!', { offset: 5 })).size, 8);
         assert.equal(await get(storage, 'f'), 'hello!!!');
-        assert.deepEqual(await put(storage, 'f', '??', { append: true }), { size: 10 });
+        assert.equal((await put(storage, 'f', '??', { append: true })).size, 10);
         assert.equal(await get(storage, 'f'), 'hello!!!??');
-        assert.deepEqual(await put(storage, 'f', '-end', { offset: 10 }), { size: 14 });
+        assert.equal((await put(storage, 'f', '-end', { offset: 10 })).size, 14);
         assert.equal(await get(storage, 'f'), 'hello!!!??-end');
-        assert.deepEqual(await put(storage, 'f', 'new', { offset: 0 }), { size: 3 });
+        assert.equal((await put(storage, 'f', 'new', { offset: 0 })).size, 3);
         assert.equal(await get(storage, 'f'), 'new');
       });
 
@@ -256,8 +270,8 @@ for (const driver of drivers) {
       });
 
       it('treats offset 0 and append on a missing file as a plain write', T, async () => {
-        assert.deepEqual(await put(storage, 'a', 'one', { offset: 0 }), { size: 3 });
-        assert.deepEqual(await put(storage, 'b', 'two', { append: true }), { size: 3 });
+        assert.equal((await put(storage, 'a', 'one', { offset: 0 })).size, 3);
+        assert.equal((await put(storage, 'b', 'two', { append: true })).size, 3);
         assert.equal(await get(storage, 'b'), 'two');
       });
 
@@ -266,7 +280,7 @@ for (const driver of drivers) {
         const rest = pattern(6 * MiB, 2);
         await storage.write('big', chunked(first));
         const offset = 6 * MiB;
-        assert.deepEqual(await storage.write('big', chunked(rest), { offset }), { size: offset + rest.length });
+        assert.equal((await storage.write('big', chunked(rest), { offset })).size, offset + rest.length);
         assert.equal(sha(await getBuffer(storage, 'big')), sha(Buffer.concat([first.subarray(0, offset), rest])));
       });
 
@@ -746,7 +760,7 @@ for (const driver of drivers) {
   });
 }
 
-function put(storage: Storage, path: string, content: string, options?: WriteOptions): Promise<{ size: number }> {
+function put(storage: Storage, path: string, content: string, options?: WriteOptions): Promise<WriteResult> {
   return storage.write(path, Readable.from([Buffer.from(content)]), options);
 }
 

@@ -6,7 +6,6 @@ import { plainAddress } from '../data/channel.js';
 import { openPassive, PassivePortsExhausted } from '../data/passive.js';
 import { asStorageError, counter, sendStream, UploadBody } from '../data/streams.js';
 import { Throttle } from '../data/throttle.js';
-import { createDigest, digesting } from '../storage/digest.js';
 import { Reply } from '../replies.js';
 import { protectionRequired } from './security.js';
 import type { ResolvedPath, Session } from '../session/session.js';
@@ -68,6 +67,7 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
   // offset) and asks for the first byte: a refusal is answered with no 150.
   const controller = new AbortController();
   const body = new UploadBody();
+  const whole = !append && offset === 0;
   /** Why the commit rule refused the upload: the data connection's fault (426), not the storage's. */
   let refused: unknown;
   const written = s.storage.write(destination.storage, body, {
@@ -81,6 +81,8 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
         refused ??= err;
         throw err;
       }),
+    // For the upload event, which carries it for a STOR from byte 0 only; the storage hashes what it stores, once.
+    sha256: s.server.events !== undefined && whole,
   });
   written.catch(() => {}); // awaited below or by the transfer; a refusal is thrown from here
   await Promise.race([body.opened, written]);
@@ -92,14 +94,11 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
     controller,
     async run({ socket, signal, count, commit }) {
       body.commit = commit;
-      // The whole object passes through here only for a STOR from byte 0: only then is this its SHA-256.
-      const digest = s.server.events && !append && offset === 0 ? createDigest('SHA-256') : undefined;
       const stages = [
         ...throttled(s.server.config.bandwidth?.uploadBytesPerSecond, s.user?.uploadKiBps),
         ...(s.type === 'A' ? [fromNetworkAscii()] : []),
         // After the TYPE A conversion: the limit is on the bytes stored, not those sent.
         ...(maxFileSize !== undefined ? [counter(() => {}, maxFileSize - kept)] : []),
-        ...(digest ? [digesting(digest)] : []),
       ];
       // Whichever side fails first explains the failure: the data connection (426) or the storage (451/55x).
       let firstError: unknown;
@@ -115,7 +114,7 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
       const results = await Promise.allSettled([received, stored]);
       if (results.some((r) => r.status === 'rejected')) throw firstError;
       // Stored and confirmed by the storage: the event may go (emit only queues, never waits or throws).
-      const { size } = await written;
+      const { size, sha256 } = await written;
       s.server.events?.emit({
         kind: 'upload',
         user: s.user?.name ?? '',
@@ -123,7 +122,7 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
         path: destination.ftp,
         ...s.locate(destination.storage),
         size,
-        sha256: digest?.hex(),
+        sha256: whole ? sha256 : undefined,
         session: s.id,
       });
     },

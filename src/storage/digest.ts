@@ -1,5 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import * as zlib from 'node:zlib';
 import { StorageError, type HashAlgorithm } from './types.js';
 
@@ -17,16 +17,6 @@ export function createDigest(algorithm: HashAlgorithm): Digest {
   if (algorithm === 'CRC32') return crc32Digest();
   const hash: Hash = createHash(NODE_HASHES[algorithm]);
   return { update: (chunk) => void hash.update(chunk), hex: () => hash.digest('hex') };
-}
-
-/** A pass-through stream that feeds every byte into the digest. */
-export function digesting(digest: Digest): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      digest.update(chunk);
-      done(null, chunk);
-    },
-  });
 }
 
 /** Reads a stream to its end through a digest; returns the hex value and the byte count. */

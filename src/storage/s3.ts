@@ -309,7 +309,7 @@ export class S3Storage implements Storage {
       };
       if (signal?.aborted) throw abortError(signal);
       await this.store(job);
-      return { size: job.tally.bytes };
+      return { size: job.tally.bytes, sha256: job.tally.complete ? job.tally.hex() : undefined };
     } catch (err) {
       for (const stream of streams) stream.destroy();
       if (signal?.aborted) throw new StorageError('Unavailable', 'write aborted', { cause: signal.reason });

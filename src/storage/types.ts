@@ -92,6 +92,12 @@ export interface WriteOptions {
    * the write rejects (onAbort 'publish' still publishes what was received).
    */
   beforePublish?: () => Promise<void>;
+  /**
+   * Return the object's SHA-256 (WriteResult.sha256) when every byte of it
+   * passed through this write: none was kept by copying. A driver that hashes
+   * its uploads anyway (S3) returns it unasked.
+   */
+  sha256?: boolean;
 }
 
 export type AbortPolicy = 'discard' | 'publish';
@@ -125,6 +131,8 @@ export interface OpenedRead {
 export interface WriteResult {
   /** Size of the stored object after the write. */
   size: number;
+  /** Lowercase hex; see WriteOptions.sha256. */
+  sha256?: string;
 }
 
 export interface StorageCapabilities {
