@@ -192,6 +192,8 @@ async function run(
  * point still reaches the storage through the signal, up to its publish.
  */
 async function commitUpload(s: Session, socket: Socket, tcp: Socket, signal: AbortSignal): Promise<void> {
+  // The window counts from the client's last byte: the checks below run within it, not before it.
+  const settled = s.server.config.uploadSettleMs > 0 ? sleep(s.server.config.uploadSettleMs) : undefined;
   if (!(await endedCleanly(tcp))) throw new Error('data connection reset by the client');
   // Our side closes too, under TLS with its close_notify, which ftplib's unwrap() waits for:
   // awaited, so the socket is not destroyed before it is sent (end() may wait, see secureSocket).
@@ -199,7 +201,7 @@ async function commitUpload(s: Session, socket: Socket, tcp: Socket, signal: Abo
   await finished(socket.end(), { readable: false }).catch(() => {});
   await nextTurn();
   await nextTurn();
-  if (s.server.config.uploadSettleMs > 0) await sleep(s.server.config.uploadSettleMs);
+  await settled;
   if (s.controlGone) throw new Error('control connection closed before the upload was complete');
   if (signal.aborted) throw new Error('transfer aborted');
 }
