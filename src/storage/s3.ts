@@ -154,6 +154,9 @@ export class S3Storage implements Storage {
     this.transfer = new S3Client(clientConfig(config, options.transferSockets ?? DEFAULT_TRANSFER_SOCKETS));
     this.aborts = new MultipartAborts(this.client, this.bucket, this.logger, options.abortRetryMs);
     for (const client of [this.client, this.transfer]) {
+      // It copied every response (a listing page's 1,000 entries) through the SDK's
+      // sensitive-data filter to hand it to the default no-op logger: CPU and garbage for nothing.
+      client.middlewareStack.remove('loggerMiddleware');
       this.instrument(client, options.onRequest);
       this.reportRefusals(client);
     }
