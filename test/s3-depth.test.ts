@@ -329,7 +329,7 @@ for (const driver of await drivers()) {
       assert.equal((await server.storage.hash('grown.bin', 'SHA-256')).stored, false);
     });
 
-    test('a renamed file keeps its stored hash', T, async () => {
+    test('a renamed file keeps its stored hash (S3; the local driver hashes the file)', T, async () => {
       const content = pattern(1000, 11);
       await send(raw, 'STOR before.bin', content);
       await raw.expect('RNFR before.bin', 350);

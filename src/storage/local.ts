@@ -246,7 +246,7 @@ export class LocalStorage implements Storage {
     });
   }
 
-  /** Sets a file's mtime (lutimes: a link is never followed); a stored hash stays valid across it. */
+  /** Sets a file's mtime (lutimes: a link is never followed); its sidecar stays valid across it. */
   async setModificationTime(path: StoragePath, mtime: Date, signal?: AbortSignal): Promise<void> {
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
@@ -616,7 +616,8 @@ async function readSidecar(full: string, stats: Stats): Promise<Sidecar | undefi
   try {
     const sidecar = JSON.parse(await readFile(sidecarPath(full), 'utf8')) as Partial<Sidecar>;
     const current = sidecar.size === stats.size && sidecar.mtimeMs === stats.mtimeMs && sidecar.ino === stats.ino;
-    return current ? (sidecar as Sidecar) : undefined;
+    // Only what this version writes: older sidecars also held a SHA-256, which is no longer kept.
+    return current ? { metadata: sidecar.metadata, size: stats.size, mtimeMs: stats.mtimeMs, ino: stats.ino } : undefined;
   } catch {
     return undefined;
   }
