@@ -202,6 +202,9 @@ async function commitUpload(s: Session, socket: Socket, tcp: Socket, signal: Abo
   await nextTurn();
   await nextTurn();
   await settled;
+  // A loop turn runs its timers before it polls for I/O: after a busy stretch the window's timer
+  // fires before a close that arrived within it is read. One more turn reads it.
+  await nextTurn();
   if (s.controlGone) throw new Error('control connection closed before the upload was complete');
   if (signal.aborted) throw new Error('transfer aborted');
 }
