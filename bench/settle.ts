@@ -13,35 +13,40 @@
  *   uncaught exception ends the process, which closes the control
  *   connection a few ms later. Nothing on the data connection tells this
  *   from a finished upload.
- * - **killed**: curl, ftplib, lftp and rclone uploading a sparse 4 GiB file,
- *   sent KILL, TERM or INT 600–1100 ms in (all are sending by then, none is
- *   near the end); whatever survives it is killed 300 ms later.
+ * - **killed**: curl, ftplib, lftp and rclone (`--inplace`, so that it
+ *   writes under the name itself) uploading a sparse 4 GiB file, sent KILL,
+ *   TERM or INT 600–1100 ms in (all are sending by then, none is near the
+ *   end); whatever survives it is killed 300 ms later.
  *
- * The file must not exist afterwards: one under its name was published,
- * truncated.
+ * Once every attempt is over, the servers are stopped (nothing can be
+ * published after that), and each name is looked up: a file under it was
+ * published, truncated. Only the local driver is measured: on S3 the rule is
+ * the same code, and the storage's own last steps differ.
  *
  *   SETTLE_VALUES   comma-separated ms (default 0,2,5,10)
  *   SETTLE_ROUNDS   rounds (default 3); a round is 10 failing sources and one
  *                   kill per client and signal, for each value
  *   SETTLE_CLIENTS  comma-separated subset of curl,ftplib,lftp,rclone to kill
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, existsSync, ftruncateSync, openSync, statSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { promisify } from 'node:util';
 import { buildBinary, scratch, startS3ftp, type FtpPeer } from './peers.js';
 
-const run = promisify(execFile);
 const VALUES = (process.env.SETTLE_VALUES ?? '0,2,5,10').split(',').map(Number);
 const ROUNDS = Number(process.env.SETTLE_ROUNDS ?? 3);
 const SOURCE_FAILS_PER_ROUND = 10;
-const CLIENTS = (process.env.SETTLE_CLIENTS ?? 'curl,ftplib,lftp,rclone').split(',');
+const KILLED = ['curl', 'ftplib', 'lftp', 'rclone'] as const;
+type Killed = (typeof KILLED)[number];
+const CLIENTS = (process.env.SETTLE_CLIENTS ?? KILLED.join(',')).split(',') as Killed[];
 const SIGNALS = ['SIGKILL', 'SIGTERM', 'SIGINT'] as const;
 const SOURCE_BYTES = 4 * 1024 ** 3;
 /** Every client is logged in and sending by then (rclone starts slowest), and far from done. */
 const KILL_AFTER_MS = 600;
+/** A client still running this long after it should have ended is killed. */
+const EXIT_TIMEOUT_MS = 15_000;
 
 const FAILING_SOURCE = `
 import ftplib, sys
@@ -52,7 +57,7 @@ class Source:
             raise OSError('the source went away')
         self.sent += size
         return b'x' * size
-f = ftplib.FTP()
+f = ftplib.FTP(timeout=10)
 f.connect('127.0.0.1', int(sys.argv[1]))
 f.login(sys.argv[2], sys.argv[3])
 f.storbinary('STOR ' + sys.argv[4], Source(), 8192)
@@ -60,7 +65,7 @@ f.storbinary('STOR ' + sys.argv[4], Source(), 8192)
 
 const FTPLIB = `
 import ftplib, sys
-f = ftplib.FTP()
+f = ftplib.FTP(timeout=10)
 f.connect('127.0.0.1', int(sys.argv[1]))
 f.login(sys.argv[2], sys.argv[3])
 with open(sys.argv[4], 'rb') as fh:
@@ -73,36 +78,61 @@ interface Target {
   dir: string;
 }
 
-type Launch = (t: Target, source: string, name: string) => ChildProcess;
-
-/** Clients still running, killed if the bench itself ends early. */
+/** Clients still running, killed (with their process group) if the bench itself ends early. */
 const running = new Set<ChildProcess>();
-process.once('exit', () => running.forEach((child) => child.kill('SIGKILL')));
+process.once('exit', () => running.forEach((child) => killGroup(child)));
 
-function launchers(rclone: string | undefined, obscured: Map<string, string>): Record<string, Launch> {
-  const spawnClient = (command: string, args: string[]): ChildProcess => {
-    // Its own process group: the signal reaches the client only.
-    const child = spawn(command, args, { stdio: 'ignore', detached: true });
-    running.add(child);
-    child.once('exit', () => running.delete(child));
-    return child;
-  };
-  return {
-    curl: (t, source, name) => spawnClient('curl', ['-sS', '-T', source, `ftp://${t.peer.user}:${t.peer.password}@127.0.0.1:${t.peer.port}/${name}`]),
-    ftplib: (t, source, name) => spawnClient('python3', ['-c', FTPLIB, String(t.peer.port), t.peer.user, t.peer.password, source, name]),
-    'source fails': (t, _source, name) => spawnClient('python3', ['-c', FAILING_SOURCE, String(t.peer.port), t.peer.user, t.peer.password, name]),
-    lftp: (t, source, name) =>
-      spawnClient('lftp', ['-u', `${t.peer.user},${t.peer.password}`, '-e', `set net:max-retries 1; put ${source} -o ${name}; quit`, `ftp://127.0.0.1:${t.peer.port}`]),
-    rclone: (t, source, name) =>
-      spawnClient(rclone!, [
-        'copyto', '--retries', '1', '--low-level-retries', '1', source,
-        `:ftp,host=127.0.0.1,port=${t.peer.port},user=${t.peer.user},pass=${obscured.get(t.peer.password)}:${name}`,
-      ]),
-  };
+function killGroup(child: ChildProcess): void {
+  try {
+    process.kill(-child.pid!, 'SIGKILL');
+  } catch {
+    // already gone
+  }
 }
 
+/**
+ * Starts a client in a process group of its own (a Ctrl-C at the terminal
+ * reaches the bench, which then kills the group), with HOME in a scratch
+ * directory (lftp keeps a history there).
+ */
+function spawnClient(command: string, args: string[], home: string): Client {
+  const child = spawn(command, args, { stdio: 'ignore', detached: true, env: { ...process.env, HOME: home } });
+  running.add(child);
+  // A client that cannot start (not installed) ends there.
+  const exit = new Promise<void>((resolve) => {
+    child.once('exit', () => resolve());
+    child.once('error', () => resolve());
+  }).finally(() => running.delete(child));
+  return { child, exit };
+}
+
+interface Client {
+  child: ChildProcess;
+  /** Resolves once it has ended (or failed to start). */
+  exit: Promise<void>;
+}
+
+/** Waits for the client to end, killing it after `ms`. */
+async function ended({ child, exit }: Client, ms: number): Promise<void> {
+  const timer = setTimeout(() => killGroup(child), ms);
+  await exit;
+  clearTimeout(timer);
+}
+
+/** Fisher–Yates: the order of the servers changes every time, so none is always first after a pause. */
+function shuffled<T>(items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
+}
 
 async function main(): Promise<void> {
+  const unknown = CLIENTS.filter((c) => !KILLED.includes(c));
+  if (unknown.length > 0) throw new Error(`SETTLE_CLIENTS: unknown ${unknown.join(', ')} (known: ${KILLED.join(', ')})`);
+  const home = scratch('settle-home');
   const source = join(scratch('settle-source'), 'zeros');
   const fd = openSync(source, 'w');
   ftruncateSync(fd, SOURCE_BYTES);
@@ -117,59 +147,58 @@ async function main(): Promise<void> {
   }
   const obscured = new Map<string, string>();
   for (const t of rclone ? targets : []) {
-    obscured.set(t.peer.password, (await run(rclone!, ['obscure', t.peer.password])).stdout.trim());
+    const child = spawn(rclone!, ['obscure', t.peer.password], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+    await once(child, 'exit');
+    obscured.set(t.peer.password, out.trim());
   }
-  const launch = launchers(rclone, obscured);
-  /** By settle value, then column: [attempts, truncated files published]. */
-  const results = new Map<number, Map<string, [number, number]>>();
-  const columns = ['source fails', ...CLIENTS.map((c) => `${c} killed`)];
+  const killable: Record<Killed, (t: Target, name: string) => Client> = {
+    curl: (t, name) => spawnClient('curl', ['-sS', '-T', source, `ftp://${t.peer.user}:${t.peer.password}@127.0.0.1:${t.peer.port}/${name}`], home),
+    ftplib: (t, name) => spawnClient('python3', ['-c', FTPLIB, String(t.peer.port), t.peer.user, t.peer.password, source, name], home),
+    lftp: (t, name) =>
+      spawnClient('lftp', ['-u', `${t.peer.user},${t.peer.password}`, '-e', `set net:max-retries 1; put ${source} -o ${name}; quit`, `ftp://127.0.0.1:${t.peer.port}`], home),
+    rclone: (t, name) => {
+      const remote = `:ftp,host=127.0.0.1,port=${t.peer.port},user=${t.peer.user},pass=${obscured.get(t.peer.password)}:${name}`;
+      return spawnClient(rclone!, ['copyto', '--inplace', '--retries', '1', '--low-level-retries', '1', source, remote], home);
+    },
+  };
+
+  /** Every attempt that counts: its server, its column, and the name it uploaded to. */
+  const attempts: Array<{ target: Target; column: string; name: string }> = [];
   let n = 0;
   let early = 0;
-  /** One failing upload on each server, in a new order each time (none is always first after a pause). */
-  const attempt = async (column: string, fail: (t: Target, name: string) => Promise<boolean>): Promise<void> => {
-    for (const t of [...targets].sort(() => Math.random() - 0.5)) {
-      const name = `u${n++}`;
-      if (!(await fail(t, name))) {
-        early++;
-        continue;
-      }
-      // The commit rule and the publish are long over by then.
-      await sleep(t.value + 300);
-      const published = existsSync(join(t.dir, name)) && statSync(join(t.dir, name)).size < SOURCE_BYTES;
-      const byColumn = results.get(t.value) ?? new Map<string, [number, number]>();
-      results.set(t.value, byColumn);
-      const [tries, truncated] = byColumn.get(column) ?? [0, 0];
-      byColumn.set(column, [tries + 1, truncated + (published ? 1 : 0)]);
-    }
-  };
   for (let round = 0; round < ROUNDS; round++) {
     for (let i = 0; i < SOURCE_FAILS_PER_ROUND; i++) {
-      await attempt('source fails', async (t, name) => {
-        const child = launch['source fails']!(t, source, name);
-        await once(child, 'exit');
-        return true;
-      });
+      for (const target of shuffled(targets)) {
+        const name = `u${n++}`;
+        await ended(spawnClient('python3', ['-c', FAILING_SOURCE, String(target.peer.port), target.peer.user, target.peer.password, name], home), EXIT_TIMEOUT_MS);
+        attempts.push({ target, column: 'source fails', name });
+      }
     }
     for (const client of CLIENTS) {
       for (const signal of SIGNALS) {
-        await attempt(`${client} killed`, async (t, name) => {
-          const child = launch[client]!(t, source, name);
-          const exited = once(child, 'exit');
+        for (const target of shuffled(targets)) {
+          const name = `u${n++}`;
+          const started = killable[client](target, name);
           await sleep(KILL_AFTER_MS + Math.random() * 500);
-          // Failed or finished on its own: no kill to count.
-          if (child.exitCode !== null || child.signalCode !== null) return false;
-          child.kill(signal);
-          const timer = setTimeout(() => child.kill('SIGKILL'), 300);
-          await exited;
-          clearTimeout(timer);
-          return true;
-        });
+          if (!running.has(started.child)) {
+            // Failed or finished on its own: no kill to count.
+            early++;
+            continue;
+          }
+          started.child.kill(signal);
+          await ended(started, 300);
+          attempts.push({ target, column: `${client} killed`, name });
+        }
       }
     }
     process.stderr.write(`settle: round ${round + 1} of ${ROUNDS} done\n`);
   }
+  // Stopped, a server publishes nothing more: what is there now is all that was published.
   for (const t of targets) await t.peer.stop();
 
+  const columns = ['source fails', ...CLIENTS.map((c) => `${c} killed`)];
   const lines = [
     `Uploads their clients did not finish, local driver, loopback, ${ROUNDS} rounds: truncated files published, of attempts`,
     '',
@@ -177,8 +206,12 @@ async function main(): Promise<void> {
     `| ---: | ${columns.map(() => '---:').join(' | ')} |`,
   ];
   for (const value of VALUES) {
-    const byColumn = results.get(value) ?? new Map<string, [number, number]>();
-    lines.push(`| ${value} | ${columns.map((c) => { const [tries, truncated] = byColumn.get(c) ?? [0, 0]; return `${truncated} of ${tries}`; }).join(' | ')} |`);
+    const cells = columns.map((column) => {
+      const mine = attempts.filter((a) => a.target.value === value && a.column === column);
+      const published = mine.filter((a) => existsSync(join(a.target.dir, a.name))).length;
+      return `${published} of ${mine.length}`;
+    });
+    lines.push(`| ${value} | ${cells.join(' | ')} |`);
   }
   if (early > 0) lines.push('', `${early} clients had exited before their signal; they are not counted.`);
   console.log(lines.join('\n'));
