@@ -127,7 +127,7 @@ for (const driver of all) {
 
     test('a control connection that closes within the settle time discards the upload, even when the server is too busy to read that close until after it', async () => {
       // The window counts arrivals, not what the event loop got round to reading.
-      const busy = await startTestServer(driver, { uploadSettleMs: 200 });
+      const busy = await startTestServer(driver, { uploadSettleMs: 500 });
       try {
         const name = 'closed-while-busy.bin';
         const original = randomBytes(3000);
@@ -143,16 +143,16 @@ for (const driver of all) {
         await serverEnded;
         await sleep(20);
         // From a check-phase callback, so that the next loop turn starts with its timers: the control
-        // connection closes 20 ms into the 200, and the loop is busy until 200 ms have long passed.
+        // connection closes 20 ms into the 500, and the loop is busy until 500 ms have long passed.
         await new Promise<void>((resolve) =>
           setImmediate(() => {
             raw.socket.destroy();
-            const until = performance.now() + 400;
+            const until = performance.now() + 800;
             while (performance.now() < until);
             resolve();
           }),
         );
-        await sleep(500);
+        await sleep(1000);
         await noDanglingUploads(driver, busy);
         const stored = await get(busy, name);
         assert.equal(stored.length, original.length, 'the upload was published');
