@@ -125,42 +125,45 @@ for (const driver of all) {
       });
     }
 
-    test('a control connection that closes within the settle time discards the upload, even when the server is too busy to read that close until after it', async () => {
-      // The window counts arrivals, not what the event loop got round to reading.
-      const busy = await startTestServer(driver, { uploadSettleMs: 500 });
-      try {
-        const name = 'closed-while-busy.bin';
-        const original = randomBytes(3000);
-        await put(busy, name, original);
-        const raw = await RawFtp.login(busy.port, USER, PASSWORD);
-        const data = await raw.passive();
-        await raw.expect(`STOR ${name}`, 150);
-        await flushed(data, randomBytes(64 * 1024));
-        // The server ends its side once it has our FIN: the settle time has begun.
-        data.resume();
-        const serverEnded = once(data, 'end');
-        data.end();
-        await serverEnded;
-        await sleep(20);
-        // From a check-phase callback, so that the next loop turn starts with its timers: the control
-        // connection closes 20 ms into the 500, and the loop is busy until 500 ms have long passed.
-        await new Promise<void>((resolve) =>
-          setImmediate(() => {
-            raw.socket.destroy();
-            const until = performance.now() + 800;
-            while (performance.now() < until);
-            resolve();
-          }),
-        );
-        await sleep(1000);
-        await noDanglingUploads(driver, busy);
-        const stored = await get(busy, name);
-        assert.equal(stored.length, original.length, 'the upload was published');
-        assert.ok(stored.equals(original));
-      } finally {
-        await busy.close();
-      }
-    });
+    for (const close of ['FIN', 'reset'] as const) {
+      test(`a control connection that closes (${close}) within the settle time discards the upload, even when the server is too busy to read that close until after it`, async () => {
+        // The window counts arrivals, not what the event loop got round to reading.
+        const busy = await startTestServer(driver, { uploadSettleMs: 500 });
+        try {
+          const name = 'closed-while-busy.bin';
+          const original = randomBytes(3000);
+          await put(busy, name, original);
+          const raw = await RawFtp.login(busy.port, USER, PASSWORD);
+          const data = await raw.passive();
+          await raw.expect(`STOR ${name}`, 150);
+          await flushed(data, randomBytes(64 * 1024));
+          // The server ends its side once it has our FIN: the settle time has begun.
+          data.resume();
+          const serverEnded = once(data, 'end');
+          data.end();
+          await serverEnded;
+          await sleep(20);
+          // From a check-phase callback, so that the next loop turn starts with its timers: the control
+          // connection closes 20 ms into the 500, and the loop is busy until 500 ms have long passed.
+          await new Promise<void>((resolve) =>
+            setImmediate(() => {
+              if (close === 'FIN') raw.socket.destroy();
+              else raw.socket.resetAndDestroy();
+              const until = performance.now() + 800;
+              while (performance.now() < until);
+              resolve();
+            }),
+          );
+          await sleep(1000);
+          await noDanglingUploads(driver, busy);
+          const stored = await get(busy, name);
+          assert.equal(stored.length, original.length, 'the upload was published');
+          assert.ok(stored.equals(original));
+        } finally {
+          await busy.close();
+        }
+      });
+    }
 
     test('a client that resets a download after its first bytes gets 426 (226 if all was sent), never 451, 20 times (rclone ObjectPartialRead)', async () => {
       await put(server, 'partial-read.bin', randomBytes(4 * MiB));

@@ -208,7 +208,11 @@ export class Session {
     socket.on('readable', fill);
     socket.on('drain', fill);
     socket.on('end', ended);
-    socket.on('error', (err) => this.log.debug({ err }, 'control connection error'));
+    // A reset ends the connection as surely as a FIN, and its 'close' comes a loop turn later.
+    socket.on('error', (err) => {
+      this.log.debug({ err }, 'control connection error');
+      ended();
+    });
     return () => {
       socket.off('readable', fill);
       socket.off('drain', fill);

@@ -3,6 +3,7 @@ import { constants, existsSync, type Stats } from 'node:fs';
 import { access, copyFile, lstat, lutimes, mkdir, open, opendir, readdir, readFile, realpath, rename, rm, rmdir, truncate, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { LocalStorageConfig } from '../config/index.js';
 import { RESERVED_PREFIX } from '../paths.js';
 import { createDigest, digestStream, type Digest } from './digest.js';
@@ -458,7 +459,9 @@ export class LocalStorage implements Storage {
     // The target's directory is reached afresh: the transfer took long, and its path may have been renamed meanwhile.
     await this.atPath(path, async (full) => {
       await writeSidecar(full, { ...record, size: stats.size, mtimeMs: stats.mtimeMs, ino: stats.ino }).catch(() => undefined);
-      // The last moment a write can be taken back: an aborted session publishes nothing.
+      // The last moment a write can be taken back: an aborted session publishes nothing. Right
+      // after a file system callback, one loop turn first reads what else had arrived (a close, an ABOR).
+      await nextTurn();
       throwIfAborted(signal);
       await rename(temp, full);
     });

@@ -8,6 +8,7 @@ import {
   type CreateMultipartUploadCommandInput,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { MultipartAborts } from './s3-aborts.js';
 
 /** S3's smallest part, except for the last part of an upload. */
@@ -192,6 +193,8 @@ export class MultipartWriter {
     if (this.#bufferedBytes > 0) this.#startPart(this.#takeBuffered());
     // The parts settle (a failure is recorded, never thrown) while the gate decides.
     await Promise.all([beforePublish?.(), Promise.all(this.#inFlight)]);
+    // Right after the last part's reply: one loop turn reads what else had arrived (a close, an ABOR).
+    await nextTurn();
     this.#throwIfFailed();
     this.#throwIfAborted();
     return { etag: await this.#complete([...this.#parts.keys()].sort((x, y) => x - y)), multipart: true };
