@@ -29,10 +29,10 @@
  *   SETTLE_CLIENTS  comma-separated subset of curl,ftplib,lftp,rclone to kill
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { closeSync, existsSync, ftruncateSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { rcloneFtpEnv } from '../test/helpers/rclone.js';
 import { buildBinary, scratch, startS3ftp, type FtpPeer } from './peers.js';
 
 const VALUES = (process.env.SETTLE_VALUES ?? '0,2,5,10').split(',').map(Number);
@@ -76,6 +76,8 @@ interface Target {
   value: number;
   peer: FtpPeer;
   dir: string;
+  /** What makes rclone's `:ftp:` this server. */
+  rcloneEnv?: Record<string, string>;
 }
 
 /** Clients still running, killed (with their process group) if the bench itself ends early. */
@@ -95,8 +97,8 @@ function killGroup(child: ChildProcess): void {
  * reaches the bench, which then kills the group), with HOME in a scratch
  * directory (lftp keeps a history there).
  */
-function spawnClient(command: string, args: string[], home: string): Client {
-  const child = spawn(command, args, { stdio: 'ignore', detached: true, env: { ...process.env, HOME: home } });
+function spawnClient(command: string, args: string[], home: string, env: Record<string, string | undefined> = process.env): Client {
+  const child = spawn(command, args, { stdio: 'ignore', detached: true, env: { ...env, HOME: home } });
   running.add(child);
   // A client that cannot start (not installed) ends there.
   const exit = new Promise<void>((resolve) => {
@@ -143,25 +145,14 @@ async function main(): Promise<void> {
   for (const value of VALUES) {
     const dir = scratch(`settle-${value}`);
     const peer = await startS3ftp({ DATA_DIR: dir }, { FTP_UPLOAD_SETTLE_MS: String(value) }, `settle ${value} ms`);
-    targets.push({ value, peer, dir });
-  }
-  const obscured = new Map<string, string>();
-  for (const t of rclone ? targets : []) {
-    const child = spawn(rclone!, ['obscure', t.peer.password], { stdio: ['ignore', 'pipe', 'ignore'] });
-    let out = '';
-    child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
-    await once(child, 'exit');
-    obscured.set(t.peer.password, out.trim());
+    targets.push({ value, peer, dir, rcloneEnv: rclone === undefined ? undefined : await rcloneFtpEnv(rclone, peer.port, peer.user, peer.password) });
   }
   const killable: Record<Killed, (t: Target, name: string) => Client> = {
     curl: (t, name) => spawnClient('curl', ['-sS', '-T', source, `ftp://${t.peer.user}:${t.peer.password}@127.0.0.1:${t.peer.port}/${name}`], home),
     ftplib: (t, name) => spawnClient('python3', ['-c', FTPLIB, String(t.peer.port), t.peer.user, t.peer.password, source, name], home),
     lftp: (t, name) =>
       spawnClient('lftp', ['-u', `${t.peer.user},${t.peer.password}`, '-e', `set net:max-retries 1; put ${source} -o ${name}; quit`, `ftp://127.0.0.1:${t.peer.port}`], home),
-    rclone: (t, name) => {
-      const remote = `:ftp,host=127.0.0.1,port=${t.peer.port},user=${t.peer.user},pass=${obscured.get(t.peer.password)}:${name}`;
-      return spawnClient(rclone!, ['copyto', '--inplace', '--retries', '1', '--low-level-retries', '1', source, remote], home);
-    },
+    rclone: (t, name) => spawnClient(rclone!, ['copyto', '--inplace', '--retries', '1', '--low-level-retries', '1', source, `:ftp:${name}`], home, t.rcloneEnv),
   };
 
   /** Every attempt that counts: its server, its column, and the name it uploaded to. */
