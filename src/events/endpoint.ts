@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { ConfigError } from '../config/index.js';
+import { ConfigError } from '../config/env.js';
 
 /**
  * Whether a URL's host is this machine: only then may a hook speak plain
