@@ -138,6 +138,24 @@ for (const driver of await drivers()) {
       await ftp.expect('RNFR /', 550);
     });
 
+    test('a refused RNFR, or any command between, cancels the RNFR before it: RNTO gets 503 and nothing moves', async () => {
+      await ftp.expect('MKD rn-kept', 257);
+      await ftp.expect('RNFR rn-kept', 350);
+      await ftp.expect('RNFR rn-nosuch', 550);
+      await ftp.expect('RNTO rn-moved', 503);
+      await ftp.expect('RNFR rn-kept', 350);
+      await ftp.expect('RNFR /', 550);
+      await ftp.expect('RNTO rn-moved', 503);
+      await ftp.expect('RNFR rn-kept', 350);
+      await ftp.expect('XYZZY', 500);
+      await ftp.expect('RNTO rn-moved', 503);
+      await ftp.expect('RNFR rn-kept', 350);
+      await ftp.expect('RNTO', 501);
+      await ftp.expect('RNTO rn-moved', 503);
+      await ftp.expect('MLST rn-moved', 550);
+      await ftp.expect('RMD rn-kept', 250);
+    });
+
     test('a transfer command without PORT or PASV gets 425', async () => {
       await ftp.expect('RETR x', 425);
       await ftp.expect('STOR x', 425);

@@ -37,7 +37,6 @@ export async function rnfr(s: Session, arg: string): Promise<void> {
 
 export async function rnto(s: Session, arg: string): Promise<void> {
   const source = s.renameFrom;
-  s.renameFrom = undefined;
   if (!source) {
     s.reply(Reply.BadSequence, 'RNFR required first.');
     return;

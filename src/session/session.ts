@@ -451,6 +451,9 @@ export class Session {
     const spec: CommandSpec | undefined = COMMANDS[verb];
     const running = this.transfer;
     this.#lastCode = undefined;
+    // A rename is RNFR immediately followed by RNTO: any other command (a refused RNFR
+    // too) cancels it, and an RNTO ends it whatever its outcome (finally, below).
+    if (verb !== 'RNTO') this.renameFrom = undefined;
     try {
       if (!spec) {
         this.reply(Reply.SyntaxError, 'Unknown command.');
@@ -463,8 +466,6 @@ export class Session {
       } else if (spec.arg === 'none' && arg.trim() !== '') {
         this.reply(Reply.SyntaxErrorInArguments, `${verb} takes no argument.`);
       } else {
-        // A rename is RNFR immediately followed by RNTO; anything between cancels it.
-        if (verb !== 'RNFR' && verb !== 'RNTO') this.renameFrom = undefined;
         if (spec.perm && this.user && !(spec.listOptions && verb === 'STAT' && arg.trim() === '')) {
           this.authorize(spec.perm, this.resolve(spec.listOptions ? stripListOptions(arg) : arg));
         }
@@ -476,6 +477,7 @@ export class Session {
       const hidden = code === Reply.FileUnavailable && this.#hidesExistence(arg, spec?.listOptions);
       this.reply(code, hidden ? 'Requested action not taken.' : text);
     } finally {
+      if (verb === 'RNTO') this.renameFrom = undefined;
       // ABOR and STAT may run inside a transfer; they leave a REST for the next transfer alone.
       if (verb !== 'REST' && !(running && spec?.duringTransfer)) this.restOffset = 0;
     }
