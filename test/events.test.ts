@@ -161,6 +161,24 @@ describe('events: delivery', () => {
     await sink.close(1000);
   });
 
+  test('a redirect is not followed and is final, like a 4xx', async () => {
+    let followed = 0;
+    const elsewhere = await receiver((_req, _body, res) => {
+      followed++;
+      res.writeHead(200).end();
+    });
+    const rx = await receiver((_req, _body, res) => res.writeHead(307, { location: elsewhere.url }).end());
+    const { sink, counts, lines } = setup(rx.url);
+    sink.emit(upload());
+    await waitFor(() => counts.failed === 1);
+    assert.equal(rx.requests, 1);
+    assert.equal(counts.retried, undefined);
+    assert.equal(followed, 0);
+    assert.ok(lines.some((l) => l.event === 'event-attempt-failed' && l.status === 307));
+    assert.ok(lines.some((l) => l.event === 'event-failed' && l.level === 50 && (l.failed as FileEvent).path === '/in/a.csv'));
+    await sink.close(1000);
+  });
+
   test('a receiver that never answers times out; attempts are bounded', async () => {
     const rx = await receiver(() => {}); // holds every request
     const { sink, counts, lines } = setup(rx.url, { timeoutMs: 200, maxAttempts: 2 });
@@ -197,6 +215,10 @@ describe('events: queue and shutdown', () => {
     assert.equal(result.dropped, 3, 'two queued and one in flight');
     assert.equal(counts.dropped_shutdown, 3);
     assert.ok(lines.some((l) => l.event === 'events-dropped' && l.dropped === 3 && l.level === 50));
+    // Each abandoned event is in the log whole, at error level, to be replayed from there.
+    const abandoned = lines.filter((l) => l.event === 'event-dropped' && l.reason === 'dropped_shutdown');
+    assert.deepEqual(abandoned.map((l) => (l.dropped as FileEvent).path).sort(), ['/f1', '/f2', '/f3']);
+    assert.ok(abandoned.every((l) => l.level === 50 && (l.dropped as FileEvent).id && (l.dropped as FileEvent).user === 'alice'));
     assert.equal(sink.emit(upload()), false, 'a closed sink takes nothing');
     assert.equal(counts.dropped_shutdown, 4);
   });

@@ -25,7 +25,7 @@ export interface EventSinkOptions {
  * is logged in full at the moment it happens, so the log is the record to
  * replay from. Retries use exponential backoff with full jitter, so a
  * receiver coming back is not hit by every instance at once; 408, 429, 5xx,
- * timeouts and network errors are retried, other answers are final. Each
+ * timeouts and network errors are retried, other answers (redirects too) are final. Each
  * attempt is signed afresh, so its timestamp stays within the receiver's
  * replay window however late it is.
  */
@@ -87,8 +87,8 @@ export class EventSink {
 
   /**
    * Stops taking events and waits up to `graceMs` for the queue to drain.
-   * What is still queued or in flight then is abandoned, counted as
-   * dropped_shutdown and logged; resolves with that number.
+   * What is still queued or in flight then is abandoned: each event is
+   * counted as dropped_shutdown and logged in full; resolves with how many.
    */
   async close(graceMs: number): Promise<{ dropped: number }> {
     this.#closing = true;
@@ -97,19 +97,15 @@ export class EventSink {
       const timer = new Promise<void>((resolve) => setTimeout(resolve, graceMs).unref());
       await Promise.race([drained, timer]);
     }
-    let dropped = this.#queue.length;
     if (!this.#idle()) {
-      this.#queue.length = 0;
+      for (const event of this.#queue.splice(0)) this.#abandon(event);
       const settled = new Promise<void>((resolve) => (this.#onIdle = resolve));
       this.#stop.abort();
-      // Aborted POSTs and sleeps settle within a tick or two.
+      // Aborted POSTs and sleeps settle within a tick or two, each abandoning its event.
       await settled;
-      dropped += this.#abandoned;
     }
-    if (dropped > 0) {
-      this.#count('dropped_shutdown', dropped);
-      this.#log.error({ event: 'events-dropped', reason: 'shutdown', dropped, graceMs }, 'events not delivered before shutdown');
-    }
+    const dropped = this.#abandoned;
+    if (dropped > 0) this.#log.error({ event: 'events-dropped', reason: 'shutdown', dropped, graceMs }, 'events not delivered before shutdown');
     return { dropped };
   }
 
@@ -121,6 +117,13 @@ export class EventSink {
     this.#count(outcome, 1);
     // The whole event, so an operator can replay it from the log.
     this.#log.warn({ event: 'event-dropped', reason: outcome, dropped: event }, 'event not queued');
+  }
+
+  /** An accepted event that shutdown ends before delivery: logged whole, to be replayed. */
+  #abandon(event: FileEvent): void {
+    this.#abandoned++;
+    this.#count('dropped_shutdown', 1);
+    this.#log.error({ event: 'event-dropped', reason: 'dropped_shutdown', dropped: event }, 'event not delivered before shutdown');
   }
 
   #pump(): void {
@@ -144,7 +147,7 @@ export class EventSink {
     for (let attempt = 1; ; attempt++) {
       const result = await this.#post(body, event, attempt);
       if (this.#stop.signal.aborted) {
-        this.#abandoned++;
+        this.#abandon(event);
         return;
       }
       if (result === 'ok') {
@@ -161,7 +164,7 @@ export class EventSink {
       try {
         await sleep(Math.random() * ceiling, undefined, { signal: this.#stop.signal });
       } catch {
-        this.#abandoned++;
+        this.#abandon(event);
         return;
       }
     }
@@ -179,8 +182,9 @@ export class EventSink {
           ...(secret ? signatureHeaders(secret, body) : {}),
         },
         body,
-        // A redirect could lead to plain http elsewhere, which EVENTS_URL validation refused.
-        redirect: 'error',
+        // A redirect could lead to plain http elsewhere, which EVENTS_URL validation refused:
+        // it is not followed, and its 3xx is a final answer like any other that is not retried.
+        redirect: 'manual',
         signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), this.#stop.signal]),
       });
       // The answer's body is not read; cancelling it frees the connection.
