@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { Permission } from './auth/permissions.js';
 import type { FileInfo, StoragePath } from './storage/types.js';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
@@ -26,13 +27,23 @@ function lsDate(date: Date, now: number): string {
   return `${month} ${day} ${hh}:${mm}`;
 }
 
-/** RFC 3659 facts for one entry, limited to the selected ones, e.g. `type=file;size=3;`. */
-export function formatFacts(info: FileInfo, path: StoragePath, facts: ReadonlySet<string>): string {
+/** RFC 3659 `perm` letters (section 7.5.5) and the permission each stands for; `e` (CWD) needs none. */
+const FILE_PERM_LETTERS: ReadonlyArray<[string, Permission]> = [['a', 'append'], ['d', 'delete'], ['f', 'rename'], ['r', 'read'], ['w', 'write']];
+const DIR_PERM_LETTERS: ReadonlyArray<[string, Permission]> = [['f', 'rename'], ['l', 'list'], ['c', 'write'], ['d', 'rmdir'], ['m', 'mkdir'], ['p', 'delete']];
+
+/**
+ * RFC 3659 facts for one entry, limited to the selected ones, e.g. `type=file;size=3;`.
+ * `may` says what the user may do at the entry, for `perm`.
+ */
+export function formatFacts(info: FileInfo, path: StoragePath, facts: ReadonlySet<string>, may: (permission: Permission) => boolean): string {
   const out: string[] = [];
   if (facts.has('type')) out.push(`type=${info.isDirectory ? 'dir' : 'file'}`);
   if (facts.has('size') && !info.isDirectory) out.push(`size=${info.size}`);
   if (facts.has('modify')) out.push(`modify=${ftpTime(info.mtime)}`);
-  if (facts.has('perm')) out.push(`perm=${info.isDirectory ? 'flcdmpe' : 'adfrw'}`);
+  if (facts.has('perm')) {
+    const letters = (info.isDirectory ? DIR_PERM_LETTERS : FILE_PERM_LETTERS).filter(([, permission]) => may(permission)).map(([letter]) => letter);
+    out.push(`perm=${letters.join('')}${info.isDirectory ? 'e' : ''}`);
+  }
   if (facts.has('unique')) out.push(`unique=${createHash('sha1').update(path).digest('hex').slice(0, 16)}`);
   return out.map((f) => `${f};`).join('');
 }

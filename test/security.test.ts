@@ -110,7 +110,19 @@ for (const driver of await drivers()) {
       await mixed.expect('MKD incoming/batch', 257);
       assert.equal(await store(mixed, 'incoming/batch/file.txt', 'ok'), 226);
       await mixed.expect('DELE incoming/batch/file.txt', 550);
+      // RFC 3659 perm facts say what this user may do there, not what anyone could.
+      const fact = async (path: string) => /perm=([a-z]*);/.exec((await mixed.expect(`MLST ${path}`, 250)).lines[1] ?? '')?.[1];
+      assert.equal(await fact('incoming/batch/file.txt'), 'w');
+      assert.equal(await fact('incoming/batch'), 'lcme');
+      assert.equal(await fact('/'), 'le');
+      const listing = await mixed.passive();
+      await mixed.expect('MLSD incoming/batch', 150);
+      assert.match((await readAll(listing)).toString(), /^type=file;.*perm=w;.* file\.txt\r\n/m);
+      assert.equal((await mixed.read()).code, 226);
       mixed.close();
+      const admin = await RawFtp.login(server.port, USER, PASSWORD);
+      assert.match((await admin.expect('MLST mixed/incoming/batch/file.txt', 250)).lines[1] ?? '', /perm=adfrw;/);
+      admin.close();
     });
 
     test('no traversal corpus entry reaches outside the home', async () => {

@@ -39,7 +39,10 @@ export async function mlsd(s: Session, arg: string): Promise<void> {
   await sendListing(
     s,
     arg,
-    (info, dir) => `${formatFacts(info, joinPath(dir.storage, info.name), s.mlstFacts)} ${info.name}`,
+    (info, dir) => {
+      const ftp = dir.ftp === '/' ? `/${info.name}` : `${dir.ftp}/${info.name}`;
+      return `${formatFacts(info, joinPath(dir.storage, info.name), s.mlstFacts, (p) => s.may(p, ftp))} ${info.name}`;
+    },
     { dirOnly: true },
   );
 }
@@ -49,7 +52,7 @@ export async function mlst(s: Session, arg: string): Promise<void> {
   const info = await s.storage.stat(target.storage, s.signal);
   s.reply(Reply.FileActionOkay, [
     `Listing ${target.ftp}`,
-    `${formatFacts(info, target.storage, s.mlstFacts)} ${target.ftp}`,
+    `${formatFacts(info, target.storage, s.mlstFacts, (p) => s.may(p, target.ftp))} ${target.ftp}`,
     'End',
   ]);
 }

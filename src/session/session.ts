@@ -336,10 +336,15 @@ export class Session {
     else counts.delete(key);
   }
 
+  /** Whether the user may do this at this FTP path (normalised). */
+  may(permission: Permission, ftpPath: string): boolean {
+    const rules = this.user?.permissions;
+    return !rules || isAllowed(rules, ftpPath, permission);
+  }
+
   /** The user may do this at this path; otherwise Denied (550), with the reason in the log. */
   authorize(permission: Permission, target: ResolvedPath): void {
-    const rules = this.user?.permissions;
-    if (!rules || isAllowed(rules, target.ftp, permission)) return;
+    if (this.may(permission, target.ftp)) return;
     this.log.warn({ event: 'permission-denied', user: this.user?.name, permission, path: target.ftp });
     throw new StorageError('Denied', `${permission} not permitted`);
   }
