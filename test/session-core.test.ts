@@ -237,6 +237,42 @@ for (const driver of all) {
       raw.close();
     });
 
+    test('clients pipelining thousands of commands get one run per turn of the server: another session is answered between two of theirs', async () => {
+      // Each flooder keeps 5,000 NOOPs queued (and reads its replies, so nothing pauses it).
+      const flooders = await Promise.all([0, 1, 2].map(() => RawFtp.login(server.port, USER, PASSWORD)));
+      let answered = 0;
+      let stop = false;
+      for (const f of flooders) {
+        f.socket.removeAllListeners('data');
+        let owed = 0;
+        const refill = () => {
+          if (stop || owed > 2_500) return;
+          owed += 5_000;
+          f.socket.write('NOOP\r\n'.repeat(5_000));
+        };
+        f.socket.on('data', (text: string) => {
+          const n = text.split('\n').length - 1;
+          answered += n;
+          owed -= n;
+          refill();
+        });
+        refill();
+      }
+      const other = await RawFtp.login(server.port, USER, PASSWORD);
+      const behind: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const before = answered;
+        await other.expect('NOOP', 200);
+        behind.push(answered - before);
+      }
+      stop = true;
+      for (const f of flooders) f.socket.destroy();
+      other.close();
+      behind.sort((a, b) => a - b);
+      // One command per session per turn: a few flooder replies between two of ours, not thousands.
+      assert.ok(behind[10]! < 300, `flooder replies while one NOOP of another session waited: ${behind.join(' ')}`);
+    });
+
     test('a client that half-closes after pipelining its commands gets every reply, then the server closes', async () => {
       const socket = connect({ port: server.port, host: '127.0.0.1' });
       await once(socket, 'connect');

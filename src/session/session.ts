@@ -2,6 +2,7 @@ import type { ExternalAuth } from '../auth/external.js';
 import type { EventSink } from '../events/sink.js';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { secureSocket, type TlsSessionContext } from '../server/tls.js';
 import { isAllowed, type Permission } from '../auth/permissions.js';
 import { stripListOptions } from '../commands/listing.js';
@@ -248,6 +249,9 @@ export class Session {
       if (this.transfer && !COMMANDS[verb]?.duringTransfer) await this.transfer.done;
       if (this.#closed) return;
       await this.#execute(event.line);
+      // One command per turn of the event loop: a client with thousands of cheap commands
+      // queued would otherwise run them all before any other session is heard.
+      await nextTurn();
     }
   }
 
