@@ -22,13 +22,18 @@ test('one JSON line per session, command and transfer, and never a password', as
     await bad.expect('PASS\ttab-secret', 500);
     await bad.expect('PASSWORD typo-secret', 500);
     await bad.expect('pass lower-case-secret', 530);
+    // A password typed on a line of its own, or glued to PASS, is an unknown verb: not logged either.
+    await bad.expect('USER mallory', 331);
+    await bad.expect('Alone2Secret', 500);
+    await bad.expect('PASS:glued-secret', 500);
+    await bad.expect('PASS\u200bzwsp-secret', 500);
     bad.close();
     await new Promise((r) => setTimeout(r, 200));
   } finally {
     await server.close();
   }
   const text = lines.join('');
-  for (const secret of [PASSWORD, 'hunter2-secret', 'leading-space-secret', 'tab-secret', 'typo-secret', 'lower-case-secret']) {
+  for (const secret of [PASSWORD, 'hunter2-secret', 'leading-space-secret', 'tab-secret', 'typo-secret', 'lower-case-secret', 'Alone2Secret', 'glued-secret', 'zwsp-secret', 'alone2sec']) {
     assert.ok(!text.toLowerCase().includes(secret.toLowerCase()), `${secret} reached the log`);
   }
   const events = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
@@ -36,6 +41,7 @@ test('one JSON line per session, command and transfer, and never a password', as
   assert.ok(events.some((e) => e.event === 'session-end'));
   assert.ok(events.some((e) => e.event === 'command' && e.verb === 'PASS' && e.code === 230 && e.arg === '[redacted]'));
   assert.ok(events.some((e) => e.event === 'login-failed' && e.user === 'mallory'));
+  assert.ok(events.some((e) => e.event === 'command' && e.verb === '(unknown)' && e.code === 500 && !('arg' in e)));
   const transfer = events.find((e) => e.event === 'transfer');
   assert.ok(transfer, 'no transfer line');
   assert.equal(transfer.user, USER);

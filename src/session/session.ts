@@ -496,8 +496,8 @@ export class Session {
       this.log.info({
         event: 'command',
         user: this.user?.name,
-        // An unknown verb may be a mistyped PASS: neither it nor its argument is logged whole.
-        verb: spec ? verb : (verb.split(/\s/)[0] ?? '').slice(0, 16),
+        // An unknown verb may be a password, typed alone or glued to PASS: none of it is logged.
+        verb: spec ? verb : '(unknown)',
         ...(spec ? { arg: verb === 'PASS' ? '[redacted]' : arg.slice(0, 256) } : {}),
         code,
         ms: Math.round(performance.now() - started),
