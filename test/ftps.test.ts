@@ -118,6 +118,10 @@ for (const driver of await drivers()) {
       for (const f of ['AUTH TLS', 'PBSZ', 'PROT']) assert.ok(feat.lines.some((l) => l.trim() === f), f);
       await ftp.expect(`USER ${USER}`, 530);
       await ftp.expect('AUTH XYZ', 504);
+      // A USER refused for want of TLS leaves no earlier name pending: the PASS after it logs no one in.
+      await ftp.expect('USER legacy', 331);
+      await ftp.expect(`USER ${USER}`, 530);
+      await ftp.expect('PASS legacypw', 503);
       ftp.close();
       const { ftp: secure } = await rawTls(server.port);
       await secure.expect('AUTH TLS', 503);

@@ -6,7 +6,7 @@ import { connect } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { parsePermissions } from '../src/auth/permissions.js';
-import type { User } from '../src/auth/users.js';
+import { hashPassword, parsePasswordHash, type User } from '../src/auth/users.js';
 import { basicFtp, getFile, RawFtp, readAll, store } from './helpers/ftp.js';
 import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
 
@@ -443,3 +443,38 @@ for (const driver of await drivers()) {
     });
   });
 }
+
+describe('login timing', () => {
+  test('a failed PASS costs as much for the plain FTP_USER as for a users-file name or an unknown one', async () => {
+    const [local] = await drivers();
+    const server = await startTestServer(local!, {
+      // As combineUsers orders them: the users file's scrypt hashes first, then FTP_USER.
+      users: [
+        { name: 'filed', password: parsePasswordHash(await hashPassword('filedpw')), home: '' },
+        { name: 'ops', password: { kind: 'plain', value: 'opspw' }, home: '' },
+      ],
+      limits: { maxConnections: 100, maxConnectionsPerAddress: 100, maxLoginFailures: 1000, loginFailureWindowMs: 60_000, lockoutMs: 60_000, failedLoginDelayMs: 0 },
+    });
+    try {
+      const took: Record<string, number[]> = { ops: [], filed: [], nobody: [] };
+      for (let round = 0; round < 5; round++) {
+        for (const name of Object.keys(took)) {
+          const ftp = await RawFtp.connect(server.port);
+          await ftp.expect(`USER ${name}`, 331);
+          const started = performance.now();
+          await ftp.expect('PASS wrong-password', 530);
+          took[name]!.push(performance.now() - started);
+          ftp.close();
+        }
+      }
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[2]!;
+      const [ops, filed, nobody] = [median(took.ops!), median(took.filed!), median(took.nobody!)];
+      // Without the decoy's scrypt, ops answered in about 2 ms against about 30 for the others.
+      assert.ok(ops >= 0.4 * Math.min(filed, nobody), `median ms: ops ${ops.toFixed(1)}, filed ${filed.toFixed(1)}, unknown ${nobody.toFixed(1)}`);
+      const ok = await RawFtp.login(server.port, 'ops', 'opspw');
+      ok.close();
+    } finally {
+      await server.close();
+    }
+  });
+});

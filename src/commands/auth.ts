@@ -20,7 +20,8 @@ const decoys = new WeakMap<ReadonlyMap<string, User>, PasswordSecret>();
 function decoy(users: ReadonlyMap<string, User>): PasswordSecret {
   let secret = decoys.get(users);
   if (!secret) {
-    const like = users.values().next().value?.password;
+    // Shaped like the costliest check there is: an scrypt hash if any user has one.
+    const like = [...users.values()].map((u) => u.password).find((p) => p.kind === 'scrypt') ?? users.values().next().value?.password;
     secret =
       like?.kind === 'scrypt'
         ? { ...like, salt: randomBytes(like.salt.length), hash: randomBytes(like.hash.length) }
@@ -36,6 +37,8 @@ export function user(s: Session, arg: string): void {
     return;
   }
   const name = arg.trim();
+  // A refused USER leaves no earlier name pending for the next PASS.
+  s.pendingUser = undefined;
   // Refuse before the password crosses the network in clear text.
   if (tlsRequiredForLogin(s, s.server.users.get(name)?.requireTls)) {
     s.reply(Reply.NotLoggedIn, 'Login requires TLS: use AUTH TLS first.');
@@ -61,8 +64,11 @@ export async function pass(s: Session, arg: string): Promise<void> {
   const provider = s.server.externalAuth;
   let account: User | undefined;
   if (local || !provider) {
-    // An unknown name costs as much as a known one, so timing does not reveal which names exist.
-    const checked = await verifyPassword(local?.password ?? decoy(s.server.users), arg);
+    // An unknown name costs as much as a known one, so timing does not reveal which names exist;
+    // a plain password (FTP_USER) beside scrypt hashes costs the decoy's scrypt as well.
+    const fake = decoy(s.server.users);
+    const checked = await verifyPassword(local?.password ?? fake, arg);
+    if (local?.password.kind === 'plain' && fake.kind === 'scrypt') await verifyPassword(fake, arg);
     account = checked ? local : undefined;
   } else if (!s.server.guard.isLockedOut(s.clientAddress)) {
     // Only names not defined locally reach the provider: it can add users, never take over a local one.
