@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -372,6 +372,26 @@ async function blackholePort(): Promise<{ port: number; close(): void }> {
 }
 
 describe('session core (control connection)', { skip: local.skip }, () => {
+  test('STAT of a big directory answers at most 64 KiB over the control connection, then says to use LIST', async () => {
+    const server = await startTestServer(local);
+    try {
+      const dir = join((server.storageConfig as { dataDir: string }).dataDir, 'big');
+      mkdirSync(dir);
+      for (let i = 0; i < 3000; i++) mkdirSync(join(dir, `${String(i).padStart(5, '0')}-${'n'.repeat(120)}`));
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      const reply = await raw.expect('STAT big', 213);
+      const bytes = Buffer.byteLength(reply.lines.join('\r\n'));
+      // 3,000 lines of about 180 bytes were one 540 KB reply, held for a client that need not read it.
+      assert.ok(bytes <= 65 * 1024, `STAT reply of ${bytes} bytes`);
+      assert.match(reply.lines.at(-2) ?? '', /use LIST/);
+      assert.ok(reply.lines.length > 100, 'it still lists what fits');
+      await raw.expect('NOOP', 200);
+      raw.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   test('ABOR while an active-mode connect is still pending answers at once', async () => {
     const server = await startTestServer(local, { dataTimeoutMs: 30_000 });
     const hole = await blackholePort();

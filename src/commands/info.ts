@@ -7,8 +7,12 @@ import * as hash from './hash.js';
 import { stripListOptions } from './listing.js';
 import { COMMANDS } from './table.js';
 
-/** STAT of a path answers over the control connection; past this many entries it stops. */
-export const MAX_STAT_ENTRIES = 10_000;
+/**
+ * STAT of a path answers over the control connection, in one reply that a
+ * client need not read: past this many bytes of entries it stops, so a
+ * session holds no more unread reply than the session's own bound.
+ */
+const MAX_STAT_BYTES = 64 * 1024;
 
 export function syst(s: Session): void {
   s.reply(Reply.SystemType, 'UNIX Type: L8');
@@ -115,15 +119,18 @@ export async function stat(s: Session, arg: string): Promise<void> {
   }
   const target = s.resolve(stripListOptions(arg));
   const lines = [`Status of ${target.ftp}:`];
+  let bytes = 0;
   try {
-    for await (const page of s.storage.list(target.storage, s.signal)) {
+    listing: for await (const page of s.storage.list(target.storage, s.signal)) {
       for (const info of page) {
-        if (!unlistable(info.name)) lines.push(formatListLine(info));
-      }
-      if (lines.length > MAX_STAT_ENTRIES) {
-        lines.length = MAX_STAT_ENTRIES + 1;
-        lines.push(`(listing stops at ${MAX_STAT_ENTRIES} entries; use LIST)`);
-        break;
+        if (unlistable(info.name)) continue;
+        const line = formatListLine(info);
+        bytes += Buffer.byteLength(line) + 2;
+        if (bytes > MAX_STAT_BYTES) {
+          lines.push(`(listing stops at ${MAX_STAT_BYTES / 1024} KiB; use LIST)`);
+          break listing;
+        }
+        lines.push(line);
       }
     }
   } catch (err) {
