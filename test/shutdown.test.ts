@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { test } from 'node:test';
-import { HeadObjectCommand } from '@aws-sdk/client-s3';
+import { HeadObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { RawFtp } from './helpers/ftp.js';
 import { getS3, listMultipartUploads } from './helpers/minio.js';
 import { childEnv, s3Settings, startServerProcess } from './helpers/process.js';
@@ -71,4 +71,49 @@ test('SIGTERM: stops accepting, idle sessions get 421, a transfer finishing with
   idle.close();
   finishing.ftp.close();
   stalled.ftp.close();
+});
+
+test('SIGTERM while a resume copies its kept prefix and a rename copies a big object: both are stopped and leave no multipart upload', { skip: s3 ? false : 'no MinIO', timeout: 90_000 }, async () => {
+  const env = s3!;
+  const prefix = `shutdown-copy-${Date.now()}`;
+  const size = 160 * MiB;
+  const body = Buffer.alloc(size, 7);
+  for (const name of ['resumed.bin', 'renamed.bin']) {
+    await env.client.send(new PutObjectCommand({ Bucket: env.bucket, Key: `${prefix}/${name}`, Body: body }));
+  }
+  const server = await startServerProcess(
+    childEnv({
+      ...s3Settings(env, prefix),
+      FTP_PORT: '0',
+      FTP_USER: 'alice',
+      FTP_PASSWORD: 'shutdown-test-pw',
+      FTP_SHUTDOWN_GRACE: '0',
+      // A rename of anything over 5 MiB is a multipart copy.
+      S3_MULTIPART_COPY_THRESHOLD_MB: '5',
+    }),
+  );
+  const resume = await RawFtp.login(server.port, 'alice', 'shutdown-test-pw');
+  await resume.expect('TYPE I', 200);
+  const data = await resume.passive();
+  await resume.expect(`REST ${size - MiB}`, 350);
+  const rename = await RawFtp.login(server.port, 'alice', 'shutdown-test-pw');
+  await rename.expect('RNFR renamed.bin', 350);
+  // Both commands are now inside their server-side copies (UploadPartCopy), before any reply.
+  resume.socket.write('STOR resumed.bin\r\n');
+  rename.socket.write('RNTO moved.bin\r\n');
+  await new Promise((r) => setTimeout(r, 150));
+  const exited = once(server.child, 'exit') as Promise<[number | null, string | null]>;
+  server.child.kill('SIGTERM');
+  const [code] = await exited;
+  assert.equal(code, 0);
+  data.destroy();
+  resume.close();
+  rename.close();
+  // Got: one multipart upload left under each name, for the sweep to find a day later.
+  assert.deepEqual(await listMultipartUploads(env, prefix), []);
+  for (const name of ['resumed.bin', 'renamed.bin']) {
+    const head = await env.client.send(new HeadObjectCommand({ Bucket: env.bucket, Key: `${prefix}/${name}` }));
+    assert.equal(head.ContentLength, size, name);
+  }
+  await assert.rejects(env.client.send(new HeadObjectCommand({ Bucket: env.bucket, Key: `${prefix}/moved.bin` })), { name: 'NotFound' });
 });

@@ -119,6 +119,8 @@ export class Session {
   #unlisten: () => void = () => {};
   #overlong = 0;
   #lastCode: ReplyCode | undefined;
+  /** The command being run, until its handler returns (a transfer's final reply comes later, from `transfer`). */
+  #running: Promise<void> | undefined;
   /** Wakes the command loop: input arrived, output drained, or the connection closed. */
   #wake: (() => void) | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
@@ -248,7 +250,8 @@ export class Session {
       // Only ABOR and STAT speak while a transfer runs; anything else waits for its final reply.
       if (this.transfer && !COMMANDS[verb]?.duringTransfer) await this.transfer.done;
       if (this.#closed) return;
-      await this.#execute(event.line);
+      this.#running = this.#execute(event.line).finally(() => (this.#running = undefined));
+      await this.#running;
       // One command per turn of the event loop: a client with thousands of cheap commands
       // queued would otherwise run them all before any other session is heard.
       await nextTurn();
@@ -433,19 +436,31 @@ export class Session {
 
   /**
    * Ends the session for a server shutdown: at once with 421 when idle; a
-   * running transfer may finish within `graceMs`, then it is aborted. Always
-   * settles: the socket is destroyed if the client does not let it close.
+   * running transfer, or a command still at work (a resume copying its kept
+   * prefix, a directory rename), may finish within `graceMs`. Then it is
+   * stopped and waited for, so what it opened on the storage (a multipart
+   * upload) is taken back before the process exits. Always settles: the
+   * socket is destroyed if the client does not let it close.
    */
   async shutdown(graceMs: number): Promise<void> {
+    const busy = () => this.transfer?.done ?? this.#running;
+    const work = busy();
+    if (work) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([work, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      clearTimeout(timer);
+    }
+    // A transfer's 426 comes before the 421; closing aborts the session's signal, which stops a command at work.
     const transfer = this.transfer;
     if (transfer) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([transfer.done, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
-      clearTimeout(timer);
       transfer.abort();
       await transfer.done;
     }
     this.close(Reply.ServiceNotAvailable, 'Server shutting down.');
+    for (let left = busy(); left; left = busy()) {
+      this.transfer?.abort();
+      await left;
+    }
     if (this.#raw.destroyed) return;
     await new Promise<void>((resolve) => {
       this.#raw.once('close', () => resolve());

@@ -104,6 +104,8 @@ export class MultipartWriter {
     const uploadId = await this.#open();
     const ranges = copyRanges(size, Math.max(this.#o.partSize, MIN_COPY_PART_BYTES));
     const numbered = ranges.map((r) => ({ ...r, number: this.#nextPart++ }));
+    // Nothing has been received yet: an ended session stops the copies at once (the caller then aborts).
+    const signal = this.#o.signal ? AbortSignal.any([this.#cancel.signal, this.#o.signal]) : this.#cancel.signal;
     await mapLimit(numbered, PART_COPY_CONCURRENCY, async ({ number, start, end }) => {
       const out = await this.#o.client.send(
         new UploadPartCopyCommand({
@@ -115,7 +117,7 @@ export class MultipartWriter {
           CopySourceRange: `bytes=${start}-${end - 1}`,
           CopySourceIfMatch: etag,
         }),
-        { abortSignal: this.#cancel.signal },
+        { abortSignal: signal },
       );
       this.#parts.set(number, { etag: out.CopyPartResult?.ETag, bytes: end - start });
     });
