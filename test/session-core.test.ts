@@ -273,6 +273,38 @@ for (const driver of all) {
       assert.ok(behind[10]! < 300, `flooder replies while one NOOP of another session waited: ${behind.join(' ')}`);
     });
 
+    test('a transfer whose preparation outlasts the data timeout (a resume copying a big kept prefix) still gets its data connection', async () => {
+      // The storage takes a second before it starts the write, as a resume copying gigabytes would.
+      const slow = await startTestServer(driver, { dataTimeoutMs: 300 }, {
+        wrapStorage: (storage) =>
+          new Proxy(storage, {
+            get: (target, name) => {
+              if (name === 'write') return async (...args: Parameters<typeof target.write>) => (await sleep(1000), target.write(...args));
+              const value: unknown = Reflect.get(target, name, target);
+              return typeof value === 'function' ? value.bind(target) : value;
+            },
+          }),
+      });
+      try {
+        for (const early of [true, false]) {
+          const raw = await RawFtp.login(slow.port, USER, PASSWORD);
+          await raw.expect('TYPE I', 200);
+          // The client connects at once (most do), or only after the 150.
+          const port = Number(/\|(\d+)\|/.exec((await raw.expect('EPSV', 229)).text)![1]);
+          const data = early ? connect({ port, host: '127.0.0.1' }) : undefined;
+          // Got: 150, then 425 once the listener's 300 ms for an unclaimed channel ran out during the preparation.
+          await raw.expect(`STOR slow-${early}.bin`, 150);
+          const socket = data ?? connect({ port, host: '127.0.0.1' });
+          socket.end(Buffer.alloc(1000, 3));
+          assert.equal((await raw.read(5000)).code, 226);
+          raw.close();
+          assert.equal((await getFile(slow.port, USER, PASSWORD, `slow-${early}.bin`)).length, 1000);
+        }
+      } finally {
+        await slow.close();
+      }
+    });
+
     test('a client that half-closes after pipelining its commands gets every reply, then the server closes', async () => {
       const socket = connect({ port: server.port, host: '127.0.0.1' });
       await once(socket, 'connect');

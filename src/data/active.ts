@@ -18,6 +18,9 @@ export class ActiveChannel implements DataChannel {
 
   constructor(readonly options: ActiveOptions) {}
 
+  /** Nothing waits on a PORT target before its transfer connects. */
+  claim(): void {}
+
   connect(): Promise<Socket> {
     const { host, port, localAddress, timeoutMs } = this.options;
     if (this.#closed) return Promise.reject(new Error('data channel closed'));

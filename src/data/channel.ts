@@ -3,6 +3,12 @@ import type { Socket } from 'node:net';
 /** A data connection that has been set up (PASV/EPSV or PORT/EPRT) but maybe not opened yet. */
 export interface DataChannel {
   readonly mode: 'passive' | 'active';
+  /**
+   * A transfer command has taken the channel: from now on it waits for that
+   * command, however long the command prepares (a resume's server-side copy),
+   * not for the timeout of a channel nobody uses.
+   */
+  claim(): void;
   /** Resolves with the open connection; rejects after the timeout or on close(). */
   connect(): Promise<Socket>;
   /** Releases the listener or pending socket. Safe to call twice. */

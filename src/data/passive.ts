@@ -86,8 +86,12 @@ class PassiveChannel implements DataChannel {
     this.#waiter?.(socket);
   }
 
-  connect(): Promise<Socket> {
+  claim(): void {
     clearTimeout(this.#unclaimed);
+  }
+
+  connect(): Promise<Socket> {
+    this.claim();
     if (this.#closed) return Promise.reject(new Error('data channel closed'));
     if (this.#socket) return Promise.resolve(this.#socket);
     return new Promise((resolve, reject) => {
