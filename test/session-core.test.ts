@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -271,6 +271,29 @@ for (const driver of all) {
       behind.sort((a, b) => a - b);
       // One command per session per turn: a few flooder replies between two of ours, not thousands.
       assert.ok(behind[10]! < 300, `flooder replies while one NOOP of another session waited: ${behind.join(' ')}`);
+    });
+
+    test('a passive connection reset before the server accepts it is dropped quietly; the next one carries the transfer', async () => {
+      const lines: string[] = [];
+      const watched = await startTestServer(driver, {}, { logLines: lines });
+      try {
+        const raw = await RawFtp.login(watched.port, USER, PASSWORD);
+        const port = Number(/\|(\d+)\|/.exec((await raw.expect('EPSV', 229)).text)![1]);
+        // While this process (and the server in it) is blocked, a client connects and resets three times:
+        // the kernel completes each handshake, and the server accepts sockets already reset.
+        const reset = 'import socket, struct, sys\nfor _ in range(3):\n    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))\n    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))\n    s.close()\n';
+        execFileSync('python3', ['-c', reset, String(port)], { timeout: 10_000 });
+        await sleep(100);
+        const data = connect({ port, host: '127.0.0.1' });
+        await raw.expect('STOR reset-first.bin', 150);
+        data.end(Buffer.alloc(10, 1));
+        assert.equal((await raw.read(5000)).code, 226);
+        raw.close();
+        // Got: "refused passive data connection from another address", with no address, for each reset.
+        assert.ok(!lines.some((l) => l.includes('another address')), 'a reset is no foreign peer');
+      } finally {
+        await watched.close();
+      }
     });
 
     test('a transfer whose preparation outlasts the data timeout (a resume copying a big kept prefix) still gets its data connection', async () => {

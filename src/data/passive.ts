@@ -75,6 +75,11 @@ class PassiveChannel implements DataChannel {
   }
 
   #onConnection(socket: Socket): void {
+    if (socket.remoteAddress === undefined) {
+      // Reset before it was accepted: there is no peer to refuse, and the listener waits on.
+      socket.destroy();
+      return;
+    }
     if (this.#socket || plainAddress(socket.remoteAddress) !== plainAddress(this.options.clientAddress)) {
       this.options.log.warn({ peer: socket.remoteAddress }, 'refused passive data connection from another address');
       socket.destroy();
