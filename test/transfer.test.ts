@@ -5,7 +5,7 @@ import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { Client } from 'basic-ftp';
 import { basicFtp, RawFtp, readAll } from './helpers/ftp.js';
-import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
+import { drivers, noDanglingUploads, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
 
 /** Collects a download into memory. */
 function sink(): { stream: Writable; data: () => Buffer } {
@@ -195,6 +195,36 @@ for (const driver of await drivers()) {
       assert.equal((await raw.read()).code, 226);
       raw.close();
     });
+
+    for (const base of [Buffer.from('line0\n'), Buffer.alloc(6 * 1024 * 1024, 'b')]) {
+      test(`two APPEs to one file of ${base.length} bytes at once: the one that finishes second gets 451 instead of overwriting the first`, async () => {
+        const name = `appended-${base.length}.txt`;
+        const first = await RawFtp.login(server.port, USER, PASSWORD);
+        let data = await first.passive();
+        await first.expect(`STOR ${name}`, 150);
+        data.end(base);
+        assert.equal((await first.read()).code, 226);
+        // Both start from the same file (on S3, 6 MiB of it is kept by server-side copy); the second finishes first.
+        const slow = await first.passive();
+        await first.expect(`APPE ${name}`, 150);
+        slow.write('from-A\n');
+        const other = await RawFtp.login(server.port, USER, PASSWORD);
+        data = await other.passive();
+        await other.expect(`APPE ${name}`, 150);
+        data.end('from-B\n');
+        assert.equal((await other.read()).code, 226);
+        slow.end();
+        // Got: 226 here too, and the file was the base + from-A: B's append was lost.
+        assert.equal((await first.read()).code, 451);
+        data = await other.passive();
+        await other.expect(`RETR ${name}`, 150);
+        assert.ok((await readAll(data)).equals(Buffer.concat([base, Buffer.from('from-B\n')])));
+        assert.equal((await other.read()).code, 226);
+        first.close();
+        other.close();
+        await noDanglingUploads(driver, server);
+      });
+    }
 
     test('STAT during a transfer reports progress; ABOR stops it with 426 then 226', async () => {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);

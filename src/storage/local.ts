@@ -33,6 +33,8 @@ const PARTIAL_DIR = `${RESERVED_PREFIX}partial`;
  * sidecar in the same directory moves with a directory rename for free.
  */
 const META_DIR = `${RESERVED_PREFIX}meta`;
+/** What tells one version of a file from the next. */
+type Version = Pick<Stats, 'ino' | 'size' | 'mtimeMs'>;
 const DEFAULT_PAGE_SIZE = 1000;
 /** Bytes an upload gathers before it writes them (one writev); bytes a download reads at once. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
@@ -142,6 +144,8 @@ export class LocalStorage implements Storage {
     signal?.addEventListener('abort', onAbort, { once: true });
     let temp: string | undefined;
     let full: string | undefined;
+    /** The file whose prefix is kept: published over only if it is still that file, unchanged. */
+    let base: Version | undefined;
     const received = { bytes: 0 };
     try {
       if (signal?.aborted) throw abortError(signal);
@@ -155,6 +159,7 @@ export class LocalStorage implements Storage {
         // Copied from the file as opened now, beneath the root, not from whatever the path names later.
         const source = await this.openAt(path, constants.O_RDONLY);
         try {
+          base = await source.stat();
           await copyFile(FD_PATHS ? fdPath(source) : target.full, file, constants.COPYFILE_FICLONE);
         } finally {
           await source.close();
@@ -167,13 +172,13 @@ export class LocalStorage implements Storage {
       const size = await writeBody(handle, offset, body, received, digest);
       // The fsync above ran while the commit rule decided; the sidecar and the rename publish.
       await options.beforePublish?.();
-      await this.install(temp, path, { metadata: options.metadata }, signal);
+      await this.install(temp, path, { metadata: options.metadata }, signal, base);
       return { size, sha256: digest?.hex() };
     } catch (err) {
       body.destroy();
       if (temp && full && options.onAbort === 'publish' && received.bytes > 0) {
         // keepPartialUploads: what was received replaces the file; the write still fails.
-        await this.install(temp, path, { metadata: options.metadata }).catch(() => undefined);
+        await this.install(temp, path, { metadata: options.metadata }, undefined, base).catch(() => undefined);
       }
       if (temp) await unlink(temp).catch(() => undefined);
       if (temp) this.temps.delete(temp);
@@ -453,16 +458,28 @@ export class LocalStorage implements Storage {
   /**
    * Moves a finished temp file into place, its sidecar first: inode and mtime
    * survive the rename, so the sidecar is valid the moment the file appears.
+   * With `base` (an append or resume), only over that same, unchanged file: a
+   * file replaced or written meanwhile fails the write instead of being lost.
    */
-  private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'metadata'>, signal?: AbortSignal): Promise<void> {
+  private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'metadata'>, signal?: AbortSignal, base?: Version): Promise<void> {
     const stats = await lstat(temp);
     // The target's directory is reached afresh: the transfer took long, and its path may have been renamed meanwhile.
     await this.atPath(path, async (full) => {
+      const throwIfChanged = async (): Promise<void> => {
+        if (!base) return;
+        const now = await lstat(full).catch(() => undefined);
+        if (!now || now.ino !== base.ino || now.size !== base.size || now.mtimeMs !== base.mtimeMs) {
+          throw new StorageError('Unavailable', `${path} changed during the upload`);
+        }
+      };
+      await throwIfChanged();
       await writeSidecar(full, { ...record, size: stats.size, mtimeMs: stats.mtimeMs, ino: stats.ino }).catch(() => undefined);
       // The last moment a write can be taken back: an aborted session publishes nothing. Right
       // after a file system callback, one loop turn first reads what else had arrived (a close, an ABOR).
       await nextTurn();
       throwIfAborted(signal);
+      // Again, as near the rename as it gets: a rename landing between the two is the residual race.
+      await throwIfChanged();
       await rename(temp, full);
     });
   }

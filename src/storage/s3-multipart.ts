@@ -40,6 +40,12 @@ export interface MultipartWriterOptions {
    * take the write back. publishReceived() ignores it (keepPartialUploads).
    */
   signal?: AbortSignal;
+  /**
+   * The version of the object this write keeps a prefix of (APPE, REST + STOR):
+   * it is published only if the key still holds that version (If-Match), so a
+   * concurrent change fails the write instead of being overwritten and lost.
+   */
+  ifMatch?: string;
   /** Told the upload id once the multipart upload exists, and when it is gone (completed or aborted). */
   onUpload?: (uploadId: string, open: boolean) => void;
   bucket: string;
@@ -187,6 +193,7 @@ export class MultipartWriter {
           Bucket: this.#o.bucket,
           Key: this.#o.key,
           Body: this.#takeBuffered(),
+          IfMatch: this.#o.ifMatch,
         }),
         { abortSignal: this.#cancel.signal },
       );
@@ -281,7 +288,7 @@ export class MultipartWriter {
     const uploadId = await this.#open();
     const parts: CompletedPart[] = numbers.map((n) => ({ PartNumber: n, ETag: this.#parts.get(n)?.etag }));
     const out = await this.#o.client.send(
-      new CompleteMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId, MultipartUpload: { Parts: parts } }),
+      new CompleteMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId, MultipartUpload: { Parts: parts }, IfMatch: this.#o.ifMatch }),
     );
     this.#o.onUpload?.(uploadId, false);
     return out.ETag;

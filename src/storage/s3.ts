@@ -662,7 +662,7 @@ export class S3Storage implements Storage {
    * SHA-256; a longer one has its hash recorded afterwards.
    */
   private async store(job: WriteJob): Promise<void> {
-    const writer = this.multipartWriter(job.key, { Metadata: job.metadata }, job.signal);
+    const writer = this.multipartWriter(job.key, { Metadata: job.metadata }, job.signal, job.offset > 0 ? job.etag : undefined);
     let received = 0;
     try {
       await this.keepPrefix(job, writer);
@@ -726,8 +726,9 @@ export class S3Storage implements Storage {
   }
 
   /** A writer whose part uploads go through the transfer client and whose open upload a sweep leaves alone. */
-  private multipartWriter(key: string, create: MultipartWriterOptions['create'], signal?: AbortSignal): MultipartWriter {
+  private multipartWriter(key: string, create: MultipartWriterOptions['create'], signal?: AbortSignal, ifMatch?: string): MultipartWriter {
     return new MultipartWriter({
+      ifMatch,
       client: this.client,
       transferClient: this.transfer,
       bucket: this.bucket,
