@@ -122,7 +122,20 @@ for (const driver of await drivers()) {
       await ftp.expect('USER legacy', 331);
       await ftp.expect(`USER ${USER}`, 530);
       await ftp.expect('PASS legacypw', 503);
-      ftp.close();
+      // Nor does any command between USER and PASS.
+      await ftp.expect('USER legacy', 331);
+      await ftp.expect('NOOP', 200);
+      await ftp.expect('PASS legacypw', 503);
+      // A name sent in clear before AUTH TLS is not the one a PASS over TLS logs in.
+      await ftp.expect('USER legacy', 331);
+      await ftp.expect('AUTH TLS', 234);
+      ftp.socket.removeAllListeners('data');
+      const upgraded = connectTls({ socket: ftp.socket, ...insecure });
+      await new Promise((r) => upgraded.once('secureConnect', r));
+      const overTls = RawFtp.over(upgraded);
+      // Got: 230, logged in as the name sent in clear.
+      await overTls.expect('PASS legacypw', 503);
+      overTls.close();
       const { ftp: secure } = await rawTls(server.port);
       await secure.expect('AUTH TLS', 503);
       await secure.expect(`USER ${USER}`, 331);

@@ -392,7 +392,39 @@ for (const driver of all) {
       await raw.expect('RETR rest.txt', 150);
       assert.equal((await readAll(data)).toString(), 'AB');
       assert.equal((await raw.read()).code, 226);
+      // A refused REST drops the one before it too. Got: the STOR below kept "A" in front.
+      await raw.expect('REST 1', 350);
+      await raw.expect('REST abc', 501);
+      data = await raw.passive();
+      await raw.expect('STOR rest.txt', 150);
+      data.end('XY');
+      assert.equal((await raw.read()).code, 226);
+      assert.equal((await get(server, 'rest.txt')).toString(), 'XY');
       raw.close();
+    });
+
+    test('a passive channel a refused transfer command left unused closes after the data timeout, as one never used does', async () => {
+      const short = await startTestServer(driver, { dataTimeoutMs: 300 });
+      try {
+        const raw = await RawFtp.login(short.port, USER, PASSWORD);
+        for (const refused of [['RETR nosuch.bin', 550], ['STOR nodir/x.bin', 550], ['LIST nosuch', 550]] as const) {
+          const port = Number(/\|(\d+)\|/.exec((await raw.expect('EPSV', 229)).text)![1]);
+          await raw.expect(refused[0], refused[1]);
+          await raw.expect('NOOP', 200);
+          await sleep(900);
+          // Got: connected, for as long as the session lived.
+          const attempt = connect({ port, host: '127.0.0.1' });
+          const outcome = await new Promise<string>((resolve) => {
+            attempt.once('connect', () => resolve('connected'));
+            attempt.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+          });
+          attempt.destroy();
+          assert.equal(outcome, 'ECONNREFUSED', refused[0]);
+        }
+        raw.close();
+      } finally {
+        await short.close();
+      }
     });
   });
 }

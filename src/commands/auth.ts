@@ -37,8 +37,6 @@ export function user(s: Session, arg: string): void {
     return;
   }
   const name = arg.trim();
-  // A refused USER leaves no earlier name pending for the next PASS.
-  s.pendingUser = undefined;
   // Refuse before the password crosses the network in clear text.
   if (tlsRequiredForLogin(s, s.server.users.get(name)?.requireTls)) {
     s.reply(Reply.NotLoggedIn, 'Login requires TLS: use AUTH TLS first.');

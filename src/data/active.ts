@@ -21,6 +21,8 @@ export class ActiveChannel implements DataChannel {
   /** Nothing waits on a PORT target before its transfer connects. */
   claim(): void {}
 
+  release(): void {}
+
   connect(): Promise<Socket> {
     const { host, port, localAddress, timeoutMs } = this.options;
     if (this.#closed) return Promise.reject(new Error('data channel closed'));

@@ -4,11 +4,13 @@ import type { Socket } from 'node:net';
 export interface DataChannel {
   readonly mode: 'passive' | 'active';
   /**
-   * A transfer command has taken the channel: from now on it waits for that
-   * command, however long the command prepares (a resume's server-side copy),
+   * A transfer command has taken the channel: while it prepares (a resume's
+   * server-side copy can outlast the data timeout) the channel waits for it,
    * not for the timeout of a channel nobody uses.
    */
   claim(): void;
+  /** The command ended without using the channel (it was refused): the unused channel's timeout runs again. */
+  release(): void;
   /** Resolves with the open connection; rejects after the timeout or on close(). */
   connect(): Promise<Socket>;
   /** Releases the listener or pending socket. Safe to call twice. */

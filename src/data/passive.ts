@@ -61,15 +61,11 @@ class PassiveChannel implements DataChannel {
   #waiter: ((socket: Socket | Error) => void) | undefined;
   #closed = false;
   /** A listener no transfer command claims within the data timeout is closed: ports are not hoarded. */
-  readonly #unclaimed: NodeJS.Timeout;
+  #unclaimed: NodeJS.Timeout | undefined;
 
   constructor(server: Server, readonly options: PassiveOptions) {
     this.#server = server;
-    this.#unclaimed = setTimeout(() => {
-      options.log.info({ event: 'passive-unclaimed' }, 'closed a passive listener no transfer used');
-      this.close();
-    }, options.timeoutMs);
-    this.#unclaimed.unref();
+    this.release();
     server.on('connection', (socket) => this.#onConnection(socket));
     server.on('error', (err) => options.log.warn({ err }, 'passive listener error'));
   }
@@ -93,6 +89,16 @@ class PassiveChannel implements DataChannel {
 
   claim(): void {
     clearTimeout(this.#unclaimed);
+    this.#unclaimed = undefined;
+  }
+
+  release(): void {
+    if (this.#unclaimed || this.#closed) return;
+    this.#unclaimed = setTimeout(() => {
+      this.options.log.info({ event: 'passive-unclaimed' }, 'closed a passive listener no transfer used');
+      this.close();
+    }, this.options.timeoutMs);
+    this.#unclaimed.unref();
   }
 
   connect(): Promise<Socket> {

@@ -476,8 +476,10 @@ export class Session {
     const running = this.transfer;
     this.#lastCode = undefined;
     // A rename is RNFR immediately followed by RNTO: any other command (a refused RNFR
-    // too) cancels it, and an RNTO ends it whatever its outcome (finally, below).
+    // too) cancels it, and an RNTO ends it whatever its outcome (finally, below). A login
+    // is USER immediately followed by PASS: AUTH TLS between them, or anything else, cancels it.
     if (verb !== 'RNTO') this.renameFrom = undefined;
+    if (verb !== 'PASS') this.pendingUser = undefined;
     try {
       if (!spec) {
         this.reply(Reply.SyntaxError, 'Unknown command.');
@@ -501,9 +503,13 @@ export class Session {
       const hidden = code === Reply.FileUnavailable && this.#hidesExistence(arg, spec?.listOptions);
       this.reply(code, hidden ? 'Requested action not taken.' : text);
     } finally {
+      // A transfer command refused before its transfer started leaves the channel unused again.
+      this.data?.release();
       if (verb === 'RNTO') this.renameFrom = undefined;
-      // ABOR and STAT may run inside a transfer; they leave a REST for the next transfer alone.
-      if (verb !== 'REST' && !(running && spec?.duringTransfer)) this.restOffset = 0;
+      // A REST holds for the next command only if it was accepted (350); ABOR and STAT may run
+      // inside a transfer, and leave a REST for the next transfer alone.
+      const restAccepted = verb === 'REST' && this.#lastCode === Reply.PendingFurtherInfo;
+      if (!restAccepted && !(running && spec?.duringTransfer)) this.restOffset = 0;
     }
     // A transfer command's outcome is its final reply, sent once the transfer ends.
     const transfer = this.transfer !== running ? this.transfer : undefined;
