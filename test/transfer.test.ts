@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import type { Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { Client } from 'basic-ftp';
@@ -196,14 +197,18 @@ for (const driver of await drivers()) {
       raw.close();
     });
 
-    for (const base of [Buffer.from('line0\n'), Buffer.alloc(6 * 1024 * 1024, 'b')]) {
-      test(`two APPEs to one file of ${base.length} bytes at once: the one that finishes second gets 451 instead of overwriting the first`, async () => {
-        const name = `appended-${base.length}.txt`;
+    for (const base of [undefined, Buffer.alloc(0), Buffer.from('line0\n'), Buffer.alloc(6 * 1024 * 1024, 'b')]) {
+      const what = base ? `a file of ${base.length} bytes` : 'a file not there yet';
+      test(`two APPEs to ${what} at once: the one that finishes second gets 451 instead of overwriting the first`, async () => {
+        const name = `appended-${base?.length ?? 'new'}.txt`;
         const first = await RawFtp.login(server.port, USER, PASSWORD);
-        let data = await first.passive();
-        await first.expect(`STOR ${name}`, 150);
-        data.end(base);
-        assert.equal((await first.read()).code, 226);
+        let data: Socket;
+        if (base) {
+          data = await first.passive();
+          await first.expect(`STOR ${name}`, 150);
+          data.end(base);
+          assert.equal((await first.read()).code, 226);
+        }
         // Both start from the same file (on S3, 6 MiB of it is kept by server-side copy); the second finishes first.
         const slow = await first.passive();
         await first.expect(`APPE ${name}`, 150);
@@ -218,7 +223,7 @@ for (const driver of await drivers()) {
         assert.equal((await first.read()).code, 451);
         data = await other.passive();
         await other.expect(`RETR ${name}`, 150);
-        assert.ok((await readAll(data)).equals(Buffer.concat([base, Buffer.from('from-B\n')])));
+        assert.ok((await readAll(data)).equals(Buffer.concat([base ?? Buffer.alloc(0), Buffer.from('from-B\n')])));
         assert.equal((await other.read()).code, 226);
         first.close();
         other.close();

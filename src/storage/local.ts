@@ -33,8 +33,8 @@ const PARTIAL_DIR = `${RESERVED_PREFIX}partial`;
  * sidecar in the same directory moves with a directory rename for free.
  */
 const META_DIR = `${RESERVED_PREFIX}meta`;
-/** What tells one version of a file from the next. */
-type Version = Pick<Stats, 'ino' | 'size' | 'mtimeMs'>;
+/** What an APPE or REST + STOR builds on: a version of the file (what tells one from the next), or no file. */
+type Base = Pick<Stats, 'ino' | 'size' | 'mtimeMs'> | 'absent';
 const DEFAULT_PAGE_SIZE = 1000;
 /** Bytes an upload gathers before it writes them (one writev); bytes a download reads at once. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
@@ -144,14 +144,15 @@ export class LocalStorage implements Storage {
     signal?.addEventListener('abort', onAbort, { once: true });
     let temp: string | undefined;
     let full: string | undefined;
-    /** The file whose prefix is kept: published over only if it is still that file, unchanged. */
-    let base: Version | undefined;
+    /** The file an append or resume builds on: published over only if it is still that, unchanged. */
+    let base: Base | undefined;
     const received = { bytes: 0 };
     try {
       if (signal?.aborted) throw abortError(signal);
       const target = await this.prepareWrite(path, options);
       full = target.full;
       const { offset } = target;
+      base = target.base;
       let handle: FileHandle;
       ({ temp, handle } = await this.tempFile(async (file) => {
         this.temps.add(file);
@@ -159,7 +160,6 @@ export class LocalStorage implements Storage {
         // Copied from the file as opened now, beneath the root, not from whatever the path names later.
         const source = await this.openAt(path, constants.O_RDONLY);
         try {
-          base = await source.stat();
           await copyFile(FD_PATHS ? fdPath(source) : target.full, file, constants.COPYFILE_FICLONE);
         } finally {
           await source.close();
@@ -429,7 +429,7 @@ export class LocalStorage implements Storage {
    * on the way, the parent itself included), and the target's lstat tells
    * the rest: ENOTDIR means the parent is a file.
    */
-  private async prepareWrite(path: StoragePath, options: WriteOptions): Promise<{ full: string; offset: number }> {
+  private async prepareWrite(path: StoragePath, options: WriteOptions): Promise<{ full: string; offset: number; base: Base | undefined }> {
     if (path === '') throw new StorageError('IsADirectory', 'the root is a directory');
     const root = await this.root();
     const parent = parentPath(path);
@@ -452,23 +452,27 @@ export class LocalStorage implements Storage {
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) {
       throw new StorageError('InvalidRange', `offset ${offset} is beyond the end of ${path} (${size} bytes)`);
     }
-    return { full, offset };
+    const keeps = options.append === true || offset > 0;
+    return { full, offset, base: !keeps ? undefined : found ? { ino: found.ino, size: found.size, mtimeMs: found.mtimeMs } : 'absent' };
   }
 
   /**
    * Moves a finished temp file into place, its sidecar first: inode and mtime
    * survive the rename, so the sidecar is valid the moment the file appears.
-   * With `base` (an append or resume), only over that same, unchanged file: a
-   * file replaced or written meanwhile fails the write instead of being lost.
+   * With `base` (an append or resume), only over that same, unchanged file (or
+   * none): a file made, replaced or written meanwhile fails the write instead
+   * of being lost.
    */
-  private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'metadata'>, signal?: AbortSignal, base?: Version): Promise<void> {
+  private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'metadata'>, signal?: AbortSignal, base?: Base): Promise<void> {
     const stats = await lstat(temp);
     // The target's directory is reached afresh: the transfer took long, and its path may have been renamed meanwhile.
     await this.atPath(path, async (full) => {
       const throwIfChanged = async (): Promise<void> => {
         if (!base) return;
-        const now = await lstat(full).catch(() => undefined);
-        if (!now || now.ino !== base.ino || now.size !== base.size || now.mtimeMs !== base.mtimeMs) {
+        // A link there is no file, as for prepareWrite: the rename replaces the link itself.
+        const now = await lstat(full).then((st) => (st.isSymbolicLink() ? undefined : st), () => undefined);
+        const same = base === 'absent' ? now === undefined : now !== undefined && now.ino === base.ino && now.size === base.size && now.mtimeMs === base.mtimeMs;
+        if (!same) {
           throw new StorageError('Unavailable', `${path} changed during the upload`);
         }
       };

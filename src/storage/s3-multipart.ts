@@ -41,11 +41,12 @@ export interface MultipartWriterOptions {
    */
   signal?: AbortSignal;
   /**
-   * The version of the object this write keeps a prefix of (APPE, REST + STOR):
-   * it is published only if the key still holds that version (If-Match), so a
-   * concurrent change fails the write instead of being overwritten and lost.
+   * The version of the object an APPE or REST + STOR builds on: its ETag
+   * (If-Match), or none there (If-None-Match: *). The object is published only
+   * if the key still holds that version, so a concurrent change (another
+   * append) fails the write instead of being overwritten and lost.
    */
-  ifMatch?: string;
+  base?: { IfMatch: string } | { IfNoneMatch: '*' };
   /** Told the upload id once the multipart upload exists, and when it is gone (completed or aborted). */
   onUpload?: (uploadId: string, open: boolean) => void;
   bucket: string;
@@ -193,7 +194,7 @@ export class MultipartWriter {
           Bucket: this.#o.bucket,
           Key: this.#o.key,
           Body: this.#takeBuffered(),
-          IfMatch: this.#o.ifMatch,
+          ...this.#o.base,
         }),
         { abortSignal: this.#cancel.signal },
       );
@@ -288,7 +289,7 @@ export class MultipartWriter {
     const uploadId = await this.#open();
     const parts: CompletedPart[] = numbers.map((n) => ({ PartNumber: n, ETag: this.#parts.get(n)?.etag }));
     const out = await this.#o.client.send(
-      new CompleteMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId, MultipartUpload: { Parts: parts }, IfMatch: this.#o.ifMatch }),
+      new CompleteMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId, MultipartUpload: { Parts: parts }, ...this.#o.base }),
     );
     this.#o.onUpload?.(uploadId, false);
     return out.ETag;

@@ -104,6 +104,8 @@ interface WriteJob {
   offset: number;
   /** ETag of the existing object the offset refers to. */
   etag: string | undefined;
+  /** What an APPE or REST + STOR builds on, to publish over only that (MultipartWriterOptions.base). */
+  base: MultipartWriterOptions['base'];
   body: Readable;
   /** Every stream the write owns; an abort destroys them all. */
   streams: Readable[];
@@ -297,11 +299,12 @@ export class S3Storage implements Storage {
     try {
       if (signal?.aborted) throw abortError(signal);
       const key = this.key(path);
-      const { offset, etag } = await this.prepareWrite(path, key, options);
+      const { offset, etag, keeps } = await this.prepareWrite(path, key, options);
       const job: WriteJob = {
         key,
         offset,
         etag,
+        base: !keeps ? undefined : etag !== undefined ? { IfMatch: etag } : { IfNoneMatch: '*' },
         body,
         streams,
         metadata: encodeMetadata(options.metadata),
@@ -627,7 +630,7 @@ export class S3Storage implements Storage {
     path: StoragePath,
     key: string,
     options: WriteOptions,
-  ): Promise<{ offset: number; etag: string | undefined }> {
+  ): Promise<{ offset: number; etag: string | undefined; keeps: boolean }> {
     if (path === '') throw new StorageError('IsADirectory', 'the root is a directory');
     // Small files are latency-bound: one round trip at most, none into a directory seen lately.
     // A plain STOR needs no HeadObject: only APPE and REST keep existing bytes.
@@ -640,7 +643,7 @@ export class S3Storage implements Storage {
     if (!Number.isSafeInteger(offset) || offset < 0 || offset > size) {
       throw new StorageError('InvalidRange', `offset ${offset} is beyond the end of ${path} (${size} bytes)`);
     }
-    return { offset, etag: head?.ETag };
+    return { offset, etag: head?.ETag, keeps };
   }
 
   /** The first n bytes of the object we looked at (IfMatch: a concurrent replacement fails the write instead of splicing two objects). */
@@ -662,7 +665,7 @@ export class S3Storage implements Storage {
    * SHA-256; a longer one has its hash recorded afterwards.
    */
   private async store(job: WriteJob): Promise<void> {
-    const writer = this.multipartWriter(job.key, { Metadata: job.metadata }, job.signal, job.offset > 0 ? job.etag : undefined);
+    const writer = this.multipartWriter(job.key, { Metadata: job.metadata }, job.signal, job.base);
     let received = 0;
     try {
       await this.keepPrefix(job, writer);
@@ -726,9 +729,9 @@ export class S3Storage implements Storage {
   }
 
   /** A writer whose part uploads go through the transfer client and whose open upload a sweep leaves alone. */
-  private multipartWriter(key: string, create: MultipartWriterOptions['create'], signal?: AbortSignal, ifMatch?: string): MultipartWriter {
+  private multipartWriter(key: string, create: MultipartWriterOptions['create'], signal?: AbortSignal, base?: MultipartWriterOptions['base']): MultipartWriter {
     return new MultipartWriter({
-      ifMatch,
+      base,
       client: this.client,
       transferClient: this.transfer,
       bucket: this.bucket,
