@@ -4,6 +4,7 @@ import { startTransfer } from '../session/transfer.js';
 import { encodeLegacy } from '../encoding.js';
 import { formatFacts, formatListLine, splitGlob, unlistable } from '../listing.js';
 import { Reply } from '../replies.js';
+import type { Permission } from '../auth/permissions.js';
 import type { ResolvedPath, Session } from '../session/session.js';
 import { joinPath, StorageError, type FileInfo } from '../storage/types.js';
 import { dataReady } from './transfer.js';
@@ -40,8 +41,8 @@ export async function mlsd(s: Session, arg: string): Promise<void> {
     s,
     arg,
     (info, dir) => {
-      const ftp = dir.ftp === '/' ? `/${info.name}` : `${dir.ftp}/${info.name}`;
-      return `${formatFacts(info, joinPath(dir.storage, info.name), s.mlstFacts, (p) => s.may(p, ftp))} ${info.name}`;
+      const entry = { ftp: dir.ftp === '/' ? `/${info.name}` : `${dir.ftp}/${info.name}`, storage: joinPath(dir.storage, info.name) };
+      return `${formatFacts(info, entry.storage, s.mlstFacts, mayAt(s, entry, info))} ${info.name}`;
     },
     { dirOnly: true },
   );
@@ -52,9 +53,24 @@ export async function mlst(s: Session, arg: string): Promise<void> {
   const info = await s.storage.stat(target.storage, s.signal);
   s.reply(Reply.FileActionOkay, [
     `Listing ${target.ftp}`,
-    `${formatFacts(info, target.storage, s.mlstFacts, (p) => s.may(p, target.ftp))} ${target.ftp}`,
+    `${formatFacts(info, target.storage, s.mlstFacts, mayAt(s, target, info))} ${target.ftp}`,
     'End',
   ]);
+}
+
+/**
+ * What the user may do at an entry, for the perm fact: what the command would
+ * allow, not just the rule. A STOR onto an existing file replaces it (delete
+ * too) unless a drop box stores beside it; mount points and the directories
+ * above them are never removed or renamed.
+ */
+function mayAt(s: Session, entry: ResolvedPath, info: FileInfo): (permission: Permission) => boolean {
+  const fixed = info.isDirectory && s.isFixed(entry.storage);
+  return (permission) => {
+    if (fixed && (permission === 'rename' || permission === 'rmdir')) return false;
+    if (!info.isDirectory && permission === 'write' && !s.mayReplace(entry.ftp) && s.user?.dropBoxOnExisting !== 'rename') return false;
+    return s.may(permission, entry.ftp);
+  };
 }
 
 /**

@@ -331,7 +331,7 @@ const MAX_NUMBERED_NAMES = 100;
  * would tell the name exists.
  */
 async function storeTarget(s: Session, target: ResolvedPath): Promise<ResolvedPath> {
-  if (s.user?.dropBoxOnExisting !== 'rename' || s.mayReplace(target)) {
+  if (s.user?.dropBoxOnExisting !== 'rename' || s.mayReplace(target.ftp)) {
     await s.authorizeOverwrite(target);
     return target;
   }

@@ -169,6 +169,11 @@ export class Session {
     return this.#view?.locate(path) ?? { key: path };
   }
 
+  /** Whether a path of this user's is fixed: the root, a mount point or a directory above one. */
+  isFixed(path: StoragePath): boolean {
+    return this.#view?.isFixed(path) ?? path === '';
+  }
+
   get closed(): boolean {
     return this.#closed;
   }
@@ -363,15 +368,14 @@ export class Session {
    * file; that race is accepted.)
    */
   async authorizeOverwrite(target: ResolvedPath): Promise<void> {
-    if (!this.mayReplace(target)) {
+    if (!this.mayReplace(target.ftp)) {
       if (await this.exists(target)) this.authorize('delete', target);
     }
   }
 
-  /** Whether this user may replace a file at target (delete permission there). */
-  mayReplace(target: ResolvedPath): boolean {
-    const rules = this.user?.permissions;
-    return !rules || isAllowed(rules, target.ftp, 'delete');
+  /** Whether this user may replace a file at this FTP path (delete permission there). */
+  mayReplace(ftpPath: string): boolean {
+    return this.may('delete', ftpPath);
   }
 
   /** Whether something is stored at target. */

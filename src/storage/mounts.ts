@@ -82,6 +82,11 @@ export class MountedStorage implements Storage {
     };
   }
 
+  /** A mount point, or a directory above one (the root included): it cannot be removed or renamed. */
+  isFixed(path: StoragePath): boolean {
+    return this.#fixed.has(path);
+  }
+
   /** Where a user path is stored; undefined when no mount holds it. */
   locate(path: StoragePath): Location | undefined {
     const r = this.#resolve(path);
