@@ -117,3 +117,32 @@ test('SIGTERM while a resume copies its kept prefix and a rename copies a big ob
   }
   await assert.rejects(env.client.send(new HeadObjectCommand({ Bucket: env.bucket, Key: `${prefix}/moved.bin` })), { name: 'NotFound' });
 });
+
+test('SIGTERM while a resume copies its kept prefix, with grace to spare: the copy ends, the transfer runs on and completes (226, then 421)', { skip: s3 ? false : 'no MinIO', timeout: 90_000 }, async () => {
+  const env = s3!;
+  const prefix = `shutdown-grace-${Date.now()}`;
+  const size = 160 * MiB;
+  await env.client.send(new PutObjectCommand({ Bucket: env.bucket, Key: `${prefix}/resumed.bin`, Body: Buffer.alloc(size, 7) }));
+  const server = await startServerProcess(
+    childEnv({ ...s3Settings(env, prefix), FTP_PORT: '0', FTP_USER: 'alice', FTP_PASSWORD: 'shutdown-test-pw', FTP_SHUTDOWN_GRACE: '30' }),
+  );
+  const resume = await RawFtp.login(server.port, 'alice', 'shutdown-test-pw');
+  await resume.expect('TYPE I', 200);
+  const data = await resume.passive();
+  await resume.expect(`REST ${size - MiB}`, 350);
+  resume.socket.write('STOR resumed.bin\r\n');
+  await new Promise((r) => setTimeout(r, 150));
+  const exited = once(server.child, 'exit') as Promise<[number | null, string | null]>;
+  server.child.kill('SIGTERM');
+  // Got: 150 then 426: the command finished within the grace, and the transfer it started was aborted at once.
+  assert.equal((await resume.read(30_000)).code, 150);
+  data.end(Buffer.alloc(MiB, 9));
+  assert.equal((await resume.read(30_000)).code, 226);
+  assert.equal((await resume.read(30_000)).code, 421);
+  const [code] = await exited;
+  assert.equal(code, 0);
+  resume.close();
+  const head = await env.client.send(new HeadObjectCommand({ Bucket: env.bucket, Key: `${prefix}/resumed.bin` }));
+  assert.equal(head.ContentLength, size);
+  assert.deepEqual(await listMultipartUploads(env, prefix), []);
+});

@@ -448,11 +448,13 @@ export class Session {
    */
   async shutdown(graceMs: number): Promise<void> {
     const busy = () => this.transfer?.done ?? this.#running;
-    const work = busy();
-    if (work) {
+    // Within the grace, a command that ends by starting its transfer lets that transfer run on.
+    const deadline = performance.now() + graceMs;
+    for (let work = busy(); work && performance.now() < deadline; work = busy()) {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([work, new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      const finished = await Promise.race([work.then(() => true), new Promise<false>((r) => (timer = setTimeout(r, deadline - performance.now(), false)))]);
       clearTimeout(timer);
+      if (!finished) break;
     }
     // A transfer's 426 comes before the 421; closing aborts the session's signal, which stops a command at work.
     const transfer = this.transfer;
