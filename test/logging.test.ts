@@ -21,6 +21,8 @@ test('one JSON line per session, command and transfer, and never a password', as
     await bad.expect(' PASS leading-space-secret', 500);
     await bad.expect('PASS\ttab-secret', 500);
     await bad.expect('PASSWORD typo-secret', 500);
+    // PASS must follow USER at once (anything between cancels the login).
+    await bad.expect('USER mallory', 331);
     await bad.expect('pass lower-case-secret', 530);
     // A password typed on a line of its own, or glued to PASS, is an unknown verb: not logged either.
     await bad.expect('USER mallory', 331);
