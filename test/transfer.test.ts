@@ -231,6 +231,35 @@ for (const driver of await drivers()) {
       });
     }
 
+    test('twelve APPEs to one file finishing at once, five times: every append acknowledged with 226 is in the file', async () => {
+      const name = 'appended-by-many.txt';
+      const sessions = await Promise.all(Array.from({ length: 12 }, () => RawFtp.login(server.port, USER, PASSWORD)));
+      for (let round = 0; round < 5; round++) {
+        let data = await sessions[0]!.passive();
+        await sessions[0]!.expect(`STOR ${name}`, 150);
+        data.end('BASE\n');
+        assert.equal((await sessions[0]!.read()).code, 226);
+        const sockets: Socket[] = [];
+        for (const ftp of sessions) {
+          sockets.push(await ftp.passive());
+          await ftp.expect(`APPE ${name}`, 150);
+        }
+        sockets.forEach((socket, i) => socket.end(String.fromCharCode(65 + i).repeat(1000)));
+        const codes = await Promise.all(sessions.map(async (ftp) => (await ftp.read(10_000)).code));
+        data = await sessions[0]!.passive();
+        await sessions[0]!.expect(`RETR ${name}`, 150);
+        const content = (await readAll(data)).toString();
+        assert.equal((await sessions[0]!.read()).code, 226);
+        const acknowledged = codes.flatMap((code, i) => (code === 226 ? [String.fromCharCode(65 + i)] : []));
+        // Got, on the local driver: several 226s and one block in the file (6 rounds of 10 with 12 clients).
+        assert.equal(content.length, 5 + 1000 * acknowledged.length, `round ${round}: 226 for ${acknowledged.join('')}, ${content.length} bytes`);
+        for (const letter of acknowledged) assert.ok(content.includes(letter.repeat(1000)), `round ${round}: ${letter}'s append is lost`);
+        assert.ok(codes.every((code) => code === 226 || code === 451), codes.join(' '));
+      }
+      for (const ftp of sessions) ftp.close();
+      await noDanglingUploads(driver, server);
+    });
+
     test('STAT during a transfer reports progress; ABOR stops it with 426 then 226', async () => {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       const original = Buffer.from('the previous content');

@@ -75,6 +75,8 @@ export class LocalStorage implements Storage {
   private readonly temps = new Set<string>();
   /** The temp directory, once made and checked (see tempFile). */
   private partialDir: Promise<string> | undefined;
+  /** The last install queued for each path (see install). */
+  readonly #installs = new Map<StoragePath, Promise<void>>();
 
   constructor(
     private readonly config: LocalStorageConfig,
@@ -465,27 +467,40 @@ export class LocalStorage implements Storage {
    */
   private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'metadata'>, signal?: AbortSignal, base?: Base): Promise<void> {
     const stats = await lstat(temp);
-    // The target's directory is reached afresh: the transfer took long, and its path may have been renamed meanwhile.
-    await this.atPath(path, async (full) => {
-      const throwIfChanged = async (): Promise<void> => {
-        if (!base) return;
-        // A link there is no file, as for prepareWrite: the rename replaces the link itself.
-        const now = await lstat(full).then((st) => (st.isSymbolicLink() ? undefined : st), () => undefined);
-        const same = base === 'absent' ? now === undefined : now !== undefined && now.ino === base.ino && now.size === base.size && now.mtimeMs === base.mtimeMs;
-        if (!same) {
-          throw new StorageError('Unavailable', `${path} changed during the upload`);
+    // One install per path at a time in this process, so the check below and the rename are one step
+    // for every writer here (another process writing DATA_DIR is not covered).
+    await this.#onePerPath(path, () =>
+      // The target's directory is reached afresh: the transfer took long, and its path may have been renamed meanwhile.
+      this.atPath(path, async (full) => {
+        if (base) {
+          // A link there is no file, as for prepareWrite: the rename replaces the link itself.
+          const now = await lstat(full).then((st) => (st.isSymbolicLink() ? undefined : st), () => undefined);
+          const same = base === 'absent' ? now === undefined : now !== undefined && now.ino === base.ino && now.size === base.size && now.mtimeMs === base.mtimeMs;
+          if (!same) throw new StorageError('Unavailable', `${path} changed during the upload`);
         }
-      };
-      await throwIfChanged();
-      await writeSidecar(full, { ...record, size: stats.size, mtimeMs: stats.mtimeMs, ino: stats.ino }).catch(() => undefined);
-      // The last moment a write can be taken back: an aborted session publishes nothing. Right
-      // after a file system callback, one loop turn first reads what else had arrived (a close, an ABOR).
-      await nextTurn();
-      throwIfAborted(signal);
-      // Again, as near the rename as it gets: a rename landing between the two is the residual race.
-      await throwIfChanged();
-      await rename(temp, full);
-    });
+        await writeSidecar(full, { ...record, size: stats.size, mtimeMs: stats.mtimeMs, ino: stats.ino }).catch(() => undefined);
+        // The last moment a write can be taken back: an aborted session publishes nothing. Right
+        // after a file system callback, one loop turn first reads what else had arrived (a close, an ABOR).
+        await nextTurn();
+        throwIfAborted(signal);
+        await rename(temp, full);
+      }),
+    );
+  }
+
+  /** Runs `fn` once every earlier call for the same path has settled. */
+  async #onePerPath<T>(path: StoragePath, fn: () => Promise<T>): Promise<T> {
+    const run = (this.#installs.get(path) ?? Promise.resolve()).then(fn);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#installs.set(path, settled);
+    try {
+      return await run;
+    } finally {
+      if (this.#installs.get(path) === settled) this.#installs.delete(path);
+    }
   }
 
   /**
