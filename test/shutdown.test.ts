@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { once } from 'node:events';
 import { connect } from 'node:net';
 import { test } from 'node:test';
@@ -145,4 +149,28 @@ test('SIGTERM while a resume copies its kept prefix, with grace to spare: the co
   const head = await env.client.send(new HeadObjectCommand({ Bucket: env.bucket, Key: `${prefix}/resumed.bin` }));
   assert.equal(head.ContentLength, size);
   assert.deepEqual(await listMultipartUploads(env, prefix), []);
+});
+
+test('SIGTERM with logins waiting on slow scrypt checks exits without waiting for them (grace 0)', { timeout: 60_000 }, async () => {
+  // A hash that takes seconds to check (p = 48), as an administrator's choice could; its bytes need not match anything.
+  const slow = `scrypt$16384$8$48$${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}`;
+  const dir = mkdtempSync(join(tmpdir(), 's3ftp-shutdown-'));
+  const users = join(dir, 'users.json');
+  writeFileSync(users, JSON.stringify({ users: [{ name: 'slow', password: slow, home: '' }] }));
+  const server = await startServerProcess(
+    childEnv({ FTP_PORT: '0', DATA_DIR: join(dir, 'data'), FTP_USERS_FILE: users, FTP_SHUTDOWN_GRACE: '0', FTP_LOGIN_DELAY_MS: '0' }),
+  );
+  const clients = await Promise.all(Array.from({ length: 12 }, () => RawFtp.connect(server.port)));
+  for (const ftp of clients) ftp.socket.write('USER slow\r\nPASS wrong\r\n');
+  await new Promise((r) => setTimeout(r, 300));
+  const exited = once(server.child, 'exit') as Promise<[number | null, string | null]>;
+  const started = performance.now();
+  server.child.kill('SIGTERM');
+  const [code] = await exited;
+  const seconds = (performance.now() - started) / 1000;
+  for (const ftp of clients) ftp.close();
+  assert.equal(code, 0);
+  // Got: 9–26 s, the checks run four at a time on the thread pool and the shutdown waited for each.
+  assert.ok(seconds < 6, `exit took ${seconds.toFixed(1)} s`);
+  rmSync(dir, { recursive: true, force: true });
 });

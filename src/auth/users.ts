@@ -51,12 +51,45 @@ const KEY_LENGTH = 32;
 export const MAX_USER_BYTES = 128;
 export const MAX_PASSWORD_BYTES = 1024;
 
-function scryptAsync(password: string, salt: Buffer, keylen: number, options: ScryptOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) =>
-    scrypt(password, salt, keylen, { ...options, maxmem: 256 * options.N! * options.r! }, (err, key) =>
-      err ? reject(err) : resolve(key),
-    ),
-  );
+/**
+ * Password checks (scrypt) run on libuv's thread pool, where a check cannot be
+ * cancelled and the process waits at exit for every one queued. At most this
+ * many run at once, the rest wait here: a flood of logins leaves the pool's
+ * other threads to file I/O, and a shutdown waits for these alone.
+ */
+const SCRYPT_AT_ONCE = 2;
+let scrypting = 0;
+const scryptQueue: Array<() => void> = [];
+
+async function scryptAsync(password: string, salt: Buffer, keylen: number, options: ScryptOptions, signal?: AbortSignal): Promise<Buffer> {
+  if (scrypting >= SCRYPT_AT_ONCE) {
+    await new Promise<void>((resolve, reject) => {
+      const turn = (): void => {
+        signal?.removeEventListener('abort', leave);
+        resolve();
+      };
+      const leave = (): void => {
+        const at = scryptQueue.indexOf(turn);
+        if (at >= 0) scryptQueue.splice(at, 1);
+        reject(signal!.reason);
+      };
+      signal?.throwIfAborted();
+      signal?.addEventListener('abort', leave, { once: true });
+      scryptQueue.push(turn);
+    });
+  } else {
+    scrypting++;
+  }
+  try {
+    return await new Promise<Buffer>((resolve, reject) =>
+      scrypt(password, salt, keylen, { ...options, maxmem: 256 * options.N! * options.r! }, (err, key) => (err ? reject(err) : resolve(key))),
+    );
+  } finally {
+    // The slot passes to the next in line, or is given back.
+    const next = scryptQueue.shift();
+    if (next) next();
+    else scrypting--;
+  }
 }
 
 /** Hashes a password into the `scrypt$N$r$p$salt$hash` form the users file takes. */
@@ -89,18 +122,15 @@ export function parsePasswordHash(text: string): PasswordSecret {
 }
 
 /** Compares in constant time; false for any mismatch. */
-export async function verifyPassword(secret: PasswordSecret, password: string): Promise<boolean> {
+/** Whether the password matches; `signal` gives up a check still waiting for its turn (it rejects then). */
+export async function verifyPassword(secret: PasswordSecret, password: string, signal?: AbortSignal): Promise<boolean> {
   if (secret.kind === 'plain') {
     // Digests of equal length, so neither an early exit nor the comparison's time depends on the password's length.
     const a = createHash('sha256').update(secret.value).digest();
     const b = createHash('sha256').update(password).digest();
     return timingSafeEqual(a, b);
   }
-  const candidate = await scryptAsync(password, secret.salt, secret.hash.length, {
-    N: secret.N,
-    r: secret.r,
-    p: secret.p,
-  });
+  const candidate = await scryptAsync(password, secret.salt, secret.hash.length, { N: secret.N, r: secret.r, p: secret.p }, signal);
   return timingSafeEqual(candidate, secret.hash);
 }
 

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { verifyPassword, type PasswordSecret, type User } from '../auth/users.js';
 import { isAllowed } from '../auth/permissions.js';
@@ -65,8 +66,14 @@ export async function pass(s: Session, arg: string): Promise<void> {
     // An unknown name costs as much as a known one, so timing does not reveal which names exist;
     // a plain password (FTP_USER) beside scrypt hashes costs the decoy's scrypt as well.
     const fake = decoy(s.server.users);
-    const checked = await verifyPassword(local?.password ?? fake, arg);
-    if (local?.password.kind === 'plain' && fake.kind === 'scrypt') await verifyPassword(fake, arg);
+    const check = async (): Promise<boolean> => {
+      const checked = await verifyPassword(local?.password ?? fake, arg, s.signal);
+      if (local?.password.kind === 'plain' && fake.kind === 'scrypt') await verifyPassword(fake, arg, s.signal);
+      return checked;
+    };
+    // A check under way cannot be stopped; a session that ends meanwhile (a shutdown) does not wait for it.
+    const checked = await Promise.race([check().catch(() => false), once(s.signal, 'abort').then(() => false)]);
+    if (s.closed) return;
     account = checked ? local : undefined;
   } else if (!s.server.guard.isLockedOut(s.clientAddress)) {
     // Only names not defined locally reach the provider: it can add users, never take over a local one.
@@ -99,7 +106,9 @@ export async function pass(s: Session, arg: string): Promise<void> {
     const { recent, lockedOut } = s.server.guard.loginFailed(s.clientAddress);
     if (lockedOut) s.log.warn({ event: 'lockout', failures: recent });
     // The delay grows with the address's recent failures, not just this connection's.
-    await sleep(Math.min(s.server.config.limits.failedLoginDelayMs * recent, MAX_FAILED_LOGIN_DELAY_MS));
+    // A session that ends meanwhile (the client left, or a shutdown) stops waiting.
+    await sleep(Math.min(s.server.config.limits.failedLoginDelayMs * recent, MAX_FAILED_LOGIN_DELAY_MS), undefined, { signal: s.signal }).catch(() => undefined);
+    if (s.closed) return;
     if (s.server.guard.isLockedOut(s.clientAddress)) {
       s.close(Reply.ServiceNotAvailable, 'Too many failed logins; try later.');
     } else if (s.failedLogins >= MAX_LOGIN_FAILURES) {
