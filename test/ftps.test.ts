@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { connect as connectTcp } from 'node:net';
 import { join } from 'node:path';
@@ -184,6 +185,29 @@ for (const driver of await drivers()) {
       assert.doesNotMatch(reply.text, /error:|routines|wrong version|\.c:|\//, reply.text);
       await ftp.expect('NOOP', 200);
       ftp.close();
+    });
+
+    test('a data handshake ends at once when the client hangs up or sends ABOR, not at the data timeout', async () => {
+      // The data connection opens and says nothing (no ClientHello); the data timeout is 15 s.
+      for (const how of ['ABOR', 'FIN'] as const) {
+        const { ftp, port } = await protectedListing(server.port);
+        const data = connectTcp(port, '127.0.0.1');
+        data.on('error', () => {});
+        await once(data, 'connect');
+        await new Promise((r) => setTimeout(r, 200));
+        if (how === 'FIN') {
+          data.end();
+          // Got: 522 after the whole data timeout.
+          assert.equal((await ftp.read(3000)).code, 522, how);
+        } else {
+          ftp.socket.write('ABOR\r\n');
+          // Got: 522 after the whole data timeout, then 226.
+          assert.deepEqual([(await ftp.read(3000)).code, (await ftp.read(3000)).code], [426, 226], how);
+        }
+        data.destroy();
+        await ftp.expect('NOOP', 200);
+        ftp.close();
+      }
     });
 
     test('a data connection cannot resume a TLS session of another control connection', async () => {

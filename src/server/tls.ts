@@ -201,15 +201,20 @@ export function acceptTls(socket: Socket, context: SecureContext | TlsSessionCon
   return new Promise((resolve, reject) => {
     const secure = secureSocket(socket, context);
     const timer = setTimeout(() => fail(new TlsError('TLS_HANDSHAKE_TIMEOUT', 'TLS handshake timed out')), timeoutMs);
+    // A peer that hangs up, or a socket we close (ABOR, shutdown), ends the handshake at once, not at the timeout.
+    const gone = () => fail(new TlsError('TLS_HANDSHAKE_FAILED', 'the connection closed during the TLS handshake'));
     const fail = (err: Error) => {
       clearTimeout(timer);
+      secure.off('end', gone).off('close', gone);
       secure.destroy();
       reject(err instanceof TlsError ? err : new TlsError('TLS_HANDSHAKE_FAILED', 'TLS handshake failed', { cause: err }));
     };
     secure.once('error', fail);
+    secure.once('end', gone);
+    secure.once('close', gone);
     secure.once('secure', () => {
       clearTimeout(timer);
-      secure.off('error', fail);
+      secure.off('error', fail).off('end', gone).off('close', gone);
       resolve(secure);
     });
   });

@@ -143,6 +143,8 @@ async function run(
           requireReuse: s.server.config.ftps?.requireSessionReuse ?? true,
         });
       } catch (err) {
+        // An ABOR (or a shutdown) during the handshake is an aborted transfer (426), not a refusal.
+        if (controller.signal.aborted) throw err;
         s.log.warn({ event: 'data-tls-refused', reason: (err as Error).message });
         result = { outcome: 'failed', error: err, code: Reply.TlsFailed, text: tlsRefusalText(err) };
         throw err;
