@@ -121,8 +121,10 @@ export function parsePasswordHash(text: string): PasswordSecret {
   };
 }
 
-/** Compares in constant time; false for any mismatch. */
-/** Whether the password matches; `signal` gives up a check still waiting for its turn (it rejects then). */
+/**
+ * Whether the password matches, compared in constant time. `signal` gives up a
+ * check still waiting for its turn (it rejects then).
+ */
 export async function verifyPassword(secret: PasswordSecret, password: string, signal?: AbortSignal): Promise<boolean> {
   if (secret.kind === 'plain') {
     // Digests of equal length, so neither an early exit nor the comparison's time depends on the password's length.

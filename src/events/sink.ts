@@ -25,9 +25,9 @@ export interface EventSinkOptions {
  * is logged in full at the moment it happens, so the log is the record to
  * replay from. Retries use exponential backoff with full jitter, so a
  * receiver coming back is not hit by every instance at once; 408, 429, 5xx,
- * timeouts and network errors are retried, other answers (redirects too) are final. Each
- * attempt is signed afresh, so its timestamp stays within the receiver's
- * replay window however late it is.
+ * timeouts and network errors are retried, other answers (redirects too) are
+ * final. Each attempt is signed afresh, so its timestamp stays within the
+ * receiver's replay window however late it is.
  */
 export class EventSink {
   readonly #config: EventsConfig;
