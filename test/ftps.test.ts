@@ -71,6 +71,47 @@ async function rawTls(port: number): Promise<{ ftp: RawFtp; tls: TLSSocket }> {
   return { ftp: RawFtp.over(tls), tls };
 }
 
+/** Logged in over TLS with PROT P; session() is the TLS session a data connection must resume. */
+async function protectedSession(controlPort: number): Promise<{ ftp: RawFtp; session: () => Buffer | undefined }> {
+  const { ftp, tls } = await rawTls(controlPort);
+  let ticket: Buffer | undefined;
+  tls.on('session', (session: Buffer) => (ticket = session));
+  await ftp.expect(`USER ${USER}`, 331);
+  await ftp.expect(`PASS ${PASSWORD}`, 230);
+  await ftp.expect('PBSZ 0', 200);
+  await ftp.expect('PROT P', 200);
+  return { ftp, session: () => ticket ?? tls.getSession() };
+}
+
+/**
+ * STOR over a protected data connection whose client ends it with its
+ * close_notify and a FIN, or with a bare TCP FIN below TLS, as someone on
+ * the path who cuts the upload short would send. Returns the final reply's code.
+ */
+async function protectedStore(
+  ftp: RawFtp,
+  session: () => Buffer | undefined,
+  name: string,
+  body: Buffer,
+  end: 'close_notify' | 'bare FIN',
+): Promise<number> {
+  const epsv = await ftp.expect('EPSV', 229);
+  const raw = connectTcp(Number(/\|\|\|(\d+)\|/.exec(epsv.text)![1]), '127.0.0.1');
+  raw.on('error', () => {});
+  await once(raw, 'connect');
+  await ftp.expect(`STOR ${name}`, 150);
+  const data = connectTls({ socket: raw, session: session(), ...insecure });
+  data.on('error', () => {});
+  data.resume();
+  await once(data, 'secureConnect');
+  await new Promise((resolve) => data.write(body, resolve));
+  if (end === 'close_notify') data.end();
+  else raw.end();
+  const reply = await ftp.read();
+  data.destroy();
+  return reply.code;
+}
+
 /** What test/clients/ftplib_tls.py reports for a session whose every step worked, 3 rounds of 5 data connections. */
 const ftplibExpected = {
   connect: '220',
@@ -235,6 +276,32 @@ for (const driver of await drivers()) {
       data.destroy();
       attacker.close();
       victim.close();
+    });
+
+    test('a protected upload cut short by a TCP FIN without close_notify is not published (TLS truncation)', async () => {
+      const { ftp, session } = await protectedSession(server.port);
+      const good = randomBytes(3 << 20);
+      assert.equal(await protectedStore(ftp, session, 'truncated.bin', good, 'close_notify'), 226);
+      // Got: 226, and the first MiB replaced the file: Node's TLS reports a bare FIN as it reports close_notify.
+      assert.equal(await protectedStore(ftp, session, 'truncated.bin', randomBytes(1 << 20), 'bare FIN'), 426);
+      assert.equal(await protectedStore(ftp, session, 'new-truncated.bin', randomBytes(1 << 20), 'bare FIN'), 426);
+      await ftp.expect('SIZE truncated.bin', 213).then((r) => assert.equal(r.text, String(good.length)));
+      await ftp.expect('SIZE new-truncated.bin', 550);
+      ftp.close();
+      const client = await basicFtps(server.port, true);
+      const chunks: Buffer[] = [];
+      await client.downloadTo(
+        new Writable({
+          write(c: Buffer, _e, done) {
+            chunks.push(c);
+            done();
+          },
+        }),
+        'truncated.bin',
+      );
+      assert.deepEqual(Buffer.concat(chunks), good);
+      await client.remove('truncated.bin');
+      client.close();
     });
 
     test('basic-ftp: explicit FTPS with protected data', async () => {

@@ -115,6 +115,8 @@ export interface FtpsConfig {
   requireProtP: boolean;
   /** A data connection's TLS session must resume the control connection's (vsftpd's require_ssl_reuse). */
   requireSessionReuse: boolean;
+  /** A protected upload must end with the client's TLS close_notify, not a bare FIN (vsftpd's strict_ssl_read_eof). */
+  requireCloseNotify: boolean;
   /** OpenSSL cipher list, TLS 1.3 suites included, in the server's order of preference; default DEFAULT_CIPHERS. */
   ciphers?: string;
   /** Oldest TLS version accepted; default TLSv1.2. */
@@ -209,6 +211,7 @@ function loadFtps(env: Env): FtpsConfig | undefined {
     requireTlsLogin: bool(env, 'FTPS_REQUIRE_TLS', true),
     requireProtP: bool(env, 'FTPS_REQUIRE_PROT_P', true),
     requireSessionReuse: bool(env, 'FTPS_REQUIRE_SESSION_REUSE', true),
+    requireCloseNotify: bool(env, 'FTPS_REQUIRE_CLOSE_NOTIFY', true),
     ...tlsPolicy(env),
   };
 }

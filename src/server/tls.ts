@@ -1,5 +1,6 @@
 import { constants } from 'node:crypto';
 import type { Socket } from 'node:net';
+import { Duplex } from 'node:stream';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { createSecureContext, TLSSocket, type SecureContext } from 'node:tls';
 import type { FtpsConfig } from '../config/index.js';
@@ -127,12 +128,83 @@ const CLOSE_NOTIFY_WAIT_MS = 1000;
  * So end() here waits until the TLS layer holds no encrypted output.
  */
 class ServerTlsSocket extends TLSSocket {
+  /** Set when the TLS socket reads through a TcpReader: what ended its stream. */
+  readonly #reader: TcpReader | undefined;
+  #eof: 'close_notify' | 'tcp' | undefined;
+
+  constructor(socket: Socket | TcpReader, options: ConstructorParameters<typeof TLSSocket>[1]) {
+    super(socket as Socket, options);
+    this.#reader = socket instanceof TcpReader ? socket : undefined;
+  }
+
+  /** True once the peer's close_notify ended the stream; known only for a socket made with watchEnd. */
+  get closeNotified(): boolean {
+    return this.#eof === 'close_notify';
+  }
+
+  override push(chunk: unknown, encoding?: BufferEncoding): boolean {
+    // The TLS layer ends the stream on close_notify, or on the TCP end it reads from the reader.
+    if (chunk === null && this.#reader && this.#eof === undefined) this.#eof = this.#reader.tcpEndPassed ? 'tcp' : 'close_notify';
+    return super.push(chunk, encoding);
+  }
+
   override _final(callback: (error?: Error | null) => void): void {
     encryptedOutputFlushed(this).then(
       () => super._final(callback),
       () => super._final(callback),
     );
   }
+}
+
+/**
+ * A TCP socket read through JavaScript, for the TLS socket laid over it.
+ * Node's TLS over a TCP socket reads the TCP end itself and reports it as it
+ * reports a close_notify; through this reader it reads the end only after
+ * every byte before it, so a close_notify that came first has ended the TLS
+ * stream already (ServerTlsSocket.closeNotified). It costs a JavaScript hop
+ * per chunk, so only uploads use it.
+ */
+class TcpReader extends Duplex {
+  /** Set just before the TLS socket is handed the TCP end (this listener is registered before its). */
+  tcpEndPassed = false;
+
+  constructor(readonly tcp: Socket) {
+    super({ allowHalfOpen: true });
+    tcp.on('data', (chunk: Buffer) => {
+      if (!this.push(chunk)) tcp.pause();
+    });
+    tcp.on('end', () => this.push(null));
+    tcp.on('error', (err) => this.destroy(err));
+    tcp.on('close', () => this.destroy());
+    this.once('end', () => (this.tcpEndPassed = true));
+  }
+
+  override _read(): void {
+    this.tcp.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.tcp.write(chunk, callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.tcp.end(callback);
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.tcp.destroy();
+    callback(error);
+  }
+}
+
+/**
+ * True when the client ended a data connection's TLS stream with its
+ * close_notify (RFC 5246 §7.2.1), not with a bare TCP FIN that anyone on the
+ * path could have sent (a truncation attack). Known only for a socket
+ * accepted with watchEnd; false for any other.
+ */
+export function closeNotified(socket: Socket): boolean {
+  return socket instanceof ServerTlsSocket && socket.closeNotified;
 }
 
 /** Resolves once the socket's TLS layer has no encrypted bytes waiting or in flight, or after CLOSE_NOTIFY_WAIT_MS. */
@@ -151,9 +223,9 @@ async function encryptedOutputFlushed(socket: TLSSocket): Promise<void> {
  * Every server-side TLS socket, control (AUTH TLS, implicit) and data, is made
  * here, and its end() sends close_notify before the FIN (see ServerTlsSocket).
  */
-export function secureSocket(socket: Socket, context: SecureContext | TlsSessionContext): TLSSocket {
+export function secureSocket(socket: Socket, context: SecureContext | TlsSessionContext, options: { watchEnd?: boolean } = {}): TLSSocket {
   const secureContext = context instanceof TlsSessionContext ? context.context : context;
-  const secure = new ServerTlsSocket(socket, { isServer: true, secureContext });
+  const secure = new ServerTlsSocket(options.watchEnd ? new TcpReader(socket) : socket, { isServer: true, secureContext });
   // Node's guard: a renegotiation that gets past OpenSSL emits 'error'.
   secure.disableRenegotiation();
   if (context instanceof TlsSessionContext) sessionOf.set(secure, context);
@@ -197,9 +269,14 @@ export function tlsRefusalText(err: unknown): string {
  * Wraps an accepted or connected socket as the TLS server side (secureSocket)
  * and resolves once the handshake is done; rejects with a TlsError.
  */
-export function acceptTls(socket: Socket, context: SecureContext | TlsSessionContext, timeoutMs: number): Promise<TLSSocket> {
+export function acceptTls(
+  socket: Socket,
+  context: SecureContext | TlsSessionContext,
+  timeoutMs: number,
+  options: { watchEnd?: boolean } = {},
+): Promise<TLSSocket> {
   return new Promise((resolve, reject) => {
-    const secure = secureSocket(socket, context);
+    const secure = secureSocket(socket, context, options);
     const timer = setTimeout(() => fail(new TlsError('TLS_HANDSHAKE_TIMEOUT', 'TLS handshake timed out')), timeoutMs);
     // A peer that hangs up, or a socket we close (ABOR, shutdown), ends the handshake at once, not at the timeout.
     const gone = () => fail(new TlsError('TLS_HANDSHAKE_FAILED', 'the connection closed during the TLS handshake'));
@@ -225,15 +302,16 @@ export function acceptTls(socket: Socket, context: SecureContext | TlsSessionCon
  * server). With requireReuse it resolves only when the data connection
  * resumed the control connection's session (sameTlsSession); otherwise it
  * revokes the control connection's sessions (see TlsSessionContext.revoke),
- * destroys the socket and rejects with TLS_SESSION_NOT_REUSED.
+ * destroys the socket and rejects with TLS_SESSION_NOT_REUSED. With
+ * watchEnd, closeNotified() later tells how the client ended its stream.
  */
 export async function acceptDataTls(
   socket: Socket,
   control: TLSSocket,
   session: TlsSessionContext,
-  options: { timeoutMs: number; requireReuse: boolean },
+  options: { timeoutMs: number; requireReuse: boolean; watchEnd?: boolean },
 ): Promise<TLSSocket> {
-  const data = await acceptTls(socket, session, options.timeoutMs);
+  const data = await acceptTls(socket, session, options.timeoutMs, { watchEnd: options.watchEnd });
   if (options.requireReuse && !sameTlsSession(control, data)) {
     session.revoke();
     data.destroy();

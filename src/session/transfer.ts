@@ -7,7 +7,7 @@ import { streamed } from '../data/reclaim.js';
 import { endedCleanly } from '../data/streams.js';
 import { Reply, type ReplyCode } from '../replies.js';
 import type { TLSSocket } from 'node:tls';
-import { acceptDataTls, tlsRefusalText } from '../server/tls.js';
+import { acceptDataTls, closeNotified, tlsRefusalText } from '../server/tls.js';
 import { StorageError } from '../storage/types.js';
 import type { Session } from './session.js';
 
@@ -130,6 +130,7 @@ async function run(
   let tcp: Socket | undefined;
   let socket: Socket | undefined;
   let result: Result = { outcome: 'failed', code: Reply.CantOpenDataConnection, text: "Can't open data connection." };
+  const strictEnd = s.server.config.ftps?.requireCloseNotify ?? true;
   try {
     if (!channel) throw new Error('no data channel');
     s.reply(Reply.FileStatusOkay, plan.opening);
@@ -141,6 +142,7 @@ async function run(
         socket = await acceptDataTls(tcp, s.socket as TLSSocket, s.tlsSession, {
           timeoutMs: s.server.config.dataTimeoutMs,
           requireReuse: s.server.config.ftps?.requireSessionReuse ?? true,
+          watchEnd: plan.direction === 'upload' && strictEnd,
         });
       } catch (err) {
         // An ABOR (or a shutdown) during the handshake is an aborted transfer (426), not a refusal.
@@ -160,7 +162,7 @@ async function run(
         transfer.bytes += bytes;
         streamed(bytes);
       },
-      commit: () => commitUpload(s, stream, data, controller.signal),
+      commit: () => commitUpload(s, stream, data, controller.signal, stream !== data && strictEnd),
     });
     result = { outcome: 'ok', code: Reply.TransferComplete, text: plan.completed ?? 'Transfer complete.' };
   } catch (err) {
@@ -193,9 +195,10 @@ async function run(
  * deliver what already arrived) to show it is closing too. Abort after this
  * point still reaches the storage through the signal, up to its publish.
  */
-async function commitUpload(s: Session, socket: Socket, tcp: Socket, signal: AbortSignal): Promise<void> {
+async function commitUpload(s: Session, socket: Socket, tcp: Socket, signal: AbortSignal, closeNotify: boolean): Promise<void> {
   // The window counts from the client's last byte: the checks below run within it, not before it.
   const settled = s.server.config.uploadSettleMs > 0 ? sleep(s.server.config.uploadSettleMs) : undefined;
+  if (closeNotify && !closeNotified(socket)) throw new Error('data connection ended without TLS close_notify');
   if (!(await endedCleanly(tcp))) throw new Error('data connection reset by the client');
   // Our side closes too, under TLS with its close_notify, which ftplib's unwrap() waits for:
   // awaited, so the socket is not destroyed before it is sent (end() may wait, see secureSocket).

@@ -36,6 +36,7 @@ export function testFtps(overrides: Partial<FtpsConfig> = {}, kind: 'ec' | 'rsa'
     requireTlsLogin: true,
     requireProtP: true,
     requireSessionReuse: true,
+    requireCloseNotify: true,
     ...overrides,
   };
 }
