@@ -111,6 +111,22 @@ for (const driver of all) {
         await bobBefore.expect('MKD bob-still-in', 257);
         aliceBefore.close();
         bobBefore.close();
+
+        // A change to permissions alone is a change too. Got: "unchanged" (the rules' sets
+        // serialised as {}), and alice kept read-only rights on every new login.
+        writeUsers(file, {
+          users: [
+            { name: 'alice', password: aliceNew, permissions: 'full' },
+            { name: 'dave', password: davePw },
+          ],
+        });
+        const again = server.logs.length;
+        server.child.kill('SIGHUP');
+        const promoted = await waitForLog(server.logs, (l) => l.event === 'users-reloaded' || l.event === 'users-reload', again);
+        assert.deepEqual(promoted.names, { added: [], removed: [], changed: ['alice'] });
+        const alicePromoted = await RawFtp.login(server.port, 'alice', 'alice-2');
+        await alicePromoted.expect('MKD promoted', 257);
+        alicePromoted.close();
       } finally {
         await server.stop();
       }

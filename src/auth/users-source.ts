@@ -50,9 +50,17 @@ export function diffUsers(before: ReadonlyMap<string, User>, after: ReadonlyMap<
   return { added, removed, changed };
 }
 
-/** A stable text of everything a user entry says; Buffers (salt, hash) serialise as their bytes. */
+/**
+ * A stable text of everything a user entry says. Buffers (salt, hash)
+ * serialise as their bytes; sets (the permission rules) and maps as their
+ * sorted members, which JSON.stringify alone writes as {}.
+ */
 function fingerprint(user: User): string {
-  return JSON.stringify(user);
+  return JSON.stringify(user, (_key, value: unknown) => {
+    if (value instanceof Set) return [...value].sort();
+    if (value instanceof Map) return [...value.entries()].sort(([a], [b]) => String(a).localeCompare(String(b)));
+    return value;
+  });
 }
 
 /**
