@@ -413,19 +413,36 @@ for (const driver of await drivers()) {
   describe(`drop boxes learn nothing about existing names (${driver.name})`, { skip: driver.skip }, () => {
     test('error texts do not depend on what exists; dropBoxOnExisting "rename" stores a taken name under a free one', async () => {
       const renaming: User = { ...plain('renamer', 'renamepw', 'drop', 'drop-box'), dropBoxOnExisting: 'rename' };
-      const server = await startTestServer(driver, { users: [plain(USER, PASSWORD, ''), plain('partner', 'droppw', 'drop', 'drop-box'), renaming] });
+      const server = await startTestServer(driver, {
+        users: [plain(USER, PASSWORD, ''), plain('partner', 'droppw', 'drop', 'drop-box'), renaming, plain('bob', 'bobpw', '', { '/': 'full', '/drop': 'drop-box' })],
+      });
       try {
         const partner = await RawFtp.login(server.port, 'partner', 'droppw');
         assert.equal(await store(partner, 'report.csv', 'first'), 226);
         const texts = new Set<string>();
-        for (const line of ['CWD report.csv', 'CWD nosuch', 'SIZE report.csv', 'SIZE nosuch', 'DELE report.csv', 'DELE nosuch', 'RNFR report.csv', 'RNFR nosuch']) {
+        // Setting a time: MDTM's preflight had checked "<time> <path>" as one path, which lay outside
+        // the drop box, and MFMT checked write only. Got: 213 for report.csv (its time changed), 550 "No such file" for nosuch.
+        const timeSetting = ['MDTM 20000101000000 report.csv', 'MDTM 20000101000000 nosuch', ...(driver.name === 'local' ? ['MFMT 20000101000000 report.csv', 'MFMT 20000101000000 nosuch'] : [])];
+        for (const line of ['CWD report.csv', 'CWD nosuch', 'SIZE report.csv', 'SIZE nosuch', 'DELE report.csv', 'DELE nosuch', 'RNFR report.csv', 'RNFR nosuch', ...timeSetting]) {
           const reply = await partner.send(line);
           assert.equal(reply.code, 550, line);
           texts.add(reply.text);
         }
         assert.deepEqual([...texts], ['Requested action not taken.']);
+        // The same for a drop box below a directory the user may list.
+        const bob = await RawFtp.login(server.port, 'bob', 'bobpw');
+        const bobTexts = new Set<string>();
+        for (const line of ['MDTM 20000101000000 /drop/report.csv', 'MDTM 20000101000000 /drop/nosuch', 'SIZE /drop/report.csv', 'SIZE /drop/nosuch']) {
+          const reply = await bob.send(line);
+          assert.equal(reply.code, 550, line);
+          bobTexts.add(reply.text);
+        }
+        assert.deepEqual([...bobTexts], ['Requested action not taken.']);
+        bob.close();
         // The default, "refuse", is documented as telling that the name exists.
         assert.equal(await store(partner, 'report.csv', 'again'), 550);
+        const long = `${'l'.repeat(251)}.csv`;
+        assert.equal(await store(partner, long, 'long'), 226);
         partner.close();
 
         const renamer = await RawFtp.login(server.port, 'renamer', 'renamepw');
@@ -437,9 +454,18 @@ for (const driver of await drivers()) {
           assert.equal(done.code, 226);
           assert.equal(done.text, `Transfer complete; stored as "${stored}".`);
         }
+        // A taken name too long for " (1)" is shortened, not refused: 553 for a taken name against
+        // 226 for a free one of the same length told which names exist.
+        const data = await renamer.passive();
+        await renamer.expect(`STOR ${long}`, 150);
+        data.end('long again');
+        const done = await renamer.read();
+        assert.equal(done.code, 226, done.text);
+        assert.equal(done.text, `Transfer complete; stored as "${'l'.repeat(247)} (1).csv".`);
         renamer.close();
         const read = async (name: string) => (await getFile(server.port, USER, PASSWORD, `drop/${name}`)).toString();
         assert.deepEqual([await read('report.csv'), await read('report (1).csv'), await read('report (2).csv')], ['first', 'second', 'third']);
+        assert.equal(await read(`${'l'.repeat(247)} (1).csv`), 'long again');
       } finally {
         await server.close();
       }

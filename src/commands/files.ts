@@ -70,7 +70,8 @@ export async function size(s: Session, arg: string): Promise<void> {
  * as vsftpd (mdtm_write) and rclone use it: a first word that is a whole
  * time-val followed by a path is read that way, so a file literally named
  * "20240101120000 x" must be asked for with MLST. Setting needs write
- * permission and a storage that can (else 550 from the driver).
+ * permission, delete permission where the file exists (as overwriting it
+ * does), and a storage that can (else 550 from the driver).
  */
 export async function mdtm(s: Session, arg: string): Promise<void> {
   const set = splitTimeArg(arg);
@@ -95,6 +96,11 @@ export async function mfmt(s: Session, arg: string): Promise<void> {
   s.reply(Reply.FileStatus, `Modify=${ftpTime(set.time)}; ${target}`);
 }
 
+/** The path of an MDTM or MFMT argument: after the time when there is one (see mdtm). */
+export function timedPath(arg: string): string {
+  return splitTimeArg(arg)?.path ?? arg;
+}
+
 /** `<time-val> <path>` split in two, or undefined when the first word is not a valid time-val. */
 function splitTimeArg(arg: string): { time: Date; path: string } | undefined {
   const m = /^(\d{14}(?:\.\d+)?) +(.+)$/.exec(arg);
@@ -102,10 +108,11 @@ function splitTimeArg(arg: string): { time: Date; path: string } | undefined {
   return time && m ? { time, path: m[2]! } : undefined;
 }
 
+/** Setting a time changes the file: write permission, and for a file that exists what replacing it takes. */
 async function setMtime(s: Session, time: Date, path: string): Promise<string> {
   const target = s.resolve(path);
-  // The preflight checked the whole argument as a path; the real target is checked here.
   s.authorize('write', target);
+  await s.authorizeOverwrite(target);
   // A driver without the capability refuses with its reason (S3: no API sets LastModified): 550.
   await s.storage.setModificationTime(target.storage, time, s.signal);
   return target.ftp;

@@ -25,8 +25,12 @@ export interface CommandSpec {
   capability?: keyof StorageCapabilities;
   /** Checked by the preflight on the argument's path (the working directory without one); else 550. */
   perm?: Permission;
-  /** The argument may start with ls options (`LIST -la dir`). */
-  listOptions?: boolean;
+  /**
+   * The part of the argument that names the path, when not all of it does:
+   * ls options (`LIST -la dir`), the time of `MDTM <time> <path>` and `MFMT`.
+   * The preflight authorizes that path, and a 550 hides whether it exists.
+   */
+  pathArg?: (arg: string) => string;
 }
 
 const pre = { needsLogin: false } as const;
@@ -49,7 +53,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   HELP: { ...pre, arg: 'optional', help: 'HELP [<command>]', handler: info.help },
   NOOP: { ...pre, arg: 'none', help: 'NOOP', handler: info.noop },
   OPTS: { ...post, arg: 'required', help: 'OPTS UTF8 ON | OPTS MLST <facts> | OPTS HASH <algorithm>', handler: info.opts },
-  STAT: { ...post, arg: 'optional', help: 'STAT [<path>]', handler: info.stat, duringTransfer: true, perm: 'list', listOptions: true },
+  STAT: { ...post, arg: 'optional', help: 'STAT [<path>]', handler: info.stat, duringTransfer: true, perm: 'list', pathArg: listing.stripListOptions },
   ALLO: { ...post, arg: 'optional', help: 'ALLO <size>', handler: info.allo },
   // Navigation
   PWD: { ...post, arg: 'none', help: 'PWD', handler: navigation.pwd },
@@ -59,8 +63,8 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   CDUP: { ...post, arg: 'none', help: 'CDUP', handler: navigation.cdup },
   XCUP: { ...post, arg: 'none', help: 'XCUP', handler: navigation.cdup },
   // Listings
-  LIST: { ...post, arg: 'optional', help: 'LIST [<path>]', handler: listing.list, perm: 'list', listOptions: true },
-  NLST: { ...post, arg: 'optional', help: 'NLST [<path>]', handler: listing.nlst, perm: 'list', listOptions: true },
+  LIST: { ...post, arg: 'optional', help: 'LIST [<path>]', handler: listing.list, perm: 'list', pathArg: listing.stripListOptions },
+  NLST: { ...post, arg: 'optional', help: 'NLST [<path>]', handler: listing.nlst, perm: 'list', pathArg: listing.stripListOptions },
   MLSD: { ...post, arg: 'optional', help: 'MLSD [<path>]', handler: listing.mlsd, perm: 'list' },
   MLST: { ...post, arg: 'optional', help: 'MLST [<path>]', handler: listing.mlst, perm: 'list' },
   // Directories and files
@@ -72,9 +76,9 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   RNFR: { ...post, arg: 'required', help: 'RNFR <path>', handler: files.rnfr, perm: 'rename' },
   RNTO: { ...post, arg: 'required', help: 'RNTO <path>', handler: files.rnto, perm: 'rename' },
   SIZE: { ...post, arg: 'required', help: 'SIZE <path>', handler: files.size, perm: 'list' },
-  MDTM: { ...post, arg: 'required', help: 'MDTM [<YYYYMMDDHHMMSS>] <path>', handler: files.mdtm, perm: 'list' },
+  MDTM: { ...post, arg: 'required', help: 'MDTM [<YYYYMMDDHHMMSS>] <path>', handler: files.mdtm, perm: 'list', pathArg: files.timedPath },
   // The argument starts with a time, so the handler checks write on the path behind it.
-  MFMT: { ...post, arg: 'required', help: 'MFMT <YYYYMMDDHHMMSS> <path>', handler: files.mfmt, capability: 'setModificationTime' },
+  MFMT: { ...post, arg: 'required', help: 'MFMT <YYYYMMDDHHMMSS> <path>', handler: files.mfmt, capability: 'setModificationTime', pathArg: files.timedPath },
   // Transfers
   RETR: { ...post, arg: 'required', help: 'RETR <path>', handler: transfer.retr, perm: 'read' },
   HASH: { ...post, arg: 'required', help: 'HASH <path>', handler: hash.hash, perm: 'read' },

@@ -339,10 +339,28 @@ async function storeTarget(s: Session, target: ResolvedPath): Promise<ResolvedPa
   const slash = target.ftp.lastIndexOf('/');
   const [stem, ext] = dot > slash + 1 ? [target.ftp.slice(0, dot), target.ftp.slice(dot)] : [target.ftp, ''];
   for (let n = 0; n <= MAX_NUMBERED_NAMES; n++) {
-    const candidate = n === 0 ? target : s.resolve(`${stem} (${n})${ext}`);
+    const candidate = n === 0 ? target : numbered(s, stem, ` (${n})${ext}`);
     if (!(await s.exists(candidate))) return candidate;
   }
   throw new StorageError('Exists', 'no free name');
+}
+
+/**
+ * stem + suffix, the stem shortened (by whole characters) until the name fits
+ * the length limit: refusing a taken name that a free one of the same length
+ * would not be would tell a drop box which names exist.
+ */
+function numbered(s: Session, stem: string, suffix: string): ResolvedPath {
+  let chars = [...stem];
+  const dir = [...stem.slice(0, stem.lastIndexOf('/') + 1)].length;
+  for (;;) {
+    try {
+      return s.resolve(chars.join('') + suffix);
+    } catch (err) {
+      if (!(err instanceof StorageError && err.code === 'InvalidName') || chars.length <= dir + 1) throw err;
+      chars = chars.slice(0, -1);
+    }
+  }
 }
 
 /**

@@ -5,7 +5,6 @@ import type { Socket } from 'node:net';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import { secureSocket, type TlsSessionContext } from '../server/tls.js';
 import { isAllowed, type Permission } from '../auth/permissions.js';
-import { stripListOptions } from '../commands/listing.js';
 import type { AbuseGuard } from '../server/limits.js';
 import type { Metrics } from '../server/metrics.js';
 import { StorageError } from '../storage/types.js';
@@ -393,11 +392,11 @@ export class Session {
    * A user with no list right where a command aimed must not learn from an
    * error's text whether a name exists there (a drop box): one text for all.
    */
-  #hidesExistence(arg: string, listOptions: boolean | undefined): boolean {
+  #hidesExistence(path: string): boolean {
     const rules = this.user?.permissions;
     if (!rules) return false;
     try {
-      return !isAllowed(rules, this.resolve(listOptions ? stripListOptions(arg) : arg).ftp, 'list');
+      return !isAllowed(rules, this.resolve(path).ftp, 'list');
     } catch {
       return false;
     }
@@ -498,15 +497,15 @@ export class Session {
       } else if (spec.arg === 'none' && arg.trim() !== '') {
         this.reply(Reply.SyntaxErrorInArguments, `${verb} takes no argument.`);
       } else {
-        if (spec.perm && this.user && !(spec.listOptions && verb === 'STAT' && arg.trim() === '')) {
-          this.authorize(spec.perm, this.resolve(spec.listOptions ? stripListOptions(arg) : arg));
+        if (spec.perm && this.user && !(verb === 'STAT' && arg.trim() === '')) {
+          this.authorize(spec.perm, this.resolve(spec.pathArg?.(arg) ?? arg));
         }
         await spec.handler(this, arg);
       }
     } catch (err) {
       const { code, text } = replyForError(err);
       if (code === Reply.LocalError) this.log.error({ err, verb }, 'command failed');
-      const hidden = code === Reply.FileUnavailable && this.#hidesExistence(arg, spec?.listOptions);
+      const hidden = code === Reply.FileUnavailable && this.#hidesExistence(spec?.pathArg?.(arg) ?? arg);
       this.reply(code, hidden ? 'Requested action not taken.' : text);
     } finally {
       // A transfer command refused before its transfer started leaves the channel unused again.
