@@ -621,8 +621,10 @@ export class S3Storage implements Storage {
     signal?: AbortSignal,
     maxKeys = this.pageSize,
   ): Promise<ListObjectsV2CommandOutput> {
-    const input = { Bucket: this.bucket, Prefix: prefix, Delimiter: delimiter, ContinuationToken: token, MaxKeys: maxKeys };
-    return this.call(`list ${prefix}`, () => this.client.send(new ListObjectsV2Command(input), { abortSignal: signal }));
+    // URL-encoded names: XML 1.0 cannot carry most control characters, nor U+FFFE/U+FFFF, so
+    // without it a store sends U+FFFD for them, and the listed name is not the key.
+    const input = { Bucket: this.bucket, Prefix: prefix, Delimiter: delimiter, ContinuationToken: token, MaxKeys: maxKeys, EncodingType: 'url' as const };
+    return this.call(`list ${prefix}`, async () => decodeNames(await this.client.send(new ListObjectsV2Command(input), { abortSignal: signal })));
   }
 
   /** Checks the target and parent of a write; returns the byte offset to keep and the ETag it belongs to. */
@@ -911,7 +913,18 @@ export class S3Storage implements Storage {
     const changed: string[] = [];
     for (let i = 0; i < keys.length; i += DELETE_BATCH) {
       signal?.throwIfAborted();
-      const batch = keys.slice(i, i + DELETE_BATCH).map((k) => (typeof k === 'string' ? { Key: k } : k));
+      const all = keys.slice(i, i + DELETE_BATCH).map((k) => (typeof k === 'string' ? { Key: k } : k));
+      // DeleteObjects names its keys in an XML body; a key XML cannot carry goes in a URL, on its own.
+      const batch = all.filter((k) => !XML_UNSAFE.test(k.Key));
+      for (const { Key, ETag } of all.filter((k) => XML_UNSAFE.test(k.Key))) {
+        try {
+          await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key, IfMatch: ETag }), { abortSignal: signal });
+        } catch (err) {
+          if (!isPreconditionFailed(err)) throw classify(err, `delete ${Key}`);
+          changed.push(Key);
+        }
+      }
+      if (batch.length === 0) continue;
       const out = await this.call('delete objects', () =>
         this.client.send(new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch, Quiet: true } }), { abortSignal: signal }),
       );
@@ -1046,6 +1059,20 @@ function checkKey(key: string): string {
   return key;
 }
 
+/**
+ * A listing page's keys and prefixes as stored, when the store URL-encoded
+ * them (S3 and MinIO encode a space as '+'). A store that ignored the
+ * request says no EncodingType, and its names are taken as they came.
+ */
+function decodeNames(page: ListObjectsV2CommandOutput): ListObjectsV2CommandOutput {
+  if (page.EncodingType !== 'url') return page;
+  const decode = (name: string | undefined) => (name === undefined ? undefined : decodeURIComponent(name.replace(/\+/g, ' ')));
+  for (const o of page.Contents ?? []) o.Key = decode(o.Key);
+  for (const p of page.CommonPrefixes ?? []) p.Prefix = decode(p.Prefix);
+  page.Prefix = decode(page.Prefix);
+  return page;
+}
+
 function pageHasKeys(page: ListObjectsV2CommandOutput): boolean {
   return (page.KeyCount ?? 0) > 0 || (page.Contents?.length ?? 0) > 0 || (page.CommonPrefixes?.length ?? 0) > 0;
 }
@@ -1060,6 +1087,9 @@ function subdirectoryNames(page: ListObjectsV2CommandOutput, prefix: string): Se
   const names = (page.CommonPrefixes ?? []).map((p) => (p.Prefix ?? '').slice(prefix.length, -1));
   return names.some((name) => name.includes('\uFFFD') || CONTROL_CHARACTERS.test(name)) ? undefined : new Set(names);
 }
+
+/** What XML 1.0 cannot carry as it is: controls (CR, LF and tab are altered by parsers) and U+FFFE, U+FFFF. */
+const XML_UNSAFE = /[\u0000-\u001f\ufffe\uffff]/;
 
 /** C0 controls and DEL: names holding one are checked by a listing of their own. */
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
