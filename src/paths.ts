@@ -23,7 +23,8 @@ export function resolveFtpPath(cwd: string, raw: string, options: { legacyEncodi
   if (arg === undefined) {
     throw new StorageError('InvalidName', 'name is not valid UTF-8 (send UTF-8, or ask for FTP_LEGACY_ENCODING)');
   }
-  if (arg.includes('\0')) {
+  // NUL, and the CR a client sends as CR NUL: no listing line could show the name.
+  if (/[\0\r\n]/.test(arg)) {
     throw new StorageError('InvalidName', 'name contains a forbidden character');
   }
   const segments: string[] = [];

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { formatReply, quotePath, Reply } from '../src/replies.js';
+import { decodeArgument } from '../src/encoding.js';
 import { LineReader, parseCommand } from '../src/session/lines.js';
 
 test('replies are single or multi-line per RFC 959, and never carry a raw CR or LF', () => {
@@ -25,6 +26,14 @@ test('LineReader splits on CRLF, CR or LF, and strips Telnet IAC sequences', () 
   assert.deepEqual(lines(Buffer.from([0xff, 0xf4, 0xff, 0xf2, ...Buffer.from('ABOR\r\n'), 0xff, 0xfb, 0x01, ...Buffer.from('NOOP\r\n')])), ['ABOR', 'NOOP']);
   assert.deepEqual(lines(Buffer.from(`${'x'.repeat(100)}\r\nNOOP\r\n`)), ['<too long>', 'NOOP']);
   assert.deepEqual(lines(Buffer.from('CWD dossier été\r\n')), ['CWD dossier été']);
+  // RFC 3659 §2.2: CR NUL is a CR inside a pathname. Got: 'DELE cr' ran, then '\0name' as a command.
+  assert.deepEqual(lines(Buffer.from('DELE cr\r\0name\r\nNOOP\r\n')), ['DELE cr\rname', 'NOOP']);
+  // IAC before a byte that is no Telnet command is a 0xFF of the name (as ProFTPD reads it), not
+  // a sequence to drop: got 'MKD Hales' for a latin-1 "Haÿ-les". IAC IAC is one 0xFF.
+  for (const bytes of [[0xff, 0x2d], [0xff, 0xff, 0x2d]]) {
+    const [line] = lines(Buffer.from([...Buffer.from('MKD Ha'), ...bytes, ...Buffer.from('les\r\n')]));
+    assert.equal(decodeArgument(line!, 'latin1'), 'MKD Haÿ-les', JSON.stringify(bytes));
+  }
 });
 
 test('LineReader hands out one line at a time and discard() drops what follows', () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { RawFtp, readAll } from './helpers/ftp.js';
@@ -248,6 +249,34 @@ for (const driver of await drivers()) {
         assert.deepEqual((await listing(ftp, 'NLST')).lines.sort(), ['cafè.txt', 'café.txt'].sort());
       } finally {
         ftp.close();
+        await server.close();
+      }
+    });
+
+    test('FTP_LEGACY_ENCODING=latin1: a ÿ (0xFF) in a name is kept, sent doubled or not, and doubled in replies (RFC 3659 §2.2)', async () => {
+      const server = await startTestServer(driver, { legacyEncoding: 'latin1' });
+      const socket = connect(server.port, '127.0.0.1');
+      try {
+        let received = Buffer.alloc(0);
+        socket.on('data', (chunk: Buffer) => (received = Buffer.concat([received, chunk])));
+        const reply = async (line: Buffer | string): Promise<Buffer> => {
+          const from = received.length;
+          if (line) socket.write(line);
+          for (let i = 0; i < 200 && !/\r\n$/.test(received.subarray(from).toString('latin1')); i++) await new Promise((r) => setTimeout(r, 10));
+          return received.subarray(from);
+        };
+        await reply('');
+        await reply(`USER ${USER}\r\n`);
+        assert.match((await reply(`PASS ${PASSWORD}\r\n`)).toString('latin1'), /^230 /);
+        const mkd = (name: number[]) => reply(Buffer.from([...Buffer.from('MKD '), ...name, 0x0d, 0x0a]));
+        // Got: 257 "/Hales" (the 0xFF and the byte after it dropped as a Telnet sequence).
+        const ha = [0x48, 0x61];
+        const les = [0x2d, 0x6c, 0x65, 0x73];
+        assert.deepEqual(await mkd([...ha, 0xff, ...les]), Buffer.from([...Buffer.from('257 "/'), ...ha, 0xff, 0xff, ...les, ...Buffer.from('" created.\r\n')]));
+        // Got: a single raw 0xFF in the reply, which a client then reads as a Telnet IAC.
+        assert.deepEqual(await mkd([0x79, 0xff, 0xff]), Buffer.from([...Buffer.from('257 "/y'), 0xff, 0xff, ...Buffer.from('" created.\r\n')]));
+      } finally {
+        socket.destroy();
         await server.close();
       }
     });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { RawFtp, readAll } from './helpers/ftp.js';
+import { putFile, RawFtp, readAll } from './helpers/ftp.js';
 import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
 
 for (const driver of await drivers()) {
@@ -136,6 +136,16 @@ for (const driver of await drivers()) {
       await ftp.expect('RMD errs', 250);
       await ftp.expect('RMD /', 550);
       await ftp.expect('RNFR /', 550);
+    });
+
+    test('a CR in a name (sent as CR NUL) is refused whole, and replies stay in step', async () => {
+      assert.equal(await putFile(server.port, USER, PASSWORD, 'cr', Buffer.from('keep')), undefined);
+      ftp.socket.write('DELE cr\r\0name\r\n');
+      // Got: 250 (the file "cr" deleted), then 500 for "\0name", every later reply one behind.
+      assert.equal((await ftp.read()).code, 553);
+      await ftp.expect('NOOP', 200);
+      await ftp.expect('SIZE cr', 213);
+      await ftp.expect('DELE cr', 250);
     });
 
     test('a refused RNFR, or any command between, cancels the RNFR before it: RNTO gets 503 and nothing moves', async () => {

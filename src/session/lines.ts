@@ -5,8 +5,11 @@ const IAC = 0xff;
 const WILL = 0xfb;
 const DONT = 0xfe;
 const DM = 0xf2;
+/** The lowest Telnet command byte (SE); an IAC before a lower byte is no command. */
+const SE = 0xf0;
 const CR = 0x0d;
 const LF = 0x0a;
+const NUL = 0x00;
 
 export type LineEvent = { line: string } | { tooLong: true };
 
@@ -14,17 +17,20 @@ export type LineEvent = { line: string } | { tooLong: true };
  * Splits the control connection's bytes into command lines, one at a time:
  * the session asks for the next line only when it is ready to run it, so
  * bytes behind a line stay here unparsed (AUTH TLS drops them). All parsing
- * of raw network bytes happens here: Telnet IAC sequences are dropped, bytes
- * that are not UTF-8 are kept as escapes for the path function (src/encoding.ts), CR,
- * LF and CRLF all end a line (Python's ftplib sends ABOR's final LF as urgent
- * data, which the kernel drops from the stream), and a line longer than
- * `maxBytes` is reported once and discarded without being buffered.
+ * of raw network bytes happens here: Telnet IAC sequences are dropped (IAC
+ * IAC, or an IAC before a byte that is no Telnet command, is a 0xFF of the
+ * text), bytes that are not UTF-8 are kept as escapes for the path function
+ * (src/encoding.ts), CR, LF and CRLF all end a line (Python's ftplib sends
+ * ABOR's final LF as urgent data, which the kernel drops from the stream)
+ * except CR NUL, a CR inside a pathname (RFC 3659 §2.2; seen when both bytes
+ * have arrived), and a line longer than `maxBytes` is reported once and
+ * discarded without being buffered.
  */
 export class LineReader {
   #buf: Buffer;
   #len = 0;
   #overflow = false;
-  /** Telnet state: 0 normal, 1 after IAC, 2 after IAC WILL/WONT/DO/DONT. */
+  /** Telnet state: 0 normal, 1 after IAC, 2 after IAC WILL/WONT/DO/DONT, 3 after the CR of CR NUL. */
   #telnet = 0;
   /** Chunks received and not yet parsed, and where parsing stands in the first. */
   #chunks: Buffer[] = [];
@@ -52,7 +58,8 @@ export class LineReader {
     for (let chunk = this.#chunks[0]; chunk; chunk = this.#chunks[0]) {
       while (this.#pos < chunk.length) {
         this.#buffered--;
-        const event = this.#byte(chunk[this.#pos++]!);
+        const byte = chunk[this.#pos++]!;
+        const event = this.#byte(byte, byte === CR ? this.#peek() : undefined);
         if (event) return event;
       }
       this.#chunks.shift();
@@ -71,18 +78,28 @@ export class LineReader {
     this.#telnet = 0;
   }
 
-  #byte(byte: number): LineEvent | undefined {
+  /** The byte after the one just taken, if it has arrived. */
+  #peek(): number | undefined {
+    const chunk = this.#chunks[0]!;
+    return this.#pos < chunk.length ? chunk[this.#pos] : this.#chunks[1]?.[0];
+  }
+
+  #byte(byte: number, next: number | undefined): LineEvent | undefined {
     if (this.#telnet === 1) {
       this.#telnet = byte >= WILL && byte <= DONT ? 2 : 0;
       if (byte === IAC) this.#append(byte);
-      return undefined;
-    }
-    if (this.#telnet === 2) {
+      if (byte >= SE) return undefined;
+      this.#append(IAC);
+    } else if (this.#telnet === 2 || this.#telnet === 3) {
+      // The option of a negotiation, or the NUL of CR NUL.
       this.#telnet = 0;
       return undefined;
     }
     if (byte === IAC) {
       this.#telnet = 1;
+    } else if (byte === CR && next === NUL) {
+      this.#append(CR);
+      this.#telnet = 3;
     } else if (byte === CR || byte === LF) {
       const event: LineEvent | undefined = this.#overflow
         ? { tooLong: true }
@@ -116,6 +133,14 @@ export class LineReader {
     }
     this.#buf[this.#len++] = byte;
   }
+}
+
+/** Reply bytes as Telnet text: a 0xFF (a ÿ in Latin-1) goes out doubled, as IAC IAC (RFC 3659 §2.2). */
+export function telnetText(bytes: Buffer): Buffer {
+  if (!bytes.includes(IAC)) return bytes;
+  const out: number[] = [];
+  for (const byte of bytes) out.push(...(byte === IAC ? [IAC, IAC] : [byte]));
+  return Buffer.from(out);
 }
 
 /** Splits `VERB arg` into an upper-case verb and its argument (spaces inside kept). */

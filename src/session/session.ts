@@ -20,7 +20,7 @@ import type { Location, MountedStorage } from '../storage/mounts.js';
 import type { Storages } from '../storage/storages.js';
 import { formatReply, Reply, type ReplyCode } from '../replies.js';
 import type { Storage, StoragePath } from '../storage/types.js';
-import { LineReader, parseCommand, type LineEvent } from './lines.js';
+import { LineReader, parseCommand, telnetText, type LineEvent } from './lines.js';
 import type { Transfer } from './transfer.js';
 
 /** What every session shares: configuration, storage and the user list. */
@@ -407,7 +407,8 @@ export class Session {
     this.#lastCode = code;
     if (this.#closed || !this.socket.writable) return;
     const text = formatReply(code, lines);
-    this.socket.write(this.legacyEncoding ? encodeLegacy(text, this.legacyEncoding) : text);
+    // UTF-8 never holds a 0xFF; a legacy code page may.
+    this.socket.write(this.legacyEncoding ? telnetText(encodeLegacy(text, this.legacyEncoding)) : text);
   }
 
   /** Resolves a path argument against the working directory; the user's mount table (storage) maps it further. */
