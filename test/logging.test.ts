@@ -29,13 +29,15 @@ test('one JSON line per session, command and transfer, and never a password', as
     await bad.expect('Alone2Secret', 500);
     await bad.expect('PASS:glued-secret', 500);
     await bad.expect('PASS\u200bzwsp-secret', 500);
+    // ACCT's argument is an account password (RFC 959 §4.1.1). Got: logged as it came.
+    await bad.expect('ACCT acct-secret', 530);
     bad.close();
     await new Promise((r) => setTimeout(r, 200));
   } finally {
     await server.close();
   }
   const text = lines.join('');
-  for (const secret of [PASSWORD, 'hunter2-secret', 'leading-space-secret', 'tab-secret', 'typo-secret', 'lower-case-secret', 'Alone2Secret', 'glued-secret', 'zwsp-secret', 'alone2sec']) {
+  for (const secret of [PASSWORD, 'hunter2-secret', 'leading-space-secret', 'tab-secret', 'typo-secret', 'lower-case-secret', 'Alone2Secret', 'glued-secret', 'zwsp-secret', 'alone2sec', 'acct-secret']) {
     assert.ok(!text.toLowerCase().includes(secret.toLowerCase()), `${secret} reached the log`);
   }
   const events = lines.map((l) => JSON.parse(l) as Record<string, unknown>);

@@ -25,6 +25,8 @@ export interface CommandSpec {
   capability?: keyof StorageCapabilities;
   /** Checked by the preflight on the argument's path (the working directory without one); else 550. */
   perm?: Permission;
+  /** The argument is a secret (a password): the log shows `[redacted]`. */
+  secretArg?: true;
   /**
    * The part of the argument that names the path, when not all of it does:
    * ls options (`LIST -la dir`), the time of `MDTM <time> <path>` and `MFMT`.
@@ -40,7 +42,7 @@ const post = { needsLogin: true } as const;
 export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   // Login and session
   USER: { ...pre, arg: 'required', help: 'USER <name>', handler: auth.user },
-  PASS: { ...pre, arg: 'optional', help: 'PASS <password>', handler: auth.pass },
+  PASS: { ...pre, arg: 'optional', help: 'PASS <password>', handler: auth.pass, secretArg: true },
   QUIT: { ...pre, arg: 'none', help: 'QUIT', handler: auth.quit },
   // FTPS (RFC 4217). Clients send PBSZ and PROT after logging in over TLS.
   AUTH: { ...pre, arg: 'required', help: 'AUTH TLS', handler: security.auth },
@@ -94,7 +96,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   PORT: { ...post, arg: 'required', help: 'PORT h1,h2,h3,h4,p1,p2', handler: transfer.port },
   EPRT: { ...post, arg: 'required', help: 'EPRT |1|address|port|', handler: transfer.eprt },
   // Known, deliberately not implemented: 502.
-  ACCT: { ...post, arg: 'optional', help: 'ACCT' },
+  ACCT: { ...post, arg: 'optional', help: 'ACCT', secretArg: true },
   SMNT: { ...post, arg: 'optional', help: 'SMNT' },
   REIN: { ...post, arg: 'optional', help: 'REIN' },
   STOU: { ...post, arg: 'optional', help: 'STOU' },

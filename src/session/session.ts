@@ -525,7 +525,7 @@ export class Session {
         user: this.user?.name,
         // An unknown verb may be a password, typed alone or glued to PASS: none of it is logged.
         verb: spec ? verb : '(unknown)',
-        ...(spec ? { arg: verb === 'PASS' ? '[redacted]' : arg.slice(0, 256) } : {}),
+        ...(spec ? { arg: spec.secretArg ? '[redacted]' : arg.slice(0, 256) } : {}),
         code,
         ms: Math.round(performance.now() - started),
       });
