@@ -94,12 +94,28 @@ describe('config file', () => {
       [{ HEALTH_PORT: 'http' }, undefined, /^HEALTH_PORT: "http" is not a whole number$/],
       [{ HEALTH_PORT: '9090', HEALTH_HOST: 'localhost' }, undefined, /^HEALTH_HOST: "localhost" is not an IP address$/],
       [{ FTP_PROXY_PROTOCOL: 'v2' }, undefined, /^FTP_PROXY_PROTOCOL: "v2" is not true or false$/],
+      // Got: accepted, and check-config printed "at http://AKIAEXAMPLE:SecretInUrl@127.0.0.1:9".
+      [{ S3_BUCKET: 'files', S3_ENDPOINT: 'http://AKIAEXAMPLE:SecretInUrl@127.0.0.1:9' }, undefined, /^S3_ENDPOINT: a user or password in the URL is not allowed; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY$/],
     ];
     for (const [env, file, message] of cases) {
       assert.throws(
         () => loadConfigWithFile(env, configSource(env, file)),
         (err: unknown) => err instanceof ConfigError && message.test(err.message),
         `${JSON.stringify(env)} ${file ?? ''}`,
+      );
+    }
+    // V8 quotes the text around a JSON syntax error; a secret there must not reach the message.
+    // Got: ..."ESS_KEY": 'wJalrSecretXXXXXXXX"... is not valid JSON (and a users hash likewise).
+    const secrets: Array<[Record<string, string>, string | undefined]> = [
+      [{}, writeJson(`{ "S3_BUCKET": "b", "AWS_SECRET_ACCESS_KEY": 'wJalrSecretXXXXXXXX' }`, tempDir())],
+      [{}, writeJson(`{ "FTP_PASSWORD": Sup3rS3cretXX }`, tempDir())],
+      [{ FTP_USERS_JSON: `{ "users": [ { "name": "a", "password": 'scrypt$SecretHashXX' } ] }` }, undefined],
+    ];
+    for (const [env, file] of secrets) {
+      assert.throws(
+        () => loadConfigWithFile(env, configSource(env, file)),
+        (err: unknown) => err instanceof ConfigError && /not valid JSON/.test(err.message) && !/wJalr|Sup3r|scrypt\$/.test(err.message),
+        JSON.stringify(env),
       );
     }
     // The variable that named the file is named when it is at fault.

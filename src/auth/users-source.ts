@@ -63,14 +63,6 @@ function fingerprint(user: User): string {
   });
 }
 
-/**
- * V8's "Unexpected token" message quotes the start of the text, which in a
- * users file may be a password hash: the log line names the position only.
- */
-function withoutQuotedText(message: string): string {
-  return message.replace(/, ".*" is not valid JSON$/s, ' (not valid JSON)');
-}
-
 /** Where the server's current users live: the reloader reads and swaps them here. */
 export interface UsersHolder {
   get(): ReadonlyMap<string, User>;
@@ -181,7 +173,7 @@ export class UsersReloader {
     try {
       fileUsers = parseUsersFile(text);
     } catch (err) {
-      return refuse(withoutQuotedText((err as Error).message), digest);
+      return refuse((err as Error).message, digest);
     }
     for (const user of fileUsers) {
       const problem = this.#check(user);

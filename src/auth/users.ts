@@ -1,4 +1,5 @@
 import { createHash, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { parseSecretJson } from '../config/json.js';
 import { BUCKET_NAME, homeToStoragePath, resolveFtpPath } from '../paths.js';
 import { parsePermissions, type PermissionRules } from './permissions.js';
 import type { StorageTarget } from '../storage/storages.js';
@@ -267,12 +268,7 @@ function closeTo(known: string, key: string): boolean {
  * also for a key it does not know (a misspelt "permission" must not mean full access).
  */
 export function parseUsersFile(text: string): User[] {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`not valid JSON: ${(err as Error).message}`);
-  }
+  const doc = parseSecretJson(text);
   const list = (doc as { users?: unknown })?.users;
   if (!Array.isArray(list)) throw new Error('expected an object with a "users" array');
   rejectUnknownKeys(doc as Record<string, unknown>, FILE_KEYS, 'the users file');

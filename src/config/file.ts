@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { ConfigError, loadConfig, type Config } from './index.js';
+import { parseSecretJson } from './json.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -39,9 +40,9 @@ export function readConfigFile(source: ConfigSource): Env {
   }
   let doc: unknown;
   try {
-    doc = JSON.parse(text);
+    doc = parseSecretJson(text);
   } catch (err) {
-    throw new ConfigError(`${where}: not valid JSON: ${(err as Error).message}`);
+    throw new ConfigError(`${where}: ${(err as Error).message}`);
   }
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
     throw new ConfigError(`${where}: expected a JSON object of settings, e.g. { "FTP_PORT": 2121 }`);
