@@ -354,6 +354,14 @@ describe('per-user limits', () => {
       const back = Date.now();
       assert.equal((await retrieve(ftp, 'big.bin')).code, 226);
       assert.ok(Date.now() - back > 1000, `download took ${Date.now() - back} ms`);
+      // In TYPE A the cap holds the bytes on the wire: 96 KiB of LFs are 192 KiB of CRLFs.
+      // With the first burst free, well over two seconds. Got: 1.4 s (the cap metered the stored bytes).
+      assert.equal(await store(ftp, 'lines.txt', Buffer.alloc(96 * 1024, 0x0a)), 226);
+      await ftp.expect('TYPE A', 200);
+      const ascii = Date.now();
+      assert.equal((await retrieve(ftp, 'lines.txt')).code, 226);
+      assert.ok(Date.now() - ascii > 2000, `TYPE A download took ${Date.now() - ascii} ms`);
+      await ftp.expect('TYPE I', 200);
     } finally {
       ftp.close();
     }

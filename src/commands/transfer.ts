@@ -32,8 +32,9 @@ export async function retr(s: Session, arg: string): Promise<void> {
         signal,
         count,
         stages: [
-          ...throttled(s.server.config.bandwidth?.downloadBytesPerSecond, s.user?.downloadKiBps),
+          // The cap holds the bytes on the wire, as for uploads: after the ASCII conversion.
           ...(s.type === 'A' ? [toNetworkAscii()] : []),
+          ...throttled(s.server.config.bandwidth?.downloadBytesPerSecond, s.user?.downloadKiBps),
         ],
       }),
     release: () => void source.destroy(),
