@@ -221,6 +221,15 @@ export class S3FtpStack extends Stack {
     );
     role.addToPolicy(
       new iam.PolicyStatement({
+        // The sweep of uploads left by a killed server (S3Storage.sweep) lists them without a
+        // prefix (MinIO matches exact keys only) and keeps those under "prefix/".
+        sid: 'SweepMultipartUploads',
+        actions: ['s3:ListBucketMultipartUploads'],
+        resources: [bucket.bucketArn],
+      }),
+    );
+    role.addToPolicy(
+      new iam.PolicyStatement({
         sid: 'ObjectsUnderPrefix',
         actions: OBJECT_ACTIONS,
         resources: [bucket.arnForObjects(prefix ? `${prefix}/*` : '*')],
@@ -229,7 +238,7 @@ export class S3FtpStack extends Stack {
     if (extraBuckets.length > 0) {
       // Users' mounts name prefixes in these; which prefix is the users file's business, so the whole bucket.
       const extra = extraBuckets.map((name) => `arn:${this.partition}:s3:::${name}`);
-      role.addToPolicy(new iam.PolicyStatement({ sid: 'ListExtraBuckets', actions: ['s3:ListBucket'], resources: extra }));
+      role.addToPolicy(new iam.PolicyStatement({ sid: 'ListExtraBuckets', actions: ['s3:ListBucket', 's3:ListBucketMultipartUploads'], resources: extra }));
       role.addToPolicy(new iam.PolicyStatement({ sid: 'ObjectsInExtraBuckets', actions: OBJECT_ACTIONS, resources: extra.map((arn) => `${arn}/*`) }));
     }
     return role;

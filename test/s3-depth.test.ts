@@ -560,6 +560,22 @@ describe('what a storage knows of directories (s3)', () => {
     }
   });
 
+  test('readiness under a prefix lists inside it: a policy may grant s3:ListBucket only there, and refuse HeadBucket', T, async (t) => {
+    const s3 = await getS3();
+    if (!s3) return t.skip('MinIO is not available');
+    const config = s3StorageConfig(s3, 'ready');
+    // As AWS answers the CDK stack's role, whose s3:ListBucket has an s3:prefix condition.
+    // Got: ping() rejected (HeadBucket refused), so /readyz said 503 on every deployment with a prefix.
+    const proxy = await startS3Proxy(config.endpoint!, ({ operation }) => (operation === 'HEAD bucket' ? { status: 403, code: 'AccessDenied' } : 'forward'));
+    const storage = new S3Storage({ ...config, endpoint: proxy.endpoint });
+    try {
+      await storage.ping();
+    } finally {
+      await storage.close();
+      await proxy.close();
+    }
+  });
+
   test('an answer asked for before a change is not kept', () => {
     const known = new KnownDirectories(10_000);
     const asked = known.generation;

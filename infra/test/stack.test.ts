@@ -276,6 +276,7 @@ test('the task role may use only the S3 driver’s actions, under the prefix', (
         's3:GetObject',
         's3:GetObjectTagging',
         's3:ListBucket',
+        's3:ListBucketMultipartUploads',
         's3:ListMultipartUploadParts',
         's3:PutObject',
         's3:PutObjectTagging',
@@ -284,7 +285,11 @@ test('the task role may use only the S3 driver’s actions, under the prefix', (
     assert.ok(actions.every((a) => !a.includes('*')), 'no wildcard actions');
     const list = only(statements.filter((s) => s.Action === 's3:ListBucket'));
     assert.deepEqual(list.Condition, condition);
-    const objectStatement = only(statements.filter((s) => s.Action !== 's3:ListBucket'));
+    // The sweep lists multipart uploads without a prefix, so that right has no condition.
+    const sweep = only(statements.filter((s) => s.Action === 's3:ListBucketMultipartUploads'));
+    assert.equal(sweep.Condition, undefined);
+    assert.deepEqual(sweep.Resource, list.Resource);
+    const objectStatement = only(statements.filter((s) => s.Action !== 's3:ListBucket' && s.Sid !== 'SweepMultipartUploads'));
     const bucketResource = JSON.stringify(list.Resource);
     const objectResource = JSON.stringify(objectStatement.Resource);
     if (bucketArn === 'existing') {

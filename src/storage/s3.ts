@@ -487,9 +487,12 @@ export class S3Storage implements Storage {
   }
 
   async ping(): Promise<void> {
-    // HeadBucket needs only s3:ListBucket, which the server needs anyway.
     try {
-      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+      // Under a prefix, a one-key listing inside it: a policy may grant s3:ListBucket only for
+      // prefixes there (the CDK stack does), and HeadBucket names none, so it would be refused.
+      // Without one, HeadBucket, which needs only the s3:ListBucket the server needs anyway.
+      if (this.prefix !== '') await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.dirPrefix(''), MaxKeys: 1 }));
+      else await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
     } catch (err) {
       const error = classify(err, `bucket ${this.bucket}`);
       // HEAD has no error body: a listing tells wrong credentials from a refused bucket.
