@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { Readable, Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -156,6 +158,32 @@ test('/readyz answers 503 with the reason when the storage cannot be reached', a
     assert.equal(res.status, 503);
     assert.match(res.body, /^storage unavailable: bucket nowhere/);
   } finally {
+    await health.close();
+    await storage.close();
+  }
+});
+
+test('the health port takes at most 32 connections: a flood of idle ones cannot hold memory, and probes come back when it ends', async () => {
+  const storage = createStorage(unreachableS3Config('nowhere'));
+  const health = await startHealthServer({ host: '127.0.0.1', port: 0, storage, metrics: new Metrics(), log: pino({ level: 'silent' }) });
+  const sockets: Socket[] = [];
+  let closed = 0;
+  try {
+    // Got: 3,000 idle connections accepted, each held until Node's 30 s check.
+    for (let i = 0; i < 40; i++) {
+      const socket = connect(health.address.port, '127.0.0.1');
+      socket.on('error', () => {});
+      socket.on('close', () => closed++);
+      sockets.push(socket);
+      await once(socket, 'connect');
+    }
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(closed, 8, 'the eight connections past 32 are closed at once');
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal((await get(`http://127.0.0.1:${health.address.port}`, '/healthz')).status, 200);
+  } finally {
+    for (const s of sockets) s.destroy();
     await health.close();
     await storage.close();
   }

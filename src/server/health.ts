@@ -7,6 +7,10 @@ import { METRICS_CONTENT_TYPE, type Metrics } from './metrics.js';
 
 /** A readiness probe waits this long for the storage before answering 503. */
 const READY_TIMEOUT_MS = 5000;
+/** Probes and scrapes need a few connections; more are refused, so a flood cannot hold memory. */
+const MAX_CONNECTIONS = 32;
+/** Requests one connection may send; a pipeline that never reads its answers then ends. */
+const MAX_REQUESTS_PER_SOCKET = 100;
 
 export interface HealthOptions {
   host: string;
@@ -63,7 +67,8 @@ export async function startHealthServer(options: HealthOptions): Promise<HealthS
     }
   };
 
-  const server = createServer((req, res) => {
+  // Timeouts are checked every second (Node's default, 30 s, let an idle or slowloris client stay that long).
+  const server = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
     handle(req, res).catch((err: unknown) => {
       log.error({ err }, 'health endpoint failed');
       if (!res.headersSent) send(res, 500, 'internal error\n');
@@ -73,6 +78,8 @@ export async function startHealthServer(options: HealthOptions): Promise<HealthS
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
   server.keepAliveTimeout = 5_000;
+  server.maxConnections = MAX_CONNECTIONS;
+  server.maxRequestsPerSocket = MAX_REQUESTS_PER_SOCKET;
   server.listen({ host: options.host, port: options.port });
   await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err))]);
   const address = server.address() as AddressInfo;
