@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { connect } from 'node:net';
+import { once } from 'node:events';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { putFile, RawFtp, readAll } from './helpers/ftp.js';
 import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
@@ -187,7 +188,25 @@ for (const driver of await drivers()) {
       await ftp.expect('EPRT |1|192.0.2.1|51234|', 504);
       await ftp.expect('EPRT |3|127.0.0.1|51234|', 522);
       await ftp.expect('EPSV 3', 522);
+      // An address of the other family than the one named: malformed (RFC 2428). Got: 200, then 425.
+      await ftp.expect('EPRT |1|::ffff:127.0.0.1|51234|', 501);
+      await ftp.expect('EPRT |2|127.0.0.1|51234|', 501);
       await ftp.expect('ABOR', 225);
+    });
+
+    test('EPRT |2| with the IPv4-mapped form of an IPv4 client\'s address connects to that client', async () => {
+      const listener = createServer((socket) => socket.resume());
+      listener.listen(0, '127.0.0.1');
+      await once(listener, 'listening');
+      try {
+        const { port } = listener.address() as AddressInfo;
+        await ftp.expect(`EPRT |2|::ffff:127.0.0.1|${port}|`, 200);
+        // Got: 425, the connect aimed at ::ffff:127.0.0.1 from the IPv4 address 127.0.0.1.
+        await ftp.expect('NLST', 150);
+        assert.equal((await ftp.read()).code, 226);
+      } finally {
+        listener.close();
+      }
     });
 
     test('EPSV ALL refuses the other data setup commands', async () => {

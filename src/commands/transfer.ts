@@ -1,4 +1,4 @@
-import { isIPv4 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import { pipeline } from 'node:stream/promises';
 import { ActiveChannel } from '../data/active.js';
 import { fromNetworkAscii, toNetworkAscii } from '../data/ascii.js';
@@ -283,6 +283,10 @@ export function eprt(s: Session, arg: string): void {
     s.reply(Reply.NetworkProtocolNotSupported, 'Network protocol not supported, use (1,2).');
     return;
   }
+  if (!(af === '1' ? isIPv4(address) : isIPv6(address))) {
+    s.reply(Reply.SyntaxErrorInArguments, 'Illegal EPRT command: the address is not of that family.');
+    return;
+  }
   active(s, address, Number(portText), 'EPRT');
 }
 
@@ -299,7 +303,8 @@ function active(s: Session, host: string, port: number, verb: string): void {
   }
   s.setDataChannel(
     new ActiveChannel({
-      host,
+      // The address checked, in the form the control connection has (EPRT |2| may name an IPv4 client as ::ffff:a.b.c.d).
+      host: s.clientAddress,
       port,
       localAddress: plainAddress(s.socket.localAddress),
       timeoutMs: s.server.config.dataTimeoutMs,
