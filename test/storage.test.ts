@@ -750,6 +750,15 @@ for (const driver of drivers) {
           }
         });
 
+        it('leaves out names that are not UTF-8: a listed name always reaches its own file', T, async () => {
+          const root = fx.dataDir as string;
+          // caf\xe9.txt (Latin-1, by another tool) next to café's U+FFFD twin. Got: both listed as
+          // caf\ufffd.txt, and RETR of either read the twin.
+          writeFileSync(Buffer.concat([Buffer.from(`${root}/caf`), Buffer.from([0xe9]), Buffer.from('.txt')]), 'latin1');
+          await put(storage, 'caf\ufffd.txt', 'twin');
+          assert.deepEqual(await names(storage, ''), ['caf\ufffd.txt']);
+        });
+
         it('hides its temporary directory', T, async () => {
           await put(storage, 'f', 'x');
           await assert.rejects(storage.write('g', failing(10)), StorageError);

@@ -5,6 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { LocalStorageConfig } from '../config/index.js';
+import { decodeLine, hasInvalidBytes } from '../encoding.js';
 import { RESERVED_PREFIX } from '../paths.js';
 import { createDigest, digestStream, type Digest } from './digest.js';
 import {
@@ -99,7 +100,9 @@ export class LocalStorage implements Storage {
     // The listing reads the directory it opened, reached without following any link.
     const held = await this.openAt(path, constants.O_RDONLY | constants.O_DIRECTORY);
     const base = FD_PATHS ? fdPath(held) : found.full;
-    const dir = await fsCall(`list ${path}`, () => opendir(base, { bufferSize: 64 })).catch(async (err: unknown) => {
+    // Names as bytes: one that is not UTF-8 would come back with U+FFFD in it, naming another file or none.
+    // (Node takes 'buffer' here as for readdir; @types/node's OpenDirOptions does not list it.)
+    const dir = await fsCall(`list ${path}`, () => opendir(base, { bufferSize: 64, encoding: 'buffer' as BufferEncoding })).catch(async (err: unknown) => {
       await held.close();
       throw err;
     });
@@ -107,8 +110,9 @@ export class LocalStorage implements Storage {
       let names: string[] = [];
       for await (const entry of dir) {
         signal?.throwIfAborted();
-        if (entry.name.startsWith(RESERVED_PREFIX)) continue;
-        names.push(entry.name);
+        const name = decodeLine(entry.name as unknown as Buffer);
+        if (name.startsWith(RESERVED_PREFIX) || hasInvalidBytes(name)) continue;
+        names.push(name);
         if (names.length >= this.pageSize) {
           yield await this.entries(base, names);
           names = [];
