@@ -70,3 +70,19 @@ function sanitize(line: string): string {
 export function quotePath(path: string): string {
   return `"${path.replace(/"/g, '""')}"`;
 }
+
+/** Reply bytes as Telnet text: a 0xFF (a ÿ in Latin-1; never in UTF-8) goes out doubled, as IAC IAC (RFC 3659 §2.2). */
+export function telnetText(bytes: Buffer): Buffer {
+  let at = bytes.indexOf(0xff);
+  if (at < 0) return bytes;
+  const parts: Buffer[] = [];
+  let from = 0;
+  for (; at >= 0; at = bytes.indexOf(0xff, at + 1)) {
+    parts.push(bytes.subarray(from, at + 1), IAC_BYTE);
+    from = at + 1;
+  }
+  parts.push(bytes.subarray(from));
+  return Buffer.concat(parts);
+}
+
+const IAC_BYTE = Buffer.from([0xff]);

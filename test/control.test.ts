@@ -16,7 +16,7 @@ test('LineReader splits on CRLF, CR or LF, and strips Telnet IAC sequences', () 
   const lines = (chunk: Buffer) => {
     reader.feed(chunk);
     const out: string[] = [];
-    for (let e = reader.next(); e; e = reader.next()) out.push('line' in e ? e.line : '<too long>');
+    for (let e = reader.next(); e; e = reader.next()) out.push('line' in e ? e.line : 'tooLong' in e ? '<too long>' : '<telnet inside>');
     assert.equal(reader.buffered, 0);
     return out;
   };
@@ -34,6 +34,10 @@ test('LineReader splits on CRLF, CR or LF, and strips Telnet IAC sequences', () 
     const [line] = lines(Buffer.from([...Buffer.from('MKD Ha'), ...bytes, ...Buffer.from('les\r\n')]));
     assert.equal(decodeArgument(line!, 'latin1'), 'MKD Haÿ-les', JSON.stringify(bytes));
   }
+  // A Telnet command inside a line (IAC then 0xF0-0xFE, a Latin-1 "ÿö" or "ÿü" sent undoubled):
+  // the line is refused whole. Got: 'DELE ab' for "DELE aÿöb", another file.
+  assert.deepEqual(lines(Buffer.from([...Buffer.from('DELE a'), 0xff, 0xf6, ...Buffer.from('b\r\nNOOP\r\n')])), ['<telnet inside>', 'NOOP']);
+  assert.deepEqual(lines(Buffer.from([...Buffer.from('MKD a'), 0xff, 0xfc, 0x78, ...Buffer.from('b\r\n')])), ['<telnet inside>']);
 });
 
 test('LineReader hands out one line at a time and discard() drops what follows', () => {

@@ -11,15 +11,17 @@ const CR = 0x0d;
 const LF = 0x0a;
 const NUL = 0x00;
 
-export type LineEvent = { line: string } | { tooLong: true };
+/** A line; one too long to keep; or one with a Telnet command inside it, whose text is not what the client typed. */
+export type LineEvent = { line: string } | { tooLong: true } | { telnetInside: true };
 
 /**
  * Splits the control connection's bytes into command lines, one at a time:
  * the session asks for the next line only when it is ready to run it, so
  * bytes behind a line stay here unparsed (AUTH TLS drops them). All parsing
- * of raw network bytes happens here: Telnet IAC sequences are dropped (IAC
- * IAC, or an IAC before a byte that is no Telnet command, is a 0xFF of the
- * text), bytes that are not UTF-8 are kept as escapes for the path function
+ * of raw network bytes happens here: Telnet IAC sequences before a line are
+ * dropped, one inside a line makes the whole line refused (dropping it
+ * would run the command on other text), IAC IAC, or an IAC before a byte
+ * that is no Telnet command, is a 0xFF of the text, bytes that are not UTF-8 are kept as escapes for the path function
  * (src/encoding.ts), CR, LF and CRLF all end a line (Python's ftplib sends
  * ABOR's final LF as urgent data, which the kernel drops from the stream)
  * except CR NUL, a CR inside a pathname (RFC 3659 §2.2; seen when both bytes
@@ -30,6 +32,7 @@ export class LineReader {
   #buf: Buffer;
   #len = 0;
   #overflow = false;
+  #telnetInside = false;
   /** Telnet state: 0 normal, 1 after IAC, 2 after IAC WILL/WONT/DO/DONT, 3 after the CR of CR NUL. */
   #telnet = 0;
   /** Chunks received and not yet parsed, and where parsing stands in the first. */
@@ -75,6 +78,7 @@ export class LineReader {
     this.#buffered = 0;
     this.#len = 0;
     this.#overflow = false;
+    this.#telnetInside = false;
     this.#telnet = 0;
   }
 
@@ -88,6 +92,7 @@ export class LineReader {
     if (this.#telnet === 1) {
       this.#telnet = byte >= WILL && byte <= DONT ? 2 : 0;
       if (byte === IAC) this.#append(byte);
+      else if (byte >= SE && this.#len > 0) this.#telnetInside = true;
       if (byte >= SE) return undefined;
       this.#append(IAC);
     } else if (this.#telnet === 2 || this.#telnet === 3) {
@@ -103,11 +108,14 @@ export class LineReader {
     } else if (byte === CR || byte === LF) {
       const event: LineEvent | undefined = this.#overflow
         ? { tooLong: true }
-        : this.#len > 0
-          ? { line: decodeLine(this.#buf.subarray(this.#start(), this.#len)) }
-          : undefined;
+        : this.#telnetInside
+          ? { telnetInside: true }
+          : this.#len > 0
+            ? { line: decodeLine(this.#buf.subarray(this.#start(), this.#len)) }
+            : undefined;
       this.#len = 0;
       this.#overflow = false;
+      this.#telnetInside = false;
       return event;
     } else {
       this.#append(byte);
@@ -133,14 +141,6 @@ export class LineReader {
     }
     this.#buf[this.#len++] = byte;
   }
-}
-
-/** Reply bytes as Telnet text: a 0xFF (a ÿ in Latin-1) goes out doubled, as IAC IAC (RFC 3659 §2.2). */
-export function telnetText(bytes: Buffer): Buffer {
-  if (!bytes.includes(IAC)) return bytes;
-  const out: number[] = [];
-  for (const byte of bytes) out.push(...(byte === IAC ? [IAC, IAC] : [byte]));
-  return Buffer.from(out);
 }
 
 /** Splits `VERB arg` into an upper-case verb and its argument (spaces inside kept). */

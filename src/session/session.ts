@@ -18,9 +18,9 @@ import { encodeLegacy, type LegacyEncoding } from '../encoding.js';
 import { resolveFtpPath } from '../paths.js';
 import type { Location, MountedStorage } from '../storage/mounts.js';
 import type { Storages } from '../storage/storages.js';
-import { formatReply, Reply, type ReplyCode } from '../replies.js';
+import { formatReply, Reply, telnetText, type ReplyCode } from '../replies.js';
 import type { Storage, StoragePath } from '../storage/types.js';
-import { LineReader, parseCommand, telnetText, type LineEvent } from './lines.js';
+import { LineReader, parseCommand, type LineEvent } from './lines.js';
 import type { Transfer } from './transfer.js';
 
 /** What every session shares: configuration, storage and the user list. */
@@ -248,6 +248,10 @@ export class Session {
           return;
         }
         this.reply(Reply.SyntaxError, 'Command line too long.');
+        continue;
+      }
+      if ('telnetInside' in event) {
+        this.reply(Reply.SyntaxErrorInArguments, 'Telnet commands inside a command line are not accepted; send a 0xFF as 0xFF 0xFF.');
         continue;
       }
       const { verb } = parseCommand(event.line);
@@ -498,15 +502,14 @@ export class Session {
       } else if (spec.arg === 'none' && arg.trim() !== '') {
         this.reply(Reply.SyntaxErrorInArguments, `${verb} takes no argument.`);
       } else {
-        if (spec.perm && this.user && !(verb === 'STAT' && arg.trim() === '')) {
-          this.authorize(spec.perm, this.resolve(spec.pathArg?.(arg) ?? arg));
-        }
+        const path = spec.pathArg ? spec.pathArg(arg) : arg;
+        if (spec.perm && this.user && path !== undefined) this.authorize(spec.perm, this.resolve(path));
         await spec.handler(this, arg);
       }
     } catch (err) {
       const { code, text } = replyForError(err);
       if (code === Reply.LocalError) this.log.error({ err, verb }, 'command failed');
-      const hidden = code === Reply.FileUnavailable && this.#hidesExistence(spec?.pathArg?.(arg) ?? arg);
+      const hidden = code === Reply.FileUnavailable && this.#hidesExistence((spec?.pathArg ? spec.pathArg(arg) : arg) ?? '');
       this.reply(code, hidden ? 'Requested action not taken.' : text);
     } finally {
       // A transfer command refused before its transfer started leaves the channel unused again.
