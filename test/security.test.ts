@@ -443,6 +443,8 @@ for (const driver of await drivers()) {
         assert.equal(await store(partner, 'report.csv', 'again'), 550);
         const long = `${'l'.repeat(251)}.csv`;
         assert.equal(await store(partner, long, 'long'), 226);
+        const longExt = `a.${'e'.repeat(253)}`;
+        assert.equal(await store(partner, longExt, 'long extension'), 226);
         partner.close();
 
         const renamer = await RawFtp.login(server.port, 'renamer', 'renamepw');
@@ -462,6 +464,13 @@ for (const driver of await drivers()) {
         const done = await renamer.read();
         assert.equal(done.code, 226, done.text);
         assert.equal(done.text, `Transfer complete; stored as "${'l'.repeat(247)} (1).csv".`);
+        // An extension too long for " (1)" beside it is shortened too.
+        const second = await renamer.passive();
+        await renamer.expect(`STOR ${longExt}`, 150);
+        second.end('long extension again');
+        const stored = await renamer.read();
+        assert.equal(stored.code, 226, stored.text);
+        assert.equal(stored.text, `Transfer complete; stored as "a.${'e'.repeat(249)} (1)".`);
         renamer.close();
         const read = async (name: string) => (await getFile(server.port, USER, PASSWORD, `drop/${name}`)).toString();
         assert.deepEqual([await read('report.csv'), await read('report (1).csv'), await read('report (2).csv')], ['first', 'second', 'third']);

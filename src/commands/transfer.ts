@@ -6,6 +6,7 @@ import { plainAddress } from '../data/channel.js';
 import { openPassive, PassivePortsExhausted } from '../data/passive.js';
 import { asStorageError, counter, sendStream, UploadBody } from '../data/streams.js';
 import { Throttle } from '../data/throttle.js';
+import { MAX_NAME_BYTES } from '../paths.js';
 import { Reply } from '../replies.js';
 import { protectionRequired } from './security.js';
 import type { ResolvedPath, Session } from '../session/session.js';
@@ -341,32 +342,36 @@ async function storeTarget(s: Session, target: ResolvedPath): Promise<ResolvedPa
     await s.authorizeOverwrite(target);
     return target;
   }
-  const dot = target.ftp.lastIndexOf('.');
   const slash = target.ftp.lastIndexOf('/');
-  const [stem, ext] = dot > slash + 1 ? [target.ftp.slice(0, dot), target.ftp.slice(dot)] : [target.ftp, ''];
+  const [dir, name] = [target.ftp.slice(0, slash + 1), target.ftp.slice(slash + 1)];
   for (let n = 0; n <= MAX_NUMBERED_NAMES; n++) {
-    const candidate = n === 0 ? target : numbered(s, stem, ` (${n})${ext}`);
+    const candidate = n === 0 ? target : s.resolve(dir + numberedName(name, n));
     if (!(await s.exists(candidate))) return candidate;
   }
   throw new StorageError('Exists', 'no free name');
 }
 
 /**
- * stem + suffix, the stem shortened (by whole characters) until the name fits
- * the length limit: refusing a taken name that a free one of the same length
- * would not be would tell a drop box which names exist.
+ * `name (n).ext`, shortened by whole characters to fit MAX_NAME_BYTES (the
+ * stem first, then the extension too): refusing a taken name that a free
+ * one of the same length would not be would tell a drop box which names exist.
  */
-function numbered(s: Session, stem: string, suffix: string): ResolvedPath {
-  let chars = [...stem];
-  const dir = [...stem.slice(0, stem.lastIndexOf('/') + 1)].length;
-  for (;;) {
-    try {
-      return s.resolve(chars.join('') + suffix);
-    } catch (err) {
-      if (!(err instanceof StorageError && err.code === 'InvalidName') || chars.length <= dir + 1) throw err;
-      chars = chars.slice(0, -1);
-    }
+function numberedName(name: string, n: number): string {
+  const dot = name.lastIndexOf('.');
+  const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
+  const mark = ` (${n})`;
+  const room = MAX_NAME_BYTES - Buffer.byteLength(mark + ext);
+  return room > 0 ? fitBytes(stem, room) + mark + ext : fitBytes(name, MAX_NAME_BYTES - Buffer.byteLength(mark)) + mark;
+}
+
+/** The longest start of text, in whole characters, of at most `bytes` UTF-8 bytes. */
+function fitBytes(text: string, bytes: number): string {
+  let out = '';
+  for (const ch of text) {
+    if (Buffer.byteLength(out + ch) > bytes) break;
+    out += ch;
   }
+  return out;
 }
 
 /**
