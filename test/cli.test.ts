@@ -96,6 +96,9 @@ describe('config file', () => {
       [{ FTP_PROXY_PROTOCOL: 'v2' }, undefined, /^FTP_PROXY_PROTOCOL: "v2" is not true or false$/],
       // Got: accepted, and check-config printed "at http://AKIAEXAMPLE:SecretInUrl@127.0.0.1:9".
       [{ S3_BUCKET: 'files', S3_ENDPOINT: 'http://AKIAEXAMPLE:SecretInUrl@127.0.0.1:9' }, undefined, /^S3_ENDPOINT: a user or password in the URL is not allowed; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY$/],
+      // Nor quoted when the scheme is wrong. Got: "s3://AKIAX:SecretKey@host:9000" is not an http(s) URL.
+      [{ S3_BUCKET: 'files', S3_ENDPOINT: 's3://AKIAX:SecretKey@127.0.0.1:9000' }, undefined, /^S3_ENDPOINT: a user or password in the URL is not allowed/],
+      [{ S3_BUCKET: 'files', S3_ENDPOINT: 'ftp://127.0.0.1:9000' }, undefined, /^S3_ENDPOINT: not an http\(s\) URL$/],
     ];
     for (const [env, file, message] of cases) {
       assert.throws(

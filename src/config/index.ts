@@ -240,17 +240,13 @@ function loadStorage(env: Env): StorageConfig {
   if (invalid !== undefined) throw new ConfigError(`S3_EXTRA_BUCKETS: "${invalid}" is not a valid bucket name`);
   const endpoint = env.S3_ENDPOINT?.trim() || undefined;
   if (endpoint !== undefined) {
-    let url: URL;
-    try {
-      url = new URL(endpoint);
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error('scheme');
-    } catch {
-      throw new ConfigError(`S3_ENDPOINT: "${endpoint}" is not an http(s) URL`);
-    }
-    // The endpoint is printed (check-config) and logged; credentials go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
-    if (url.username !== '' || url.password !== '') {
+    // The endpoint is printed (check-config) and logged, so a refusal never quotes it: it may hold
+    // credentials, which go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    const url = URL.parse(endpoint);
+    if (url && (url.username !== '' || url.password !== '')) {
       throw new ConfigError('S3_ENDPOINT: a user or password in the URL is not allowed; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY');
     }
+    if (!url || (url.protocol !== 'http:' && url.protocol !== 'https:')) throw new ConfigError('S3_ENDPOINT: not an http(s) URL');
   }
   return {
     kind: 's3',
