@@ -455,13 +455,15 @@ export class S3Storage implements Storage {
       const page = await this.call('sweep', () =>
         this.client.send(
           // No Prefix: MinIO lists uploads by exact key only, so a prefix finds nothing there; filter here instead.
-          new ListMultipartUploadsCommand({ Bucket: this.bucket, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+          new ListMultipartUploadsCommand({ Bucket: this.bucket, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker, EncodingType: 'url' }),
           { abortSignal: signal },
         ),
       );
       for (const upload of page.Uploads ?? []) {
         signal?.throwIfAborted();
-        const { Key: key, UploadId: uploadId, Initiated: initiated } = upload;
+        const { UploadId: uploadId, Initiated: initiated } = upload;
+        // Names as stored (see decodeNames); NextKeyMarker is sent back as it came.
+        const key = decodeName(upload.Key, page.EncodingType);
         if (!key?.startsWith(prefix) || !uploadId || this.openUploads.has(uploadId)) continue;
         if (!initiated || initiated.getTime() > cutoff) continue;
         // aborts.abort never throws; an upload it could not abort is retried later and not counted.
@@ -1068,12 +1070,15 @@ function checkKey(key: string): string {
  * request says no EncodingType, and its names are taken as they came.
  */
 function decodeNames(page: ListObjectsV2CommandOutput): ListObjectsV2CommandOutput {
-  if (page.EncodingType !== 'url') return page;
-  const decode = (name: string | undefined) => (name === undefined ? undefined : decodeURIComponent(name.replace(/\+/g, ' ')));
-  for (const o of page.Contents ?? []) o.Key = decode(o.Key);
-  for (const p of page.CommonPrefixes ?? []) p.Prefix = decode(p.Prefix);
-  page.Prefix = decode(page.Prefix);
+  for (const o of page.Contents ?? []) o.Key = decodeName(o.Key, page.EncodingType);
+  for (const p of page.CommonPrefixes ?? []) p.Prefix = decodeName(p.Prefix, page.EncodingType);
+  page.Prefix = decodeName(page.Prefix, page.EncodingType);
   return page;
+}
+
+/** A key or prefix from a listing, as stored: URL-decoded when the store says it encoded it. */
+function decodeName(name: string | undefined, encoding: string | undefined): string | undefined {
+  return name === undefined || encoding !== 'url' ? name : decodeURIComponent(name.replace(/\+/g, ' '));
 }
 
 function pageHasKeys(page: ListObjectsV2CommandOutput): boolean {
