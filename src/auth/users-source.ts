@@ -52,15 +52,11 @@ export function diffUsers(before: ReadonlyMap<string, User>, after: ReadonlyMap<
 
 /**
  * A stable text of everything a user entry says. Buffers (salt, hash)
- * serialise as their bytes; sets (the permission rules) and maps as their
- * sorted members, which JSON.stringify alone writes as {}.
+ * serialise as their bytes; sets (the permission rules) as their sorted
+ * members, which JSON.stringify alone writes as {}.
  */
 function fingerprint(user: User): string {
-  return JSON.stringify(user, (_key, value: unknown) => {
-    if (value instanceof Set) return [...value].sort();
-    if (value instanceof Map) return [...value.entries()].sort(([a], [b]) => String(a).localeCompare(String(b)));
-    return value;
-  });
+  return JSON.stringify(user, (_key, value: unknown) => (value instanceof Set ? [...value].sort() : value));
 }
 
 /** Where the server's current users live: the reloader reads and swaps them here. */

@@ -29,10 +29,11 @@ export interface CommandSpec {
   secretArg?: true;
   /**
    * The part of the argument that names the path, when not all of it does:
-   * ls options (`LIST -la dir`), the time of `MDTM <time> <path>` and `MFMT`.
-   * The preflight authorizes that path, and a 550 hides whether it exists.
+   * ls options (`LIST -la dir`), the time of `MDTM <time> <path>` and `MFMT`;
+   * undefined when the command names no path (`STAT` alone). The preflight
+   * authorizes that path, and a 550 hides whether it exists.
    */
-  pathArg?: (arg: string) => string;
+  pathArg?: (arg: string) => string | undefined;
 }
 
 const pre = { needsLogin: false } as const;
@@ -55,7 +56,7 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   HELP: { ...pre, arg: 'optional', help: 'HELP [<command>]', handler: info.help },
   NOOP: { ...pre, arg: 'none', help: 'NOOP', handler: info.noop },
   OPTS: { ...post, arg: 'required', help: 'OPTS UTF8 ON | OPTS MLST <facts> | OPTS HASH <algorithm>', handler: info.opts },
-  STAT: { ...post, arg: 'optional', help: 'STAT [<path>]', handler: info.stat, duringTransfer: true, perm: 'list', pathArg: listing.stripListOptions },
+  STAT: { ...post, arg: 'optional', help: 'STAT [<path>]', handler: info.stat, duringTransfer: true, perm: 'list', pathArg: (arg) => (arg.trim() === '' ? undefined : listing.stripListOptions(arg)) },
   ALLO: { ...post, arg: 'optional', help: 'ALLO <size>', handler: info.allo },
   // Navigation
   PWD: { ...post, arg: 'none', help: 'PWD', handler: navigation.pwd },

@@ -133,7 +133,7 @@ class ServerTlsSocket extends TLSSocket {
   #eof: 'close_notify' | 'tcp' | undefined;
 
   constructor(socket: Socket | TcpReader, options: ConstructorParameters<typeof TLSSocket>[1]) {
-    super(socket as Socket, options);
+    super(socket, options);
     this.#reader = socket instanceof TcpReader ? socket : undefined;
   }
 
