@@ -6,6 +6,7 @@ import { connect, type TLSSocket } from 'node:tls';
 import {
   acceptDataTls,
   acceptTls,
+  closeNotified,
   createTlsContext,
   sameTlsSession,
   sessionContext,
@@ -198,4 +199,56 @@ test('a per-connection context costs about a millisecond', () => {
   for (let i = 0; i < 50; i++) sessionContext(ftps);
   const ms = Number(process.hrtime.bigint() - started) / 1e6 / 50;
   assert.ok(ms < 20, `${ms.toFixed(2)} ms per context`);
+});
+
+/**
+ * closeNotified rests on two things in Node: the reader's own 'end' listener
+ * runs before the TLS layer is handed the TCP end, and the TLS layer
+ * decrypts every chunk it is given at once, however its reader is paced.
+ * A break in either shows here, with the TLS side paused or read slowly.
+ */
+describe('closeNotified: close_notify told from a bare FIN, however the TLS side is read', () => {
+  const context = createTlsContext(testFtps());
+  for (const pace of ['flowing', 'paused 300 ms', 'resumed every 5 ms'] as const) {
+    for (const end of ['close_notify', 'bare FIN'] as const) {
+      test(`${end}, ${pace}`, async () => {
+        const server = createServer({ allowHalfOpen: true });
+        server.listen(0, '127.0.0.1');
+        await once(server, 'listening');
+        const seen = new Promise<{ bytes: number; notified: boolean }>((resolve) =>
+          server.once('connection', async (tcp: Socket) => {
+            tcp.on('error', () => {});
+            const secure = await acceptTls(tcp, context, 5000, { watchEnd: true });
+            secure.on('error', () => {});
+            let bytes = 0;
+            let timer: NodeJS.Timeout | undefined;
+            if (pace !== 'flowing') secure.pause();
+            if (pace === 'paused 300 ms') setTimeout(() => secure.resume(), 300);
+            if (pace === 'resumed every 5 ms') timer = setInterval(() => (secure.resume(), setImmediate(() => secure.pause())), 5);
+            secure.on('data', (chunk: Buffer) => (bytes += chunk.length));
+            secure.once('end', () => {
+              clearInterval(timer);
+              resolve({ bytes, notified: closeNotified(secure) });
+            });
+          }),
+        );
+        const raw = connectTcp((server.address() as AddressInfo).port, '127.0.0.1');
+        raw.on('error', () => {});
+        await once(raw, 'connect');
+        const client = connect({ socket: raw, rejectUnauthorized: false });
+        client.on('error', () => {});
+        await once(client, 'secureConnect');
+        const body = Buffer.alloc(4 << 20, 1);
+        if (end === 'close_notify') client.end(body);
+        else client.write(body, () => raw.end());
+        try {
+          assert.deepEqual(await seen, { bytes: body.length, notified: end === 'close_notify' });
+        } finally {
+          client.destroy();
+          raw.destroy();
+          server.close();
+        }
+      });
+    }
+  }
 });
