@@ -30,10 +30,8 @@ async function basicFtps(port: number, secure: true | 'implicit'): Promise<Clien
   return client;
 }
 
-async function roundTrip(client: Client, name: string): Promise<void> {
-  const body = randomBytes(64 * 1024);
-  assert.equal((await client.uploadFrom(Readable.from([body]), name)).code, 226);
-  assert.ok((await client.list()).some((e) => e.name === name));
+/** A file's bytes, downloaded with basic-ftp. */
+async function download(client: Client, name: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   await client.downloadTo(
     new Writable({
@@ -44,7 +42,14 @@ async function roundTrip(client: Client, name: string): Promise<void> {
     }),
     name,
   );
-  assert.deepEqual(Buffer.concat(chunks), body);
+  return Buffer.concat(chunks);
+}
+
+async function roundTrip(client: Client, name: string): Promise<void> {
+  const body = randomBytes(64 * 1024);
+  assert.equal((await client.uploadFrom(Readable.from([body]), name)).code, 226);
+  assert.ok((await client.list()).some((e) => e.name === name));
+  assert.deepEqual(await download(client, name), body);
   await client.remove(name);
 }
 
@@ -289,17 +294,7 @@ for (const driver of await drivers()) {
       await ftp.expect('SIZE new-truncated.bin', 550);
       ftp.close();
       const client = await basicFtps(server.port, true);
-      const chunks: Buffer[] = [];
-      await client.downloadTo(
-        new Writable({
-          write(c: Buffer, _e, done) {
-            chunks.push(c);
-            done();
-          },
-        }),
-        'truncated.bin',
-      );
-      assert.deepEqual(Buffer.concat(chunks), good);
+      assert.deepEqual(await download(client, 'truncated.bin'), good);
       await client.remove('truncated.bin');
       client.close();
     });
