@@ -189,7 +189,9 @@ async function run(
 
 /**
  * The commit rule for uploads: publish only what the client finished. Its
- * data connection must have ended with a FIN, not a reset; and since a
+ * data connection must have ended with a FIN, not a reset (under PROT P,
+ * with the client's close_notify before it, unless FTPS_REQUIRE_CLOSE_NOTIFY
+ * is off: a bare FIN is anyone's on the path); and since a
  * dying client's two connections close a few ms apart in either order, the
  * control connection gets `uploadSettleMs` (and the event-loop turns that
  * deliver what already arrived) to show it is closing too. Abort after this
