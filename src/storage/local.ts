@@ -645,12 +645,25 @@ function sidecarPath(full: string): string {
 /** Writes a sidecar atomically (temp then rename), so a reader never sees half of one. */
 async function writeSidecar(full: string, sidecar: Sidecar): Promise<void> {
   const path = sidecarPath(full);
-  await mkdir(dirname(path), { recursive: true });
+  await makeMetaDir(dirname(path));
   const temp = join(dirname(path), `${randomUUID()}.tmp`);
   await writeFile(temp, JSON.stringify(sidecar));
   await rename(temp, path).catch(async (err: unknown) => {
     await unlink(temp).catch(() => undefined);
     throw err;
+  });
+}
+
+/**
+ * Makes a directory's sidecar directory, one level only. Its parent is
+ * reached through /proc/self/fd (an open directory); if another session
+ * removed that directory meanwhile, Node's recursive mkdir retries forever
+ * (ENOENT for the child, "exists" for the parent) and holds a thread and the
+ * main loop at full CPU. A plain mkdir fails with ENOENT instead.
+ */
+async function makeMetaDir(dir: string): Promise<void> {
+  await mkdir(dir).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EEXIST') throw err;
   });
 }
 
@@ -670,7 +683,7 @@ async function readSidecar(full: string, stats: Stats): Promise<Sidecar | undefi
 async function moveSidecar(from: string, to: string): Promise<void> {
   const target = sidecarPath(to);
   try {
-    await mkdir(dirname(target), { recursive: true });
+    await makeMetaDir(dirname(target));
     await rename(sidecarPath(from), target);
   } catch {
     await rm(target, { force: true }).catch(() => undefined);
