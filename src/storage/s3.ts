@@ -462,7 +462,7 @@ export class S3Storage implements Storage {
       for (const upload of page.Uploads ?? []) {
         signal?.throwIfAborted();
         const { UploadId: uploadId, Initiated: initiated } = upload;
-        // Names as stored (see decodeNames); NextKeyMarker is sent back as it came.
+        // Names as stored (see decodeNames).
         const key = decodeName(upload.Key, page.EncodingType);
         if (!key?.startsWith(prefix) || !uploadId || this.openUploads.has(uploadId)) continue;
         if (!initiated || initiated.getTime() > cutoff) continue;
@@ -471,7 +471,8 @@ export class S3Storage implements Storage {
         await this.aborts.abort(key, uploadId);
         if (this.aborts.pending === before) removed++;
       }
-      keyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+      // The marker is encoded too (S3 encodes NextKeyMarker with the keys); the next request names the key itself.
+      keyMarker = page.IsTruncated ? decodeName(page.NextKeyMarker, page.EncodingType) : undefined;
       uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
     } while (keyMarker);
     if (removed > 0) this.logger?.info({ event: 'sweep', removed }, 'removed multipart uploads left by a crashed server');
