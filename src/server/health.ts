@@ -9,7 +9,7 @@ import { METRICS_CONTENT_TYPE, type Metrics } from './metrics.js';
 const READY_TIMEOUT_MS = 5000;
 /** Probes and scrapes need a few connections; more are refused, so a flood cannot hold memory. */
 const MAX_CONNECTIONS = 32;
-/** Requests one connection may send; a pipeline that never reads its answers then ends. */
+/** Requests one connection may send (this does not bound a pipeline that never reads: see SECURITY.md). */
 const MAX_REQUESTS_PER_SOCKET = 100;
 
 export interface HealthOptions {

@@ -18,15 +18,15 @@ export type LineEvent = { line: string } | { tooLong: true } | { telnetInside: t
  * Splits the control connection's bytes into command lines, one at a time:
  * the session asks for the next line only when it is ready to run it, so
  * bytes behind a line stay here unparsed (AUTH TLS drops them). All parsing
- * of raw network bytes happens here: Telnet IAC sequences before a line are
- * dropped, one inside a line makes the whole line refused (dropping it
- * would run the command on other text), IAC IAC, or an IAC before a byte
- * that is no Telnet command, is a 0xFF of the text, bytes that are not UTF-8 are kept as escapes for the path function
- * (src/encoding.ts), CR, LF and CRLF all end a line (Python's ftplib sends
- * ABOR's final LF as urgent data, which the kernel drops from the stream)
- * except CR NUL, a CR inside a pathname (RFC 3659 §2.2; seen when both bytes
- * have arrived), and a line longer than `maxBytes` is reported once and
- * discarded without being buffered.
+ * of raw network bytes happens here:
+ * - Telnet IAC sequences before a line are dropped; one inside a line makes
+ *   the whole line refused (dropping it would run the command on other text).
+ *   IAC IAC, or an IAC before a byte that is no Telnet command, is a 0xFF of the text.
+ * - Bytes that are not UTF-8 are kept as escapes for the path function (src/encoding.ts).
+ * - CR, LF and CRLF all end a line (Python's ftplib sends ABOR's final LF as
+ *   urgent data, which the kernel drops from the stream), except CR NUL, a CR
+ *   inside a pathname (RFC 3659 §2.2; seen when both bytes have arrived).
+ * - A line longer than `maxBytes` is reported once and discarded without being buffered.
  */
 export class LineReader {
   #buf: Buffer;

@@ -397,10 +397,8 @@ export class Session {
    * error's text whether a name exists there (a drop box): one text for all.
    */
   #hidesExistence(path: string): boolean {
-    const rules = this.user?.permissions;
-    if (!rules) return false;
     try {
-      return !isAllowed(rules, this.resolve(path).ftp, 'list');
+      return !this.may('list', this.resolve(path).ftp);
     } catch {
       return false;
     }
@@ -490,6 +488,8 @@ export class Session {
     // is USER immediately followed by PASS: AUTH TLS between them, or anything else, cancels it.
     if (verb !== 'RNTO') this.renameFrom = undefined;
     if (verb !== 'PASS') this.pendingUser = undefined;
+    // The path the argument names: what the preflight authorizes, and by which a 550 is hidden.
+    const path = spec?.pathArg ? spec.pathArg(arg) : arg;
     try {
       if (!spec) {
         this.reply(Reply.SyntaxError, 'Unknown command.');
@@ -502,14 +502,13 @@ export class Session {
       } else if (spec.arg === 'none' && arg.trim() !== '') {
         this.reply(Reply.SyntaxErrorInArguments, `${verb} takes no argument.`);
       } else {
-        const path = spec.pathArg ? spec.pathArg(arg) : arg;
         if (spec.perm && this.user && path !== undefined) this.authorize(spec.perm, this.resolve(path));
         await spec.handler(this, arg);
       }
     } catch (err) {
       const { code, text } = replyForError(err);
       if (code === Reply.LocalError) this.log.error({ err, verb }, 'command failed');
-      const hidden = code === Reply.FileUnavailable && this.#hidesExistence((spec?.pathArg ? spec.pathArg(arg) : arg) ?? '');
+      const hidden = code === Reply.FileUnavailable && this.#hidesExistence(path ?? '');
       this.reply(code, hidden ? 'Requested action not taken.' : text);
     } finally {
       // A transfer command refused before its transfer started leaves the channel unused again.
