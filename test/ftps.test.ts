@@ -68,7 +68,11 @@ async function protectedListing(controlPort: number): Promise<{ ftp: RawFtp; por
 }
 
 async function rawTls(port: number): Promise<{ ftp: RawFtp; tls: TLSSocket }> {
-  const ftp = await RawFtp.connect(port);
+  return upgrade(await RawFtp.connect(port));
+}
+
+/** AUTH TLS on a raw control connection, then the handshake: the connection as it goes on over TLS. */
+async function upgrade(ftp: RawFtp): Promise<{ ftp: RawFtp; tls: TLSSocket }> {
   await ftp.expect('AUTH TLS', 234);
   ftp.socket.removeAllListeners('data');
   const tls = connectTls({ socket: ftp.socket, ...insecure });
@@ -175,11 +179,7 @@ for (const driver of await drivers()) {
       await ftp.expect('PASS legacypw', 503);
       // A name sent in clear before AUTH TLS is not the one a PASS over TLS logs in.
       await ftp.expect('USER legacy', 331);
-      await ftp.expect('AUTH TLS', 234);
-      ftp.socket.removeAllListeners('data');
-      const upgraded = connectTls({ socket: ftp.socket, ...insecure });
-      await new Promise((r) => upgraded.once('secureConnect', r));
-      const overTls = RawFtp.over(upgraded);
+      const { ftp: overTls } = await upgrade(ftp);
       // Got: 230, logged in as the name sent in clear.
       await overTls.expect('PASS legacypw', 503);
       overTls.close();
