@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { parsePermissions } from '../src/auth/permissions.js';
 import { hashPassword, parsePasswordHash, type User } from '../src/auth/users.js';
 import { basicFtp, getFile, RawFtp, readAll, store } from './helpers/ftp.js';
-import { drivers, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
+import { drivers, noDanglingUploads, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
 
 const plain = (name: string, password: string, home: string, permissions?: unknown): User => ({
   name,
@@ -478,6 +478,93 @@ for (const driver of await drivers()) {
       } finally {
         await server.close();
       }
+    });
+  });
+}
+
+for (const driver of await drivers()) {
+  describe(`a drop box never replaces a file, even racing another upload (${driver.name})`, { skip: driver.skip }, () => {
+    let server: TestServer;
+    before(async () => {
+      server = await startTestServer(driver, {
+        users: [
+          plain(USER, PASSWORD, ''),
+          plain('partner', 'droppw', 'drop', 'drop-box'),
+          { ...plain('renamer', 'renamepw', 'drop', 'drop-box'), dropBoxOnExisting: 'rename' },
+        ],
+      });
+    });
+    after(async () => {
+      await server?.close();
+    });
+    const read = async (name: string) => (await getFile(server.port, USER, PASSWORD, `drop/${name}`)).toString();
+    /** Starts an upload (its 150), to be finished by ending the returned data connection. */
+    const started = async (ftp: RawFtp, name: string) => {
+      const data = await ftp.passive();
+      await ftp.expect(`STOR ${name}`, 150);
+      return data;
+    };
+
+    // Small bodies are one PutObject on S3; 6 MiB ones a multipart upload, published by its completion.
+    for (const size of [8, 6 * 1024 * 1024]) {
+      const body = (tag: string) => Buffer.alloc(size, tag);
+      test(`"rename": two uploads of one name at once are both kept, under two names (${size} bytes)`, async () => {
+        const name = `twice-${size}.csv`;
+        // Logged in first: a drop box's home is made at its first login.
+        const [a, b] = [await RawFtp.login(server.port, 'renamer', 'renamepw'), await RawFtp.login(server.port, 'renamer', 'renamepw')];
+        assert.equal(await store(await RawFtp.login(server.port, USER, PASSWORD), `drop/${name}`, 'taken'), 226);
+        // Both are answered 150 before either stores: both had found "(1)" free.
+        const [da, db] = [await started(a, name), await started(b, name)];
+        db.end(body('b'));
+        const doneB = await b.read();
+        da.end(body('a'));
+        const doneA = await a.read();
+        // Got: 226 'stored as "twice (1).csv"' twice, and only one of the two bodies in the drop box.
+        assert.deepEqual([doneA.code, doneB.code], [226, 226]);
+        const stem = name.slice(0, -4);
+        assert.deepEqual([doneA.text, doneB.text].sort(), [`Transfer complete; stored as "${stem} (1).csv".`, `Transfer complete; stored as "${stem} (2).csv".`]);
+        const stored = (text: string) => /"(.*)"/.exec(text)![1]!;
+        assert.ok((await read(stored(doneA.text))) === body('a').toString());
+        assert.ok((await read(stored(doneB.text))) === body('b').toString());
+        assert.equal(await read(name), 'taken');
+        a.close();
+        b.close();
+        await noDanglingUploads(driver, server);
+      });
+
+      test(`a drop box's upload to a free name loses to a file stored there meanwhile: 451, and that file stays (${size} bytes)`, async () => {
+        const name = `raced-${size}.txt`;
+        for (const [user, password] of [['partner', 'droppw'], ['renamer', 'renamepw']] as const) {
+          const partner = await RawFtp.login(server.port, user, password);
+          const data = await started(partner, name);
+          data.write(body('p').subarray(0, 4));
+          const owner = await RawFtp.login(server.port, USER, PASSWORD);
+          assert.equal(await store(owner, `drop/${name}`, `owner's ${user}`), 226);
+          data.end(body('p').subarray(4));
+          // Got: 226, and the owner's file held the partner's bytes (a drop box may not replace a file).
+          assert.equal((await partner.read()).code, 451, user);
+          assert.equal(await read(name), `owner's ${user}`);
+          await owner.expect(`DELE drop/${name}`, 250);
+          partner.close();
+          owner.close();
+        }
+        await noDanglingUploads(driver, server);
+      });
+    }
+
+    test('"refuse": while one upload of a free name runs, another of the same name is refused (550) and the first is kept', async () => {
+      const [a, b] = [await RawFtp.login(server.port, 'partner', 'droppw'), await RawFtp.login(server.port, 'partner', 'droppw')];
+      const data = await started(a, 'claimed.csv');
+      const second = await b.passive();
+      assert.equal((await b.send('STOR claimed.csv')).code, 550);
+      second.destroy();
+      data.end('first');
+      assert.equal((await a.read()).code, 226);
+      assert.equal(await read('claimed.csv'), 'first');
+      // Its claim ends with the upload: the name is now simply taken.
+      assert.equal(await store(b, 'claimed.csv', 'again'), 550);
+      a.close();
+      b.close();
     });
   });
 }

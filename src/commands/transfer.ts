@@ -9,7 +9,7 @@ import { Throttle } from '../data/throttle.js';
 import { MAX_NAME_BYTES } from '../paths.js';
 import { Reply } from '../replies.js';
 import { protectionRequired } from './security.js';
-import type { ResolvedPath, Session } from '../session/session.js';
+import type { ResolvedPath, ServerContext, Session } from '../session/session.js';
 import { startTransfer } from '../session/transfer.js';
 import { baseName, StorageError } from '../storage/types.js';
 
@@ -59,12 +59,12 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
     return;
   }
   if (offset > 0) s.authorize('append', target);
-  // APPE keeps every existing byte; STOR (from 0 or from a REST offset) replaces some.
-  const destination = append ? target : await storeTarget(s, target);
   // A size limit counts from the bytes the upload keeps: the REST offset, or all of an APPE's file.
   const maxFileSize = s.user?.maxFileSize;
   const kept = maxFileSize === undefined ? 0 : append ? await existingSize(s, target) : offset;
   if (maxFileSize !== undefined && kept > maxFileSize) throw new StorageError('QuotaExceeded', 'file size limit reached');
+  // APPE keeps every existing byte; STOR (from 0 or from a REST offset) replaces some.
+  const { destination, claim } = append ? { destination: target, claim: undefined } : await storeTarget(s, target);
   // Phase 1 ends when the storage has validated the target (parent, name,
   // offset) and asks for the first byte: a refusal is answered with no 150.
   const controller = new AbortController();
@@ -75,6 +75,7 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
   const written = s.storage.write(destination.storage, body, {
     offset: append ? undefined : offset,
     append,
+    createOnly: claim !== undefined,
     signal: AbortSignal.any([controller.signal, s.signal]),
     metadata: { 'uploaded-by': s.user?.name ?? '', 'client-address': s.clientAddress },
     onAbort: s.user?.keepPartialUploads ? 'publish' : 'discard',
@@ -86,7 +87,7 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
     // For the upload event, which carries it for a STOR from byte 0 only; the storage hashes what it stores, once.
     sha256: s.server.events !== undefined && whole,
   });
-  written.catch(() => {}); // awaited below or by the transfer; a refusal is thrown from here
+  written.catch(() => {}).finally(() => claim?.release()); // awaited below or by the transfer; a refusal is thrown from here
   await Promise.race([body.opened, written]);
   startTransfer(s, {
     direction: 'upload',
@@ -337,18 +338,46 @@ const MAX_NUMBERED_NAMES = 100;
  * "rename"` gets the first free `name (n).ext` instead of a refusal that
  * would tell the name exists.
  */
-async function storeTarget(s: Session, target: ResolvedPath): Promise<ResolvedPath> {
-  if (s.user?.dropBoxOnExisting !== 'rename' || s.mayReplace(target.ftp)) {
-    await s.authorizeOverwrite(target);
-    return target;
+async function storeTarget(s: Session, target: ResolvedPath): Promise<{ destination: ResolvedPath; claim?: NameClaim }> {
+  if (s.mayReplace(target.ftp)) return { destination: target };
+  // A drop box: the upload may only make a new file, and claims the name until it ends.
+  if (s.user?.dropBoxOnExisting !== 'rename') {
+    const claim = (await s.exists(target)) ? undefined : claimName(s, target);
+    if (!claim) s.authorize('delete', target);
+    return { destination: target, claim };
   }
   const slash = target.ftp.lastIndexOf('/');
   const [dir, name] = [target.ftp.slice(0, slash + 1), target.ftp.slice(slash + 1)];
   for (let n = 0; n <= MAX_NUMBERED_NAMES; n++) {
     const candidate = n === 0 ? target : s.resolve(dir + numberedName(name, n));
-    if (!(await s.exists(candidate))) return candidate;
+    const claim = (await s.exists(candidate)) ? undefined : claimName(s, candidate);
+    if (claim) return { destination: candidate, claim };
   }
   throw new StorageError('Exists', 'no free name');
+}
+
+/** A name an upload in this server holds while it runs: to the next upload that may not replace a file, it is taken. */
+interface NameClaim {
+  release(): void;
+}
+
+/** The names claimed per server, by where they are stored (a bucket and key, or a path under DATA_DIR). */
+const claimed = new WeakMap<ServerContext, Set<string>>();
+
+/**
+ * Claims a name for an upload that may not replace a file, or undefined if
+ * another upload here holds it. Two drop boxes storing one name at once would
+ * both find it free; the claim gives the second another number (or a 550),
+ * and the write's createOnly condition covers other servers and other tools.
+ */
+function claimName(s: Session, target: ResolvedPath): NameClaim | undefined {
+  let names = claimed.get(s.server);
+  if (!names) claimed.set(s.server, (names = new Set()));
+  const { bucket, key } = s.locate(target.storage);
+  const id = `${bucket ?? ''}/${key}`;
+  if (names.has(id)) return undefined;
+  names.add(id);
+  return { release: () => void names.delete(id) };
 }
 
 /**

@@ -459,15 +459,16 @@ export class LocalStorage implements Storage {
       throw new StorageError('InvalidRange', `offset ${offset} is beyond the end of ${path} (${size} bytes)`);
     }
     const keeps = options.append === true || offset > 0;
-    return { full, offset, base: !keeps ? undefined : found ? { ino: found.ino, size: found.size, mtimeMs: found.mtimeMs } : 'absent' };
+    const base: Base | undefined = keeps && found ? { ino: found.ino, size: found.size, mtimeMs: found.mtimeMs } : keeps || options.createOnly ? 'absent' : undefined;
+    return { full, offset, base };
   }
 
   /**
    * Moves a finished temp file into place, its sidecar first: inode and mtime
    * survive the rename, so the sidecar is valid the moment the file appears.
-   * With `base` (an append or resume), only over that same, unchanged file (or
-   * none): a file made, replaced or written meanwhile fails the write instead
-   * of being lost.
+   * With `base` (an append, a resume or a create-only write), only over that
+   * same, unchanged file (or none): a file made, replaced or written meanwhile
+   * fails the write instead of being lost.
    */
   private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'metadata'>, signal?: AbortSignal, base?: Base): Promise<void> {
     const stats = await lstat(temp);

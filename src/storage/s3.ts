@@ -304,7 +304,7 @@ export class S3Storage implements Storage {
         key,
         offset,
         etag,
-        base: !keeps ? undefined : etag !== undefined ? { IfMatch: etag } : { IfNoneMatch: '*' },
+        base: keeps && etag !== undefined ? { IfMatch: etag } : keeps || options.createOnly ? { IfNoneMatch: '*' } : undefined,
         body,
         streams,
         metadata: encodeMetadata(options.metadata),

@@ -74,6 +74,13 @@ export interface WriteOptions {
    */
   offset?: number;
   append?: boolean;
+  /**
+   * Publish only where nothing is stored: a file that appears at the path
+   * during the write (another upload, another tool) fails the write
+   * ('Unavailable') instead of being replaced. For a writer that may not
+   * replace files (a drop box); an append or resume is always conditional.
+   */
+  createOnly?: boolean;
   signal?: AbortSignal;
   /** Recorded with the object where the driver can (who uploaded it, from where). */
   metadata?: Record<string, string>;
