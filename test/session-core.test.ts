@@ -403,6 +403,28 @@ for (const driver of all) {
       raw.close();
     });
 
+    test("REST before PASV or EPSV (node-ftp's order) holds for the transfer after it", async () => {
+      await put(server, 'rest-first.txt', Buffer.from('0123456789'));
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      // Got: the offset was dropped by the PASV, and the STOR replaced the file with its tail ("AB").
+      await raw.expect('REST 4', 350);
+      let data = await raw.passive();
+      await raw.expect('STOR rest-first.txt', 150);
+      data.end('AB');
+      assert.equal((await raw.read()).code, 226);
+      assert.equal((await get(server, 'rest-first.txt')).toString(), '0123AB');
+      await raw.expect('REST 2', 350);
+      await raw.expect('TYPE I', 200);
+      const reply = await raw.expect('PASV', 227);
+      const nums = /(\d+),(\d+),(\d+),(\d+),(\d+),(\d+)/.exec(reply.text)!.slice(1).map(Number);
+      data = connect({ host: '127.0.0.1', port: nums[4]! * 256 + nums[5]! });
+      await once(data, 'connect');
+      await raw.expect('RETR rest-first.txt', 150);
+      assert.equal((await readAll(data)).toString(), '23AB');
+      assert.equal((await raw.read()).code, 226);
+      raw.close();
+    });
+
     test('a passive channel a refused transfer command left unused closes after the data timeout, as one never used does', async () => {
       const short = await startTestServer(driver, { dataTimeoutMs: 300 });
       try {

@@ -21,6 +21,12 @@ export interface CommandSpec {
   help: string;
   /** Answered at once while a transfer runs, instead of waiting behind it. */
   duringTransfer?: boolean;
+  /**
+   * Sets up the next transfer (its data connection, its type): done, it
+   * leaves a pending REST for that transfer, as vsftpd does (node-ftp sends
+   * REST before PASV). Any other command drops it.
+   */
+  keepsRest?: true;
   /** Offered (HELP) and run only when the storage has this capability; else 502. */
   capability?: keyof StorageCapabilities;
   /** Checked by the preflight on the argument's path (the working directory without one); else 550. */
@@ -89,13 +95,13 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   APPE: { ...post, arg: 'required', help: 'APPE <path>', handler: transfer.appe, capability: 'resumeUpload', perm: 'append' },
   REST: { ...post, arg: 'required', help: 'REST <offset>', handler: transfer.rest },
   ABOR: { ...post, arg: 'none', help: 'ABOR', handler: transfer.abor, duringTransfer: true },
-  TYPE: { ...post, arg: 'required', help: 'TYPE A | I', handler: transfer.type },
+  TYPE: { ...post, keepsRest: true, arg: 'required', help: 'TYPE A | I', handler: transfer.type },
   MODE: { ...post, arg: 'required', help: 'MODE S', handler: transfer.mode },
   STRU: { ...post, arg: 'required', help: 'STRU F', handler: transfer.stru },
-  PASV: { ...post, arg: 'none', help: 'PASV', handler: transfer.pasv },
-  EPSV: { ...post, arg: 'optional', help: 'EPSV [1 | ALL]', handler: transfer.epsv },
-  PORT: { ...post, arg: 'required', help: 'PORT h1,h2,h3,h4,p1,p2', handler: transfer.port },
-  EPRT: { ...post, arg: 'required', help: 'EPRT |1|address|port|', handler: transfer.eprt },
+  PASV: { ...post, keepsRest: true, arg: 'none', help: 'PASV', handler: transfer.pasv },
+  EPSV: { ...post, keepsRest: true, arg: 'optional', help: 'EPSV [1 | ALL]', handler: transfer.epsv },
+  PORT: { ...post, keepsRest: true, arg: 'required', help: 'PORT h1,h2,h3,h4,p1,p2', handler: transfer.port },
+  EPRT: { ...post, keepsRest: true, arg: 'required', help: 'EPRT |1|address|port|', handler: transfer.eprt },
   // Known, deliberately not implemented: 502.
   ACCT: { ...post, arg: 'optional', help: 'ACCT', secretArg: true },
   SMNT: { ...post, arg: 'optional', help: 'SMNT' },

@@ -514,10 +514,11 @@ export class Session {
       // A transfer command refused before its transfer started leaves the channel unused again.
       this.data?.release();
       if (verb === 'RNTO') this.renameFrom = undefined;
-      // A REST holds for the next command only if it was accepted (350); ABOR and STAT may run
-      // inside a transfer, and leave a REST for the next transfer alone.
+      // A REST holds for the next command only if it was accepted (350), or past commands that set
+      // up the transfer it is for; ABOR and STAT may run inside a transfer, and leave it alone too.
       const restAccepted = verb === 'REST' && this.#lastCode === Reply.PendingFurtherInfo;
-      if (!restAccepted && !(running && spec?.duringTransfer)) this.restOffset = 0;
+      const restKept = spec?.keepsRest && this.#lastCode !== undefined && this.#lastCode < 300;
+      if (!restAccepted && !restKept && !(running && spec?.duringTransfer)) this.restOffset = 0;
     }
     // A transfer command's outcome is its final reply, sent once the transfer ends.
     const transfer = this.transfer !== running ? this.transfer : undefined;
