@@ -731,3 +731,46 @@ function generated(size: number): Readable {
     },
   });
 }
+
+describe('a publishing request whose answer is lost (s3)', async () => {
+  const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
+
+  test('S3 did the work, the SDK timed out and retried: 226 and the file as sent, appended once', { ...T, skip: s3Driver.skip }, async () => {
+    const base = s3Driver.storageConfig();
+    assert.equal(base.kind, 's3');
+    // The first PutObject or CompleteMultipartUpload of each object reaches MinIO, which stores it;
+    // its answer comes after the server's 1 s request timeout, and the SDK sends the request again.
+    const late = new Set<string>();
+    let holding = false;
+    const proxy = await startS3Proxy(base.endpoint!, ({ operation, url }) => {
+      if (!holding || !['PutObject', 'CompleteMultipartUpload'].includes(operation) || late.has(url.pathname)) return 'forward';
+      late.add(url.pathname);
+      return { answerAfterMs: 1500 };
+    });
+    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, requestTimeoutMs: 1000 }) };
+    const server = await startTestServer(driver);
+    try {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await send(raw, 'STOR big.bin', Buffer.from('old'));
+      await send(raw, 'STOR appended.txt', Buffer.from('line1\n'));
+      holding = true;
+      const big = pattern(6 * 1024 * 1024, 7);
+      // Got: 550 (the retried completion found no such upload), yet the 6 MiB file had replaced the old one.
+      await send(raw, 'STOR big.bin', big);
+      // Got: 451 for both (the retried conditional PutObject got 412), though each had been stored;
+      // a client that tried the APPE again as told had line2 in the file twice.
+      await send(raw, 'APPE created.txt', Buffer.from('new\n'));
+      await send(raw, 'APPE appended.txt', Buffer.from('line2\n'));
+      holding = false;
+      assert.ok((await fetch(raw, 'big.bin')).equals(big));
+      assert.equal((await fetch(raw, 'created.txt')).toString(), 'new\n');
+      assert.equal((await fetch(raw, 'appended.txt')).toString(), 'line1\nline2\n');
+      assert.equal(late.size, 3);
+      raw.close();
+      await noDanglingUploads(driver, server);
+    } finally {
+      await server.close();
+      await proxy.close();
+    }
+  });
+});

@@ -47,6 +47,14 @@ export interface MultipartWriterOptions {
    * append) fails the write instead of being overwritten and lost.
    */
   base?: { IfMatch: string } | { IfNoneMatch: '*' };
+  /**
+   * Asked after a publishing request (PutObject, CompleteMultipartUpload)
+   * failed: the object's ETag if the key holds this very write all the same,
+   * else undefined. S3 may have done the work and its answer been lost to a
+   * timeout or a reset; the SDK's retry then fails (412 for a conditional
+   * write, NoSuchUpload for a completed upload) although the write landed.
+   */
+  landed?: () => Promise<string | undefined>;
   /** Told the upload id once the multipart upload exists, and when it is gone (completed or aborted). */
   onUpload?: (uploadId: string, open: boolean) => void;
   bucket: string;
@@ -187,18 +195,22 @@ export class MultipartWriter {
     if (!this.#uploadId) {
       await beforePublish?.();
       this.#throwIfAborted();
-      const out = await this.#o.client.send(
-        new PutObjectCommand({
-          ...this.#o.create,
-          Metadata: putMetadata ?? this.#o.create?.Metadata,
-          Bucket: this.#o.bucket,
-          Key: this.#o.key,
-          Body: this.#takeBuffered(),
-          ...this.#o.base,
-        }),
-        { abortSignal: this.#cancel.signal },
-      );
-      return { etag: out.ETag, multipart: false };
+      const body = this.#takeBuffered();
+      const etag = await this.#publish(async () => {
+        const out = await this.#o.client.send(
+          new PutObjectCommand({
+            ...this.#o.create,
+            Metadata: putMetadata ?? this.#o.create?.Metadata,
+            Bucket: this.#o.bucket,
+            Key: this.#o.key,
+            Body: body,
+            ...this.#o.base,
+          }),
+          { abortSignal: this.#cancel.signal },
+        );
+        return out.ETag;
+      });
+      return { etag, multipart: false };
     }
     if (this.#bufferedBytes > 0) this.#startPart(this.#takeBuffered());
     // The parts settle (a failure is recorded, never thrown) while the gate decides.
@@ -288,11 +300,25 @@ export class MultipartWriter {
   async #complete(numbers: number[]): Promise<string | undefined> {
     const uploadId = await this.#open();
     const parts: CompletedPart[] = numbers.map((n) => ({ PartNumber: n, ETag: this.#parts.get(n)?.etag }));
-    const out = await this.#o.client.send(
-      new CompleteMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId, MultipartUpload: { Parts: parts }, ...this.#o.base }),
-    );
+    const etag = await this.#publish(async () => {
+      const out = await this.#o.client.send(
+        new CompleteMultipartUploadCommand({ Bucket: this.#o.bucket, Key: this.#o.key, UploadId: uploadId, MultipartUpload: { Parts: parts }, ...this.#o.base }),
+      );
+      return out.ETag;
+    });
     this.#o.onUpload?.(uploadId, false);
-    return out.ETag;
+    return etag;
+  }
+
+  /** Sends a publishing request; if it fails, asks `landed` whether it took effect anyway. */
+  async #publish(send: () => Promise<string | undefined>): Promise<string | undefined> {
+    try {
+      return await send();
+    } catch (err) {
+      const etag = await this.#o.landed?.().catch(() => undefined);
+      if (etag === undefined) throw err;
+      return etag;
+    }
   }
 
   #throwIfFailed(): void {

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import {
   CopyObjectCommand,
@@ -62,6 +63,8 @@ const PROGRESS_EVERY_MS = 5000;
  * multipart upload (its metadata is fixed before the bytes are seen).
  */
 export const SHA256_METADATA = 's3ftp-sha256';
+/** A random id each upload stores with its object: how the driver knows its own write after a lost answer. */
+const WRITE_ID_METADATA = 's3ftp-write-id';
 /**
  * Key inside a directory being renamed onto, holding the source prefix. Its
  * presence marks an unfinished rename that may be run again onto the same target.
@@ -109,7 +112,7 @@ interface WriteJob {
   body: Readable;
   /** Every stream the write owns; an abort destroys them all. */
   streams: Readable[];
-  metadata: Record<string, string> | undefined;
+  metadata: Record<string, string>;
   publishOnAbort: boolean;
   tally: Tally;
   /** Once aborted, nothing is published (unless publishOnAbort). */
@@ -307,7 +310,7 @@ export class S3Storage implements Storage {
         base: keeps && etag !== undefined ? { IfMatch: etag } : keeps || options.createOnly ? { IfNoneMatch: '*' } : undefined,
         body,
         streams,
-        metadata: encodeMetadata(options.metadata),
+        metadata: { ...encodeMetadata(options.metadata), [WRITE_ID_METADATA]: randomUUID() },
         publishOnAbort: options.onAbort === 'publish',
         tally: new Tally(),
         signal,
@@ -673,7 +676,10 @@ export class S3Storage implements Storage {
    * SHA-256; a longer one has its hash recorded afterwards.
    */
   private async store(job: WriteJob): Promise<void> {
-    const writer = this.multipartWriter(job.key, { Metadata: job.metadata }, job.signal, job.base);
+    const writer = this.multipartWriter(job.key, { Metadata: job.metadata }, job.signal, job.base, async () => {
+      const head = await this.headFile(job.key);
+      return head && head.Metadata?.[WRITE_ID_METADATA] === job.metadata[WRITE_ID_METADATA] ? head.ETag : undefined;
+    });
     let received = 0;
     try {
       await this.keepPrefix(job, writer);
@@ -737,9 +743,16 @@ export class S3Storage implements Storage {
   }
 
   /** A writer whose part uploads go through the transfer client and whose open upload a sweep leaves alone. */
-  private multipartWriter(key: string, create: MultipartWriterOptions['create'], signal?: AbortSignal, base?: MultipartWriterOptions['base']): MultipartWriter {
+  private multipartWriter(
+    key: string,
+    create: MultipartWriterOptions['create'],
+    signal?: AbortSignal,
+    base?: MultipartWriterOptions['base'],
+    landed?: MultipartWriterOptions['landed'],
+  ): MultipartWriter {
     return new MultipartWriter({
       base,
+      landed,
       client: this.client,
       transferClient: this.transfer,
       bucket: this.bucket,
@@ -985,6 +998,8 @@ function clientConfig(config: S3StorageConfig, maxSockets: number): S3ClientConf
 
 const ERROR_CODES: Record<string, StorageErrorCode> = {
   NoSuchKey: 'NotFound',
+  // Our own multipart upload is gone (a sweep, a lifecycle rule): nothing about the path is wrong.
+  NoSuchUpload: 'Unavailable',
   NotFound: 'NotFound',
   // A missing bucket is a configuration fault, not a missing path.
   NoSuchBucket: 'Unavailable',

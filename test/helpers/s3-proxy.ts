@@ -1,8 +1,12 @@
 import { Agent, createServer, request, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
-/** What the proxy does with one request: pass it to S3, or answer it with an S3 error itself. */
-export type ProxyVerdict = 'forward' | { status: number; code: string };
+/**
+ * What the proxy does with one request: pass it to S3, answer it with an S3
+ * error itself, or pass it to S3 and hold S3's answer back (a reply lost to a
+ * client's timeout after S3 did the work).
+ */
+export type ProxyVerdict = 'forward' | { status: number; code: string } | { answerAfterMs: number };
 
 /** A request as the proxy sees it, before it is forwarded. */
 export interface ProxiedRequest {
@@ -39,15 +43,20 @@ export async function startS3Proxy(
     void (async () => decide(seen))().then(
       (verdict) => {
         if (res.destroyed) return; // the client left while the request was held
-        if (verdict !== 'forward') {
+        if (verdict !== 'forward' && 'status' in verdict) {
           req.resume();
           res.writeHead(verdict.status, { 'content-type': 'application/xml' });
           res.end(`<?xml version="1.0" encoding="UTF-8"?><Error><Code>${verdict.code}</Code><Message>injected by the test proxy</Message></Error>`);
           return;
         }
         const out = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent }, (answer) => {
-          res.writeHead(answer.statusCode!, answer.headers);
-          answer.pipe(res);
+          const pass = () => {
+            if (res.destroyed) return answer.resume();
+            res.writeHead(answer.statusCode!, answer.headers);
+            answer.pipe(res);
+          };
+          if (verdict === 'forward') pass();
+          else setTimeout(pass, verdict.answerAfterMs);
         });
         out.on('error', () => res.destroy());
         // A client that leaves mid-request or mid-answer leaves S3 too, as it would without the proxy.
