@@ -162,6 +162,19 @@ for (const driver of await drivers()) {
       assert.equal((await listing(ftp, 'MLSD *.txt')).code, 550);
     });
 
+    test('a name that holds glob characters and exists is listed as itself, as vsftpd does', async () => {
+      await ftp.expect('MKD dir[1]', 257);
+      await put(ftp, 'dir[1]/inside.txt', 'i');
+      await put(ftp, 'a[1].txt', 'bracketed');
+      await put(ftp, 'a1.txt', 'plain');
+      // Got: 226 and nothing for the directory (read as the pattern "dir1"), and a1.txt for a[1].txt.
+      assert.deepEqual((await listing(ftp, 'NLST dir[1]')).lines, ['inside.txt']);
+      assert.deepEqual((await listing(ftp, 'LIST dir[1]')).lines.map((l) => l.split(' ').at(-1)), ['inside.txt']);
+      assert.deepEqual((await listing(ftp, 'LIST a[1].txt')).lines.map((l) => l.split(' ').at(-1)), ['a[1].txt']);
+      // A name that does not exist is still a pattern.
+      assert.deepEqual((await listing(ftp, 'NLST a[1x].txt')).lines, ['a1.txt']);
+    });
+
     for (const client of CLIENTS) {
       test(`${client.name}: mget and mdelete with a glob`, { skip: have(client.name) ? undefined : `${client.name} is not installed (apt-get install ${client.name})` }, async () => {
         const local = tempDir();

@@ -11,10 +11,21 @@ import { dataReady } from './transfer.js';
 
 type Format = (info: FileInfo, dir: ResolvedPath) => string;
 
-/** LIST and NLST take a glob in the last component (`LIST *.txt`), as vsftpd does. */
+/**
+ * The glob in a LIST or NLST argument's last component (`LIST *.txt`), as
+ * vsftpd takes it: only if no file or directory has that very name
+ * (`dir[1]`, `photos [2019]`), which is then listed as itself.
+ */
+async function globOf(s: Session, path: string): Promise<ReturnType<typeof splitGlob>> {
+  const glob = splitGlob(path);
+  if (!glob) return undefined;
+  const literal = await s.exists(s.resolve(path)).catch(() => false);
+  return literal ? undefined : glob;
+}
+
 export async function list(s: Session, arg: string): Promise<void> {
   const path = stripListOptions(arg);
-  const glob = splitGlob(path);
+  const glob = await globOf(s, path);
   if (glob) await sendListing(s, glob.dir, (info) => formatListLine(info), { filter: glob.match });
   else await sendListing(s, path, (info) => formatListLine(info));
 }
@@ -26,7 +37,7 @@ export async function list(s: Session, arg: string): Promise<void> {
  */
 export async function nlst(s: Session, arg: string): Promise<void> {
   const path = stripListOptions(arg);
-  const glob = splitGlob(path);
+  const glob = await globOf(s, path);
   // Names only: no request is spent on directory dates.
   if (!glob) {
     await sendListing(s, path, (info) => info.name, { dates: false });
