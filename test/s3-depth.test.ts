@@ -774,3 +774,42 @@ describe('a publishing request whose answer is lost (s3)', async () => {
     }
   });
 });
+
+describe('a directory that is only a key prefix (s3)', async () => {
+  const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
+
+  test('stays when its last file or subdirectory goes (DELE, RNFR/RNTO, RMD), until RMD removes it', { ...T, skip: s3Driver.skip }, async () => {
+    const server = await startTestServer(s3Driver);
+    try {
+      const s3 = s3Driver.s3!;
+      // As `aws s3 cp` writes them: keys alone, no `dir/` marker.
+      for (const path of ['imp/only.txt', 'moved/only.txt', 'nested/sub/x.txt', 'outer/inner/y.txt']) {
+        await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: objectKey(server, path), Body: path }));
+      }
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('CWD /imp', 250);
+      await raw.expect('DELE only.txt', 250);
+      // Got: 550 for each (the directory had vanished with its last key): lftp's rm -r and rclone purge failed.
+      assert.deepEqual(await listing(raw, 'LIST'), []);
+      await send(raw, 'STOR new.txt', Buffer.from('n'));
+      await raw.expect('DELE new.txt', 250);
+      await raw.expect('CWD /', 250);
+      await raw.expect('RMD imp', 250);
+      // A rename out of it.
+      await raw.expect('RNFR moved/only.txt', 350);
+      await raw.expect('RNTO only-moved.txt', 250);
+      await raw.expect('RMD moved', 250);
+      // Its only subdirectory removed, or renamed away.
+      await raw.expect('DELE nested/sub/x.txt', 250);
+      await raw.expect('RMD nested/sub', 250);
+      await raw.expect('RMD nested', 250);
+      await raw.expect('RNFR outer/inner', 350);
+      await raw.expect('RNTO inner', 250);
+      await raw.expect('RMD outer', 250);
+      assert.deepEqual((await listing(raw, 'NLST')).sort(), ['inner', 'only-moved.txt']);
+      raw.close();
+    } finally {
+      await server.close();
+    }
+  });
+});

@@ -369,8 +369,29 @@ export class S3Storage implements Storage {
   async rmdir(path: StoragePath, signal?: AbortSignal): Promise<void> {
     try {
       await this.removeDirectory(path, signal);
+      await this.keepParent(path, signal);
     } finally {
       this.directories.forget();
+    }
+  }
+
+  /**
+   * Keeps the directory that held `path` once its last key is gone (a DELE,
+   * an RMD, a rename out of it). A directory that was only a key prefix (keys
+   * written by another tool, with no `dir/` marker) would vanish with it: the
+   * session's working directory, and the RMD that lftp's `rm -r` or rclone's
+   * purge sends after the DELEs, would answer 550. It gets its marker, as a
+   * directory stays on a file system until RMD. One listing of one key. Once
+   * the removal is done this only tidies: a failure is logged, not answered.
+   */
+  private async keepParent(path: StoragePath, signal?: AbortSignal): Promise<void> {
+    const parent = parentPath(path);
+    if (parent === '') return;
+    try {
+      const page = await this.listPage(this.dirPrefix(parent), undefined, undefined, signal, 1);
+      if ((page.Contents?.length ?? 0) === 0) await this.putMarker(parent, signal);
+    } catch (err) {
+      this.logger?.warn({ err, path: parent }, 'could not keep a directory whose last entry went');
     }
   }
 
@@ -399,6 +420,7 @@ export class S3Storage implements Storage {
       await this.call(`delete ${path}`, () =>
         this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }),
       );
+      await this.keepParent(path, signal);
     } finally {
       // The last key under a directory may have gone, and the directory with it.
       this.directories.forget();
@@ -408,6 +430,7 @@ export class S3Storage implements Storage {
   async rename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {
     try {
       await this.move(from, to, signal);
+      await this.keepParent(from, signal);
     } finally {
       this.directories.forget();
     }
