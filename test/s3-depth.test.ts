@@ -663,6 +663,48 @@ describe('directory rename that fails midway (s3)', async () => {
       await proxy.close();
     }
   });
+
+  test('run again after files were stored in the partial target: those files stay, and their sources stay too (451)', { ...T, skip: s3Driver.skip }, async () => {
+    const base = s3Driver.storageConfig();
+    assert.equal(base.kind, 's3');
+    let copies = 0;
+    let healed = false;
+    const proxy = await startS3Proxy(base.endpoint!, ({ operation }) =>
+      operation === 'CopyObject' && ++copies > 4 && !healed ? { status: 503, code: 'SlowDown' } : 'forward',
+    );
+    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, renameConcurrency: 1 }) };
+    const server = await startTestServer(driver);
+    try {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('MKD src', 257);
+      for (let i = 0; i < 8; i++) await send(raw, `STOR src/f${i}`, Buffer.from(`old ${i}`));
+      await raw.expect('RNFR src', 350);
+      await raw.expect('RNTO dst', 451);
+      healed = true;
+      // One at a time: the marker and f0, f1, f2 were copied. The user writes into the partial target.
+      assert.equal((await fetch(raw, 'dst/f0')).toString(), 'old 0');
+      await send(raw, 'STOR dst/f0', Buffer.from('new 0'));
+      await send(raw, 'STOR dst/f6', Buffer.from('new 6'));
+      await raw.expect('RNFR src', 350);
+      // Got: 250, and dst/f0 and dst/f6 held "old 0" and "old 6": the user's newer files were gone.
+      await raw.expect('RNTO dst', 451);
+      assert.equal((await fetch(raw, 'dst/f0')).toString(), 'new 0');
+      assert.equal((await fetch(raw, 'dst/f6')).toString(), 'new 6');
+      assert.deepEqual((await listing(raw, 'NLST src')).sort(), ['f0', 'f6']);
+      for (const i of [1, 2, 3, 4, 5, 7]) assert.equal((await fetch(raw, `dst/f${i}`)).toString(), `old ${i}`);
+      // The user decides: the old ones go, and the rename finishes.
+      await raw.expect('DELE src/f0', 250);
+      await raw.expect('DELE src/f6', 250);
+      await raw.expect('RNFR src', 350);
+      await raw.expect('RNTO dst', 250);
+      assert.equal((await listing(raw, 'NLST src').catch(() => [])).length, 0);
+      assert.deepEqual((await listing(raw, 'NLST dst')).sort(), ['f0', 'f1', 'f2', 'f3', 'f4', 'f5', 'f6', 'f7']);
+      raw.close();
+    } finally {
+      await server.close();
+      await proxy.close();
+    }
+  });
 });
 
 /** The storage, with `before(n)` awaited each time the server asks it for listing page n (1, 2, …). */

@@ -70,6 +70,8 @@ const WRITE_ID_METADATA = 's3ftp-write-id';
  * presence marks an unfinished rename that may be run again onto the same target.
  */
 const RENAME_JOURNAL = `${RESERVED_PREFIX}rename`;
+/** How long a stopped rename may take to record its copies: S3 may be what stopped it. */
+const JOURNAL_AFTER_FAILURE_MS = 5000;
 const EPOCH = new Date(0);
 /** How long a directory seen to exist is trusted without asking S3 again (see KnownDirectories). */
 const KNOWN_DIRECTORY_MS = 10_000;
@@ -444,13 +446,14 @@ export class S3Storage implements Storage {
     const source = await this.stat(from, signal);
     await this.requireDirectory(parentPath(to), signal);
     const target = await this.lookup(to, signal);
+    let resumed: Map<string, string> | undefined;
     if (target && (target.isDirectory || source.isDirectory)) {
       // The one existing target allowed: what an interrupted rename of this same directory left.
-      const resuming = source.isDirectory && target.isDirectory && (await this.unfinishedRename(from, to, signal));
-      if (!resuming) throw new StorageError('Exists', `already exists: ${to}`);
+      resumed = source.isDirectory && target.isDirectory ? await this.unfinishedRename(from, to, signal) : undefined;
+      if (!resumed) throw new StorageError('Exists', `already exists: ${to}`);
     }
     if (source.isDirectory) {
-      await this.renameDirectory(from, to, signal);
+      await this.renameDirectory(from, to, signal, resumed);
     } else {
       const head = await this.headFile(this.key(from), signal);
       if (!head) throw new StorageError('NotFound', `no such file: ${from}`);
@@ -802,17 +805,18 @@ export class S3Storage implements Storage {
   }
 
   /** Server-side copy of one object (metadata and tags included), part by part above the threshold. */
-  private async copy(from: string, to: string, size: number, etag: string | undefined, signal?: AbortSignal): Promise<void> {
+  private async copy(from: string, to: string, size: number, etag: string | undefined, signal?: AbortSignal): Promise<string> {
     if (size > this.multipartCopyThreshold) return this.multipartCopy(from, to, size, etag, signal);
-    await this.call(`copy ${from}`, () =>
+    const out = await this.call(`copy ${from}`, () =>
       this.client.send(
         new CopyObjectCommand({ Bucket: this.bucket, Key: to, CopySource: copySource(this.bucket, from), CopySourceIfMatch: etag }),
         { abortSignal: signal },
       ),
     );
+    return out.CopyObjectResult?.ETag ?? '';
   }
 
-  private async multipartCopy(from: string, to: string, size: number, etag: string | undefined, signal?: AbortSignal): Promise<void> {
+  private async multipartCopy(from: string, to: string, size: number, etag: string | undefined, signal?: AbortSignal): Promise<string> {
     // A multipart upload does not inherit the source's headers or tags; carry them over.
     const head = await this.headFile(from, signal);
     if (!head) throw new StorageError('NotFound', `no such file: ${from}`);
@@ -831,7 +835,7 @@ export class S3Storage implements Storage {
       }, signal);
     try {
       await writer.copyRange(copySource(this.bucket, from), size, etag);
-      await writer.finish();
+      return (await writer.finish()).etag ?? '';
     } catch (err) {
       await writer.abort();
       throw classify(err, `copy ${from}`);
@@ -846,8 +850,14 @@ export class S3Storage implements Storage {
    * the target: every object then exists under its old name, some also under
    * the new one, and running the same rename again finishes the job (or the
    * user deletes the copies and removes the target directory to undo it).
+   *
+   * Run again (`resumed`: the journal's record of the copies made), the
+   * target may hold files stored there since: a target key is written over
+   * only if it is missing or still the copy a run made; one that holds the
+   * same object as its source is left as it is; any other stays, and so does
+   * its source (451), for the user to choose.
    */
-  private async renameDirectory(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {
+  private async renameDirectory(from: StoragePath, to: StoragePath, signal?: AbortSignal, resumed?: ReadonlyMap<string, string>): Promise<void> {
     const src = this.dirPrefix(from);
     const dst = this.dirPrefix(to);
     const journal = checkKey(dst + RENAME_JOURNAL);
@@ -863,9 +873,15 @@ export class S3Storage implements Storage {
     if (Buffer.byteLength(dst) + longest > MAX_PATH_BYTES) {
       throw new StorageError('InvalidName', `renaming ${from} to ${to} would make a key longer than ${MAX_PATH_BYTES} bytes`);
     }
-    await this.call(`rename ${from}`, () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: src }), { abortSignal: signal }),
-    );
+    /** The copies made, by target key: their ETags, kept in the journal when a run stops. */
+    const copies = new Map(resumed);
+    /** On a resume, what the target holds now. */
+    const present = new Map<string, string | undefined>();
+    if (resumed) {
+      for await (const page of this.objectPages(dst, signal)) for (const o of page) present.set(o.Key as string, o.ETag);
+    } else {
+      await this.writeJournal(journal, src, copies, 'start', signal);
+    }
     const progress = new RenameProgress(this.logger, from, to);
     /** Originals whose version was copied, by key: the only ones that may be deleted. */
     const copied = new Map<string, string | undefined>();
@@ -873,14 +889,19 @@ export class S3Storage implements Storage {
       await mapLimit(objects, this.renameConcurrency, async (o) => {
         signal?.throwIfAborted();
         const key = o.Key as string;
+        const target = dst + key.slice(src.length);
         // A journal under the source belongs to an earlier rename into `from`; it moves nowhere.
         if (key !== src + RENAME_JOURNAL) {
-          try {
-            await this.copy(key, dst + key.slice(src.length), o.Size ?? 0, o.ETag, signal);
-          } catch (err) {
-            // Changed since it was listed: it stays where it is, in its new version, and is not deleted.
-            if (isPreconditionFailed(err)) return;
-            throw err;
+          const there = present.has(target) ? await this.targetState(key, o.ETag, target, present.get(target), copies, signal) : 'free';
+          if (there === 'other') return;
+          if (there === 'free') {
+            try {
+              copies.set(target, await this.copy(key, target, o.Size ?? 0, o.ETag, signal));
+            } catch (err) {
+              // Changed since it was listed: it stays where it is, in its new version, and is not deleted.
+              if (isPreconditionFailed(err)) return;
+              throw err;
+            }
           }
         }
         copied.set(key, o.ETag);
@@ -889,16 +910,56 @@ export class S3Storage implements Storage {
     } catch (err) {
       const error = signal?.aborted ? new StorageError('Unavailable', 'rename aborted', { cause: err }) : classify(err, `rename ${from}`);
       this.logger?.warn({ event: 'rename-failed', from, to, copied: progress.objects, err: error }, 'directory rename failed; run it again to finish');
+      await this.writeJournal(journal, src, copies, 'stopped');
       throw error;
     }
     const left = await this.deleteOriginals(src, copied, signal);
     if (left.length > 0) {
       // The journal stays: running the rename again moves what was left.
-      this.logger?.warn({ event: 'rename-left-changed', from, to, left: left.length, keys: left.slice(0, 20) }, 'objects written during a directory rename were left in place');
-      throw new StorageError('Unavailable', `${left.length} objects under ${from} changed during the rename and were left there; run the rename again to move them`);
+      this.logger?.warn({ event: 'rename-left-changed', from, to, left: left.length, keys: left.slice(0, 20) }, 'objects changed during a directory rename, or differing from a file of the target, were left in place');
+      await this.writeJournal(journal, src, copies, 'stopped');
+      throw new StorageError(
+        'Unavailable',
+        `${left.length} objects under ${from} were left there: changed during the rename, or a different file of that name is in ${to}; compare and remove one, then run the rename again`,
+      );
     }
     await this.deleteKeys([journal], signal);
     progress.done();
+  }
+
+  /**
+   * What a resumed rename finds at `target`: 'copied' if it already holds the
+   * source object (the same ETag, or the same s3ftp upload, copied part by
+   * part), 'free' if it may be written over (the copy an earlier run made of
+   * an older version), else 'other': a file stored there since, which stays.
+   */
+  private async targetState(
+    key: string,
+    etag: string | undefined,
+    target: string,
+    targetEtag: string | undefined,
+    copies: ReadonlyMap<string, string>,
+    signal?: AbortSignal,
+  ): Promise<'copied' | 'free' | 'other'> {
+    const bare = (e: string | undefined) => e?.replaceAll('"', '');
+    if (bare(targetEtag) === bare(etag)) return 'copied';
+    if (copies.has(target) && bare(copies.get(target)) === bare(targetEtag)) return 'free';
+    const [source, there] = await Promise.all([this.headFile(key, signal), this.headFile(target, signal)]);
+    const id = source?.Metadata?.[WRITE_ID_METADATA];
+    return id !== undefined && bare(source?.ETag) === bare(etag) && there?.Metadata?.[WRITE_ID_METADATA] === id ? 'copied' : 'other';
+  }
+
+  /**
+   * Records a directory rename in its target: the source prefix, and the
+   * copies made (target key → ETag). The record at the start starts the
+   * rename; one after a failure ('stopped') only helps the next run, so it
+   * is given a few seconds and may fail (logged).
+   */
+  private async writeJournal(journal: string, src: string, copies: ReadonlyMap<string, string>, when: 'start' | 'stopped', signal?: AbortSignal): Promise<void> {
+    const body = JSON.stringify({ from: src, copies: Object.fromEntries(copies) });
+    const put = (abortSignal: AbortSignal | undefined) => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: body }), { abortSignal });
+    if (when === 'start') await this.call(`rename ${src}`, () => put(signal));
+    else await put(AbortSignal.timeout(JOURNAL_AFTER_FAILURE_MS)).catch((err: unknown) => this.logger?.warn({ err, journal }, 'could not record the copies of a stopped rename'));
   }
 
   /**
@@ -923,17 +984,24 @@ export class S3Storage implements Storage {
     return left;
   }
 
-  /** True when `to` holds the journal of an unfinished rename from `from`. */
-  private async unfinishedRename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<boolean> {
+  /**
+   * The copies recorded by an unfinished rename from `from` whose journal is
+   * in `to` (none, if the run that stopped could not record them), or
+   * undefined when `to` holds no such journal.
+   */
+  private async unfinishedRename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<Map<string, string> | undefined> {
     const journal = checkKey(this.dirPrefix(to) + RENAME_JOURNAL);
+    let text: string | undefined;
     try {
       const out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: journal }), { abortSignal: signal });
-      return (await out.Body?.transformToString()) === this.dirPrefix(from);
+      text = await out.Body?.transformToString();
     } catch (err) {
       const error = classify(err, `rename ${from}`);
-      if (error.code === 'NotFound') return false;
+      if (error.code === 'NotFound') return undefined;
       throw error;
     }
+    const record = parseJournal(text ?? '');
+    return record.from === this.dirPrefix(from) ? record.copies : undefined;
   }
 
   /** Every object under a prefix (no delimiter), page by page. */
@@ -1161,6 +1229,20 @@ function entriesOf(page: ListObjectsV2CommandOutput, prefix: string): FileInfo[]
  */
 function usableName(name: string): boolean {
   return name !== '' && name !== '.' && name !== '..' && !name.startsWith(RESERVED_PREFIX);
+}
+
+/**
+ * A rename journal: JSON with the source prefix and the copies made, or (as
+ * written before copies were recorded) the source prefix alone.
+ */
+function parseJournal(text: string): { from: string; copies: Map<string, string> } {
+  try {
+    const record = JSON.parse(text) as { from?: unknown; copies?: Record<string, string> };
+    if (typeof record.from === 'string') return { from: record.from, copies: new Map(Object.entries(record.copies ?? {})) };
+  } catch {
+    // The plain form.
+  }
+  return { from: text, copies: new Map() };
 }
 
 /** CopySource is `bucket/key`, URL-encoded per segment so '+', '%', '?', '#' and UTF-8 survive. */
