@@ -7,6 +7,8 @@ import { isAllowed } from '../src/auth/permissions.js';
 import { verifyPassword } from '../src/auth/users.js';
 import { ConfigError } from '../src/config/index.js';
 import { SIGNATURE_HEADER, TIMESTAMP_HEADER, verifySignature } from '../src/events/signature.js';
+import { RawFtp } from './helpers/ftp.js';
+import { drivers, startTestServer } from './helpers/server.js';
 
 const SECRET = 'auth-hook-test-secret-0123456789';
 
@@ -144,6 +146,32 @@ describe('external auth: answers', () => {
     assert.ok(took >= 280 && took < 1500, `took ${took} ms`);
   });
 
+  test('a provider that stalls mid-answer is refused within the timeout, even by a fetch whose body no longer hears the signal', async () => {
+    const p = await provider((_body, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"allow": true, "user": {');
+    });
+    // What undici 6 (Node 22) does after a garbage collection: the abort no longer reaches the
+    // body (nodejs/node#55428). Got: authenticate never returned.
+    const deaf: typeof fetch = (url, init) => fetch(url, { ...init, signal: undefined });
+    const started = Date.now();
+    const result = await new ExternalAuth({ url: p.url, timeoutMs: 300, cacheMs: 0 }, { fetch: deaf }).authenticate(request);
+    const took = Date.now() - started;
+    assert.equal(result.ok, false);
+    if (!result.ok) assert.equal(result.reason, 'timeout');
+    assert.ok(took >= 280 && took < 1500, `took ${took} ms`);
+  });
+
+  test('a login that ends stops waiting for the provider', async () => {
+    const p = await provider(() => {});
+    const stop = new AbortController();
+    setTimeout(() => stop.abort(), 200);
+    const started = Date.now();
+    const result = await hook(p.url, { timeoutMs: 30_000 }).authenticate(request, stop.signal);
+    assert.equal(result.ok, false);
+    assert.ok(Date.now() - started < 1500, `took ${Date.now() - started} ms`);
+  });
+
   test('an unreachable provider is refused', async () => {
     const p = await provider(() => {});
     const closed = servers.pop()!;
@@ -256,5 +284,22 @@ describe('external auth: configuration', () => {
     ] as const) {
       assert.throws(() => loadExternalAuthConfig(env), (err: Error) => err instanceof ConfigError && message.test(err.message));
     }
+  });
+});
+
+describe('external auth: the server', () => {
+  test('a shutdown does not wait for a provider that never answers', async () => {
+    const p = await provider(() => {});
+    const [local] = await drivers();
+    const server = await startTestServer(local!, {}, { externalAuth: hook(p.url, { timeoutMs: 30_000 }) });
+    const ftp = await RawFtp.connect(server.port);
+    await ftp.expect('USER partner-a', 331);
+    ftp.socket.write('PASS correct horse\r\n');
+    while (p.seen.length === 0) await new Promise((r) => setTimeout(r, 20));
+    const started = Date.now();
+    // Got: the close waited for the provider's 30 s timeout.
+    await server.close(0);
+    assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+    ftp.close();
   });
 });

@@ -107,8 +107,11 @@ export class ExternalAuth {
     this.#now = options.now ?? Date.now;
   }
 
-  /** Accepts with a validated user, or refuses with a reason; never throws. */
-  async authenticate(request: AuthRequest): Promise<AuthResult> {
+  /**
+   * Accepts with a validated user, or refuses with a reason; never throws.
+   * `signal` (the session's) ends the wait for the provider early.
+   */
+  async authenticate(request: AuthRequest, signal?: AbortSignal): Promise<AuthResult> {
     // Names the users file could not hold are refused before anything leaves the server.
     if (!NAME.test(request.username)) return { ok: false, reason: 'refused', detail: 'user name not valid' };
     if (request.password === '' || Buffer.byteLength(request.password) > MAX_PASSWORD_BYTES) {
@@ -121,7 +124,7 @@ export class ExternalAuth {
       if (hit) this.#cache.delete(key);
     }
     try {
-      const user = await this.#ask(request);
+      const user = await this.#ask(request, signal);
       if (key !== undefined) this.#remember(key, user);
       return { ok: true, user, cached: false };
     } catch (err) {
@@ -146,7 +149,7 @@ export class ExternalAuth {
     this.#cache.set(key, { user, expires: this.#now() + this.#config.cacheMs });
   }
 
-  async #ask(request: AuthRequest): Promise<User> {
+  async #ask(request: AuthRequest, ended?: AbortSignal): Promise<User> {
     const { url, secret, timeoutMs } = this.#config;
     const body = JSON.stringify({
       username: request.username,
@@ -155,11 +158,12 @@ export class ExternalAuth {
       serverAddress: request.serverAddress,
       protocol: request.protocol,
     });
-    const signal = AbortSignal.timeout(timeoutMs);
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const signal = ended ? AbortSignal.any([deadline, ended]) : deadline;
     let text: string;
     let status: number;
     try {
-      const response = await this.#fetch(url, {
+      const answer = this.#fetch(url, {
         method: 'POST',
         headers: {
           'content-type': 'application/json',
@@ -172,6 +176,12 @@ export class ExternalAuth {
         redirect: 'error',
         signal,
       });
+      // The signal is enforced here too: undici 6 (Node 22) may stop passing it on after a
+      // garbage collection (nodejs/node#55428), and a provider that stalls would then hold the login.
+      const response = await untilAborted(answer, signal).catch((err: unknown) => {
+        void answer.then((late) => late.body?.cancel(), () => undefined);
+        throw err;
+      });
       status = response.status;
       if (status === 401 || status === 403) {
         await response.body?.cancel().catch(() => {});
@@ -181,10 +191,11 @@ export class ExternalAuth {
         await response.body?.cancel().catch(() => {});
         throw new AuthFailure('bad-status', `provider answered ${status}`);
       }
-      text = await readBounded(response);
+      text = await readBounded(response, signal);
     } catch (err) {
       if (err instanceof AuthFailure) throw err;
-      if (signal.aborted) throw new AuthFailure('timeout', `no answer within ${timeoutMs} ms`);
+      if (deadline.aborted) throw new AuthFailure('timeout', `no answer within ${timeoutMs} ms`);
+      if (ended?.aborted) throw new AuthFailure('unavailable', 'the session ended before the provider answered');
       const cause = (err as { cause?: { code?: string; message?: string } }).cause;
       throw new AuthFailure('unavailable', `${(err as Error).message}${cause ? `: ${cause.code ?? cause.message}` : ''}`);
     }
@@ -192,16 +203,41 @@ export class ExternalAuth {
   }
 }
 
-async function readBounded(response: Response): Promise<string> {
+/** Settles as `work` does, or rejects once `signal` aborts, whichever comes first. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const stop = (): void => reject(signal.reason);
+    signal.addEventListener('abort', stop, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener('abort', stop));
+  });
+}
+
+/** The answer's body, at most MAX_ANSWER_BYTES of it; an abort of `signal` cancels the read. */
+async function readBounded(response: Response, signal: AbortSignal): Promise<string> {
   if (!response.body) return '';
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
-    size += chunk.byteLength;
-    if (size > MAX_ANSWER_BYTES) throw new AuthFailure('malformed', `answer larger than ${MAX_ANSWER_BYTES} bytes`);
-    chunks.push(chunk);
+  const reader = response.body.getReader();
+  const cancel = (): void => void reader.cancel(signal.reason).catch(() => undefined);
+  signal.addEventListener('abort', cancel, { once: true });
+  try {
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      // A cancelled read ends as if the body had: the abort is the answer.
+      signal.throwIfAborted();
+      if (done) break;
+      size += value.byteLength;
+      if (size > MAX_ANSWER_BYTES) {
+        cancel();
+        throw new AuthFailure('malformed', `answer larger than ${MAX_ANSWER_BYTES} bytes`);
+      }
+      chunks.push(value);
+    }
+    return Buffer.concat(chunks).toString('utf8');
+  } finally {
+    signal.removeEventListener('abort', cancel);
   }
-  return Buffer.concat(chunks).toString('utf8');
 }
 
 /**

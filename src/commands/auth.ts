@@ -78,13 +78,18 @@ export async function pass(s: Session, arg: string): Promise<void> {
   } else if (!s.server.guard.isLockedOut(s.clientAddress)) {
     // Only names not defined locally reach the provider: it can add users, never take over a local one.
     // A locked-out address is not passed on, so the provider is not a second target for guessing.
-    const result = await provider.authenticate({
-      username: name,
-      password: arg,
-      clientAddress: s.clientAddress,
-      serverAddress: plainAddress(s.socket.localAddress),
-      protocol: s.secure ? 'ftps' : 'ftp',
-    });
+    // A session that ends meanwhile (the client left, a shutdown) stops waiting for the provider.
+    const result = await provider.authenticate(
+      {
+        username: name,
+        password: arg,
+        clientAddress: s.clientAddress,
+        serverAddress: plainAddress(s.socket.localAddress),
+        protocol: s.secure ? 'ftps' : 'ftp',
+      },
+      s.signal,
+    );
+    if (s.closed) return;
     s.server.metrics.authHook.inc({ result: result.ok ? (result.cached ? 'cached' : 'ok') : result.reason });
     if (!result.ok) {
       // 'refused' is the provider's answer; anything else means it is down or misbehaving.
