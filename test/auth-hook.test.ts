@@ -302,4 +302,25 @@ describe('external auth: the server', () => {
     assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
     ftp.close();
   });
+
+  test('a name that differs from a local one only in case never reaches the provider', async () => {
+    const p = await provider((_body, res) => json(res, 200, { allow: true, user: { home: 'provided' } }));
+    const [local] = await drivers();
+    const server = await startTestServer(local!, { users: [{ name: 'alice', password: { kind: 'plain', value: 'alicepw' }, home: '', maxSessions: 1 }] }, { externalAuth: hook(p.url) });
+    try {
+      const alice = await RawFtp.login(server.port, 'alice', 'alicepw');
+      // Got: 230 from the provider's answer, and that session counted against local alice's maxSessions.
+      const variant = await RawFtp.connect(server.port);
+      await variant.expect('USER ALICE', 331);
+      await variant.expect('PASS anything', 530);
+      assert.equal(p.seen.length, 0);
+      await variant.expect('USER Bob', 331);
+      await variant.expect('PASS anything', 230);
+      assert.equal(p.seen.length, 1);
+      alice.close();
+      variant.close();
+    } finally {
+      await server.close();
+    }
+  });
 });

@@ -89,6 +89,12 @@ test('the users file takes scrypt hashes and homes', async () => {
   assert.throws(() => parseUsersFile('{"users":[{"name":"x","password":"plain"}]}'), /users\[0\]\.password/);
   assert.throws(() => parseUsersFile('{"users":[{"name":"x y","password":"' + hash + '"}]}'), /users\[0\]\.name/);
   assert.throws(() => parsePasswordHash('scrypt$3$8$1$AA$AA'), /scrypt parameters/);
+  // Two names that differ only in case would share one maxSessions count: refused.
+  assert.throws(() => parseUsersFile(JSON.stringify({ users: [{ name: 'alice', password: hash }, { name: 'Alice', password: hash }] })), /users\[1\]\.name "Alice" appears twice/);
+  writeFileSync(file, JSON.stringify({ users: [{ name: 'Carol', password: hash }] }));
+  assert.throws(() => loadConfig({ FTP_USERS_FILE: file, FTP_USER: 'carol', FTP_PASSWORD: 'pw' }), /"carol" is also defined/);
+  // One directory named twice (`/pub/` and `/pub`): the first spelling silently won.
+  assert.throws(() => parseUsersFile(JSON.stringify({ users: [{ name: 'x', password: hash, permissions: { '/': 'read-only', '/pub/': 'full', '/pub': 'read-only' } }] })), /"\/pub" names \/pub again/);
 });
 
 test('a users file or FTP_USERS_JSON that defines no users is refused, even beside FTP_USER', () => {

@@ -28,7 +28,14 @@ export function parsePermissions(value: unknown): PermissionRules {
   const byDir: Record<string, unknown> =
     typeof value === 'string' || Array.isArray(value) ? { '/': value } : (value as Record<string, unknown>);
   if (typeof byDir !== 'object' || byDir === null) throw new Error('must be a preset, a list or an object');
-  const rules = Object.entries(byDir).map(([dir, set]) => ({ dir: resolveFtpPath('/', dir), allowed: parseSet(set, dir) }));
+  const seen = new Set<string>();
+  const rules = Object.entries(byDir).map(([dir, set]) => {
+    const at = resolveFtpPath('/', dir);
+    // `/pub/` and `/pub` are one directory: with two rules for it, the first spelling would silently win.
+    if (seen.has(at)) throw new Error(`"${dir}" names ${at} again`);
+    seen.add(at);
+    return { dir: at, allowed: parseSet(set, dir) };
+  });
   if (!rules.some((r) => r.dir === '/')) rules.push({ dir: '/', allowed: new Set(PERMISSIONS) });
   return rules.sort((a, b) => b.dir.length - a.dir.length);
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
-import { parseUsersFile, type User } from './users.js';
+import { nameKey, parseUsersFile, type User } from './users.js';
 
 /** FTP_USERS_FILE, or the secret behind FTP_USERS_JSON, as the server re-reads it (SIGHUP, reloadUsers(), every reloadMs). */
 export interface UsersFileConfig {
@@ -36,8 +36,8 @@ const MAX_NAMES_LOGGED = 50;
  * shadow the other.
  */
 export function combineUsers(fileUsers: readonly User[], fixed: readonly User[], where: string): User[] {
-  const names = new Set(fileUsers.map((u) => u.name));
-  const clash = fixed.find((u) => names.has(u.name));
+  const names = new Set(fileUsers.map((u) => nameKey(u.name)));
+  const clash = fixed.find((u) => names.has(nameKey(u.name)));
   if (clash) throw new Error(`"${clash.name}" is also defined in ${where}`);
   return [...fileUsers, ...fixed];
 }

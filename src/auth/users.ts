@@ -6,6 +6,17 @@ import type { StorageTarget } from '../storage/storages.js';
 import type { StoragePath } from '../storage/types.js';
 
 /** A stored password: an scrypt hash from the users file, or a plain one from FTP_PASSWORD. */
+/**
+ * A user name as users are told apart: case-folded. Two names that differ
+ * only in case would share one session count (maxSessions) and could stand
+ * for one account at a provider that ignores case, so a users file may not
+ * hold both, and the identity provider is never asked for a case variant of
+ * a local name.
+ */
+export function nameKey(name: string): string {
+  return name.toLowerCase();
+}
+
 export type PasswordSecret =
   | { kind: 'scrypt'; N: number; r: number; p: number; salt: Buffer; hash: Buffer }
   | { kind: 'plain'; value: string };
@@ -285,8 +296,8 @@ export function parseUsersFile(text: string): User[] {
     if (typeof e?.name !== 'string' || !/^[\w.@-]{1,128}$/.test(e.name)) {
       throw new Error(`${where}.name must be 1-128 letters, digits or ._@-`);
     }
-    if (seen.has(e.name)) throw new Error(`${where}.name "${e.name}" appears twice`);
-    seen.add(e.name);
+    if (seen.has(nameKey(e.name))) throw new Error(`${where}.name "${e.name}" appears twice (names are told apart regardless of case)`);
+    seen.add(nameKey(e.name));
     if (typeof e.password !== 'string') throw new Error(`${where}.password must be a hash string`);
     let password: PasswordSecret;
     try {

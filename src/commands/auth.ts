@@ -1,14 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { verifyPassword, type PasswordSecret, type User } from '../auth/users.js';
+import { nameKey, verifyPassword, type PasswordSecret, type User } from '../auth/users.js';
 import { isAllowed } from '../auth/permissions.js';
 import { plainAddress } from '../data/channel.js';
 import { Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
 import type { MountedStorage } from '../storage/mounts.js';
 import { StorageError, type Storage } from '../storage/types.js';
-import { sessionKey } from '../session/session.js';
 import { tlsRequiredForLogin } from './security.js';
 
 /** Failed logins before the connection is closed (vsftpd's max_login_fails). */
@@ -16,6 +15,14 @@ const MAX_LOGIN_FAILURES = 3;
 const MAX_FAILED_LOGIN_DELAY_MS = 5000;
 
 const decoys = new WeakMap<ReadonlyMap<string, User>, PasswordSecret>();
+const nameKeys = new WeakMap<ReadonlyMap<string, User>, ReadonlySet<string>>();
+
+/** The local users' names as users are told apart (nameKey), once per users map. */
+function localNameKeys(users: ReadonlyMap<string, User>): ReadonlySet<string> {
+  let keys = nameKeys.get(users);
+  if (!keys) nameKeys.set(users, (keys = new Set([...users.keys()].map(nameKey))));
+  return keys;
+}
 
 /** A secret no password matches, as costly to check as the configured users' secrets. */
 function decoy(users: ReadonlyMap<string, User>): PasswordSecret {
@@ -62,7 +69,9 @@ export async function pass(s: Session, arg: string): Promise<void> {
   const local = s.server.users.get(name);
   const provider = s.server.externalAuth;
   let account: User | undefined;
-  if (local || !provider) {
+  // A case variant of a local name is no one's: names are exact, and the provider must not be
+  // asked for it (its user would share the local user's session count, or be the same account).
+  if (local || !provider || localNameKeys(s.server.users).has(nameKey(name))) {
     // An unknown name costs as much as a known one, so timing does not reveal which names exist;
     // a plain password (FTP_USER) beside scrypt hashes costs the decoy's scrypt as well.
     const fake = decoy(s.server.users);
@@ -143,7 +152,7 @@ export async function pass(s: Session, arg: string): Promise<void> {
   // The client may have gone during the waits above: it is no session to count.
   if (s.closed) return;
   // Checked and counted in one turn of the event loop, so two logins at once cannot both pass.
-  const open = s.server.sessionsPerUser.get(sessionKey(account.name)) ?? 0;
+  const open = s.server.sessionsPerUser.get(nameKey(account.name)) ?? 0;
   if (account.maxSessions !== undefined && open >= account.maxSessions) {
     s.log.warn({ event: 'login-refused', user: account.name, reason: 'maxSessions', sessions: open });
     s.reply(Reply.NotLoggedIn, `Too many sessions for this user (at most ${account.maxSessions}); try later.`);

@@ -9,7 +9,7 @@ import type { AbuseGuard } from '../server/limits.js';
 import type { Metrics } from '../server/metrics.js';
 import { StorageError } from '../storage/types.js';
 import type { Logger } from 'pino';
-import type { User } from '../auth/users.js';
+import { nameKey, type User } from '../auth/users.js';
 import { COMMANDS, type CommandSpec } from '../commands/table.js';
 import { replyForError } from '../commands/errors.js';
 import type { Config } from '../config/index.js';
@@ -40,14 +40,6 @@ export interface ServerContext {
   externalAuth?: ExternalAuth;
 }
 
-/**
- * The key a user's sessions are counted under (maxSessions): case-folded, so
- * an identity provider that accepts `ACME` and `acme` alike cannot give one
- * account several counts.
- */
-export function sessionKey(name: string): string {
-  return name.toLowerCase();
-}
 
 /** A resolved path argument: what the client sees and what the storage takes. */
 export interface ResolvedPath {
@@ -345,7 +337,7 @@ export class Session {
     if (!this.user || this.#counted === (delta === 1) || (delta === 1 && this.#closed)) return;
     this.#counted = delta === 1;
     const counts = this.server.sessionsPerUser;
-    const key = sessionKey(this.user.name);
+    const key = nameKey(this.user.name);
     const n = (counts.get(key) ?? 0) + delta;
     if (n > 0) counts.set(key, n);
     else counts.delete(key);
