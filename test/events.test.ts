@@ -11,6 +11,8 @@ import { createStorage } from '../src/storage/index.js';
 import { Storages } from '../src/storage/storages.js';
 import { EventSink } from '../src/events/sink.js';
 import type { EventOutcome, FileEvent, FileEventInput } from '../src/events/types.js';
+import { RawFtp, store } from './helpers/ftp.js';
+import { drivers, PASSWORD, startTestServer, USER } from './helpers/server.js';
 
 const SECRET = 'a-test-secret-of-32-bytes-length';
 
@@ -306,3 +308,42 @@ describe('events: location', () => {
     assert.deepEqual(locate({ kind: 'local', dataDir: '/srv/data' }, 'a.csv'), { key: 'alice/a.csv' });
   });
 });
+
+for (const driver of await drivers()) {
+  describe(`events: what an upload published (${driver.name})`, { skip: driver.skip }, () => {
+    test('keepPartialUploads: an upload cut off publishes what was received, and its event says partial', async () => {
+      const received: FileEvent[] = [];
+      const rx = await receiver((_req, body, res) => {
+        received.push(JSON.parse(body.toString()) as FileEvent);
+        res.end();
+      });
+      const { sink } = setup(rx.url);
+      const server = await startTestServer(driver, { users: [{ name: USER, password: { kind: 'plain', value: PASSWORD }, home: '', keepPartialUploads: true }] }, { events: sink });
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      try {
+        assert.equal(await store(raw, 'kept.bin', 'the whole file'), 226);
+        const data = await raw.passive();
+        await raw.expect('STOR kept.bin', 150);
+        await new Promise<void>((resolve) => data.write(Buffer.alloc(64 * 1024, 'p'), () => resolve()));
+        await new Promise((r) => setTimeout(r, 300));
+        data.resetAndDestroy();
+        assert.equal((await raw.read()).code, 426);
+        const size = Number((await raw.expect('SIZE kept.bin', 213)).text);
+        assert.equal(size, 64 * 1024);
+        // Got: only the whole file's event; a receiver was never told the key now held a truncated one.
+        await waitFor(() => received.length === 2);
+        assert.deepEqual(
+          received.map((e) => [e.path, e.size, e.partial, e.sha256 === undefined]),
+          [
+            ['/kept.bin', 14, undefined, false],
+            ['/kept.bin', size, true, true],
+          ],
+        );
+      } finally {
+        raw.close();
+        await server.close();
+        await sink.close(1000);
+      }
+    });
+  });
+}

@@ -79,6 +79,8 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
     signal: AbortSignal.any([controller.signal, s.signal]),
     metadata: { 'uploaded-by': s.user?.name ?? '', 'client-address': s.clientAddress },
     onAbort: s.user?.keepPartialUploads ? 'publish' : 'discard',
+    // What was received replaced the file: a receiver told of the earlier version must hear of it.
+    onPartial: (size) => s.server.events?.emit({ ...uploadEvent(s, destination), size, partial: true }),
     beforePublish: () =>
       body.committed().catch((err: unknown) => {
         refused ??= err;
@@ -118,16 +120,7 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
       if (results.some((r) => r.status === 'rejected')) throw firstError;
       // Stored and confirmed by the storage: the event may go (emit only queues, never waits or throws).
       const { size, sha256 } = await written;
-      s.server.events?.emit({
-        kind: 'upload',
-        user: s.user?.name ?? '',
-        clientAddress: s.clientAddress,
-        path: destination.ftp,
-        ...s.locate(destination.storage),
-        size,
-        sha256: whole ? sha256 : undefined,
-        session: s.id,
-      });
+      s.server.events?.emit({ ...uploadEvent(s, destination), size, sha256: whole ? sha256 : undefined });
     },
     async release() {
       // Nothing was sent, or the transfer failed: the write must end (discarded) before the final reply.
@@ -135,6 +128,11 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
       await written.catch(() => undefined);
     },
   });
+}
+
+/** An upload event's fields but its size and hash. */
+function uploadEvent(s: Session, destination: ResolvedPath) {
+  return { kind: 'upload' as const, user: s.user?.name ?? '', clientAddress: s.clientAddress, path: destination.ftp, ...s.locate(destination.storage), session: s.id };
 }
 
 /** The slower of the server's cap and the user's, if either is set (a Throttle stage, or none). */

@@ -9,7 +9,9 @@ export type EventKind = (typeof EVENT_KINDS)[number];
  *   storage path there only when the caller sets it);
  * - size, sha256, etag: only on `upload`; sha256 only when the server hashed
  *   the whole object as it arrived (a STOR from offset 0, not APPE or REST);
- * - from: only on `rename` (the old FTP path; `path` is the new one).
+ * - from: only on `rename` (the old FTP path; `path` is the new one);
+ * - partial: only on an `upload` the client did not finish, whose received
+ *   bytes keepPartialUploads published in place of the file.
  */
 export interface FileEvent {
   /** Unique per event and kept across retries, so a receiver can drop duplicates (delivery is at-least-once). */
@@ -25,6 +27,7 @@ export interface FileEvent {
   size?: number;
   sha256?: string;
   etag?: string;
+  partial?: true;
   /** ISO 8601 UTC time the operation completed. */
   time: string;
   /** The FTP session id, as in the server's logs. */

@@ -184,7 +184,12 @@ export class LocalStorage implements Storage {
       body.destroy();
       if (temp && full && options.onAbort === 'publish' && received.bytes > 0) {
         // keepPartialUploads: what was received replaces the file; the write still fails.
-        await this.install(temp, path, { metadata: options.metadata }, undefined, base).catch(() => undefined);
+        const size = (await lstat(temp)).size;
+        const kept = await this.install(temp, path, { metadata: options.metadata }, undefined, base).then(
+          () => true,
+          () => false,
+        );
+        if (kept) options.onPartial?.(size);
       }
       if (temp) await unlink(temp).catch(() => undefined);
       if (temp) this.temps.delete(temp);

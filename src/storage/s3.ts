@@ -116,6 +116,7 @@ interface WriteJob {
   streams: Readable[];
   metadata: Record<string, string>;
   publishOnAbort: boolean;
+  onPartial?: (size: number) => void;
   tally: Tally;
   /** Once aborted, nothing is published (unless publishOnAbort). */
   signal: AbortSignal | undefined;
@@ -314,6 +315,7 @@ export class S3Storage implements Storage {
         streams,
         metadata: { ...encodeMetadata(options.metadata), [WRITE_ID_METADATA]: randomUUID() },
         publishOnAbort: options.onAbort === 'publish',
+        onPartial: options.onPartial,
         tally: new Tally(),
         signal,
         beforePublish: options.beforePublish,
@@ -717,7 +719,7 @@ export class S3Storage implements Storage {
       const done = await writer.finish(hashed ? withHash(job.metadata, job.tally.hex()) : job.metadata, job.beforePublish);
       if (done.multipart && hashed) await this.storeHash(job, done.etag);
     } catch (err) {
-      if (job.publishOnAbort && received > 0) await this.publishPartial(job.key, writer);
+      if (job.publishOnAbort && received > 0) await this.publishPartial(job, writer);
       else await writer.abort();
       throw err;
     }
@@ -741,10 +743,12 @@ export class S3Storage implements Storage {
   }
 
   /** The keepPartialUploads policy: what was received becomes the object; if that fails, nothing does. */
-  private async publishPartial(key: string, writer: MultipartWriter): Promise<void> {
+  private async publishPartial(job: WriteJob, writer: MultipartWriter): Promise<void> {
+    const { key } = job;
     try {
       const bytes = await writer.publishReceived();
       this.logger?.info({ event: 'partial-upload-published', key, bytes });
+      if (bytes > 0) job.onPartial?.(bytes);
     } catch (err) {
       this.logger?.warn({ err, key }, 'could not publish a partial upload; the previous object stays');
       await writer.abort();

@@ -91,6 +91,8 @@ export interface WriteOptions {
    * REST + STOR. The write still rejects either way. Nothing received, nothing published.
    */
   onAbort?: AbortPolicy;
+  /** Told the size of the file when onAbort 'publish' published what was received. */
+  onPartial?: (size: number) => void;
   /**
    * Awaited once the body has ended, right before the publishing step
    * (PutObject, CompleteMultipartUpload, the final rename), so that the work

@@ -1,3 +1,4 @@
+import type { EventSink } from '../../src/events/sink.js';
 import type { ExternalAuth } from '../../src/auth/external.js';
 import { Storages } from '../../src/storage/storages.js';
 import assert from 'node:assert/strict';
@@ -83,6 +84,7 @@ export async function startTestServer(
     wrapStorage?: (storage: Storage) => Storage;
     metrics?: Metrics;
     externalAuth?: ExternalAuth;
+    events?: EventSink;
   } = {},
 ): Promise<TestServer> {
   const storageConfig = driver.storageConfig();
@@ -124,7 +126,7 @@ export async function startTestServer(
   };
   const storages = new Storages(storageConfig, (c) => wrap(createStorage(c, log, storageOptions)));
   const storage = storages.main;
-  const server: FtpServer = await startServer(config, storages, log, { metrics: options.metrics, externalAuth: options.externalAuth });
+  const server: FtpServer = await startServer(config, storages, log, { metrics: options.metrics, externalAuth: options.externalAuth, events: options.events });
   return {
     port: server.address.port,
     implicitPort: server.implicitAddress?.port,
