@@ -313,11 +313,17 @@ for (const driver of await drivers()) {
   describe(`events: what an upload published (${driver.name})`, { skip: driver.skip }, () => {
     test('keepPartialUploads: an upload cut off publishes what was received, and its event says partial', async () => {
       const received: FileEvent[] = [];
-      const rx = await receiver((_req, body, res) => {
-        received.push(JSON.parse(body.toString()) as FileEvent);
-        res.end();
+      // Its own receiver, closed below: the file's after() runs only once the loop is idle.
+      const rx = createServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (c: Buffer) => chunks.push(c));
+        req.on('end', () => {
+          received.push(JSON.parse(Buffer.concat(chunks).toString()) as FileEvent);
+          res.end();
+        });
       });
-      const { sink } = setup(rx.url);
+      await new Promise<void>((resolve) => rx.listen(0, '127.0.0.1', resolve));
+      const { sink } = setup(`http://127.0.0.1:${(rx.address() as AddressInfo).port}/`);
       const server = await startTestServer(driver, { users: [{ name: USER, password: { kind: 'plain', value: PASSWORD }, home: '', keepPartialUploads: true }] }, { events: sink });
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       try {
@@ -329,7 +335,7 @@ for (const driver of await drivers()) {
         data.resetAndDestroy();
         assert.equal((await raw.read()).code, 426);
         const size = Number((await raw.expect('SIZE kept.bin', 213)).text);
-        assert.equal(size, 64 * 1024);
+        assert.ok(size > 0 && size <= 64 * 1024, `published ${size} bytes`);
         // Got: only the whole file's event; a receiver was never told the key now held a truncated one.
         await waitFor(() => received.length === 2);
         assert.deepEqual(
@@ -343,6 +349,8 @@ for (const driver of await drivers()) {
         raw.close();
         await server.close();
         await sink.close(1000);
+        rx.closeAllConnections();
+        rx.close();
       }
     });
   });

@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { Transform, type Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { connect as tlsConnect } from 'node:tls';
@@ -291,6 +292,51 @@ for (const driver of all) {
         raw.close();
         // Got: "refused passive data connection from another address", with no address, for each reset.
         assert.ok(!lines.some((l) => l.includes('another address')), 'a reset is no foreign peer');
+      } finally {
+        await watched.close();
+      }
+    });
+
+    test('an upload sent one byte per TCP segment reaches the storage in few chunks (each held chunk costs hundreds of bytes)', async () => {
+      const chunks: number[] = [];
+      const watched = await startTestServer(driver, {}, {
+        wrapStorage: (storage) =>
+          new Proxy(storage, {
+            get: (target, name) => {
+              if (name === 'write') {
+                return (path: string, body: Readable, options: Parameters<typeof target.write>[2]) => {
+                  const seen = new Transform({
+                    transform(chunk: Buffer, _enc, done) {
+                      chunks.push(chunk.length);
+                      done(null, chunk);
+                    },
+                  });
+                  body.on('error', (err) => seen.destroy(err));
+                  return target.write(path, body.pipe(seen), options);
+                };
+              }
+              const value: unknown = Reflect.get(target, name, target);
+              return typeof value === 'function' ? value.bind(target) : value;
+            },
+          }),
+      });
+      try {
+        const raw = await RawFtp.login(watched.port, USER, PASSWORD);
+        const data = await raw.passive();
+        data.setNoDelay(true);
+        await raw.expect('STOR trickled.bin', 150);
+        const BYTES = 3000;
+        for (let i = 0; i < BYTES; i++) {
+          await new Promise<void>((resolve) => data.write(Buffer.of(i & 0xff), () => resolve()));
+          if (i % 10 === 0) await sleep(1);
+        }
+        data.end();
+        assert.equal((await raw.read()).code, 226);
+        assert.equal((await getFile(watched.port, USER, PASSWORD, 'trickled.bin')).length, BYTES);
+        // Got: about one chunk per byte (3000), each held until its part or batch was full:
+        // 1-byte segments took the server up by about 250 bytes of memory per byte sent.
+        assert.ok(chunks.length <= 3, `${chunks.length} chunks for ${BYTES} bytes`);
+        raw.close();
       } finally {
         await watched.close();
       }

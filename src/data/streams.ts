@@ -4,6 +4,15 @@ import { pipeline } from 'node:stream/promises';
 import { StorageError } from '../storage/types.js';
 
 const EMPTY = Buffer.alloc(0);
+/**
+ * Received chunks smaller than this are copied together before the storage
+ * sees them: a storage holds chunks until a part or a batch is full, and a
+ * client sending one byte per TCP segment would otherwise make it hold a
+ * million 1-byte buffers per MiB (hundreds of bytes of overhead each).
+ */
+const SMALL_CHUNK_BYTES = 8 * 1024;
+/** The buffer small chunks are gathered in. */
+const GATHER_BYTES = 64 * 1024;
 
 /**
  * Sends a storage stream to the data connection. A failing source becomes a
@@ -67,10 +76,15 @@ export function endedCleanly(tcp: Socket): Promise<boolean> {
  * `committed()`, the storage's beforePublish gate, says whether they may be
  * published. The storage finishes its own work (fsync, last part) while
  * the commit rule waits, and publishes nothing the client did not finish.
+ * Small chunks reach the storage gathered (SMALL_CHUNK_BYTES); those still
+ * gathered when the upload fails are not received, for keepPartialUploads.
  */
 export class UploadBody extends Transform {
   readonly opened: Promise<void>;
   #open!: () => void;
+  /** Small chunks gathered so far (see SMALL_CHUNK_BYTES), and how much of it they fill. */
+  #gathered: Buffer | undefined;
+  #filled = 0;
   /** Resolves if the upload may be published; set once the data connection exists. */
   commit: () => Promise<void> = () => Promise.reject(new Error('upload not started'));
   #committed: Promise<void> | undefined;
@@ -89,10 +103,26 @@ export class UploadBody extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null, data?: Buffer) => void): void {
-    done(null, chunk);
+    if (chunk.length >= SMALL_CHUNK_BYTES) {
+      this.#pushGathered();
+      done(null, chunk);
+      return;
+    }
+    if (this.#filled + chunk.length > GATHER_BYTES) this.#pushGathered();
+    this.#gathered ??= Buffer.allocUnsafe(GATHER_BYTES);
+    this.#filled += chunk.copy(this.#gathered, this.#filled);
+    done();
+  }
+
+  #pushGathered(): void {
+    if (!this.#gathered || this.#filled === 0) return;
+    this.push(this.#gathered.subarray(0, this.#filled));
+    this.#gathered = undefined;
+    this.#filled = 0;
   }
 
   override _flush(done: (err?: Error | null) => void): void {
+    this.#pushGathered();
     // The commit rule's window counts from the client's last byte, not from when the storage is done with it.
     this.#committed = this.commit();
     this.#committed.catch(() => {}); // its owner is the storage's gate; unheard if the storage failed first
