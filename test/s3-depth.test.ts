@@ -14,7 +14,7 @@ import { S3Storage } from '../src/storage/s3.js';
 import { StorageError, type FileInfo, type Storage } from '../src/storage/types.js';
 import { getS3, s3StorageConfig } from './helpers/minio.js';
 import { RawFtp, readAll } from './helpers/ftp.js';
-import { startS3Proxy } from './helpers/s3-proxy.js';
+import { startS3Proxy, type ProxyVerdict } from './helpers/s3-proxy.js';
 import { drivers, noDanglingUploads, PASSWORD, startTestServer, USER, type Driver, type TestServer } from './helpers/server.js';
 
 const MiB = 1024 * 1024;
@@ -852,6 +852,55 @@ describe('a directory that is only a key prefix (s3)', async () => {
       raw.close();
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe('server-side copies and the other sessions (s3)', async () => {
+  const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
+
+  test('copies S3 is slow to answer never hold the sockets another session LISTs and STORs with', { ...T, skip: s3Driver.skip }, async () => {
+    const base = s3Driver.storageConfig();
+    assert.equal(base.kind, 's3');
+    // Every copy is held until the other session is done (or 10 s have passed).
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let held = 0;
+    const proxy = await startS3Proxy(base.endpoint!, async ({ operation }): Promise<ProxyVerdict> => {
+      if (operation !== 'CopyObject' && operation !== 'UploadPartCopy') return 'forward';
+      held++;
+      await Promise.race([released, new Promise((r) => setTimeout(r, 10_000))]);
+      return 'forward';
+    });
+    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, renameConcurrency: 100 }) };
+    const server = await startTestServer(driver);
+    try {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('MKD many', 257);
+      for (let i = 0; i < 100; i++) await send(raw, `STOR many/f${i}`, Buffer.from(`${i}`));
+      await raw.expect('RNFR many', 350);
+      raw.socket.write('RNTO moved\r\n');
+      // As many as can be in flight (the copies' own 32, or before them all 64 sockets of the short requests).
+      while (held < 32) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 500));
+      // Got: the LIST waited for the copies, which held all 64 sockets of the short requests.
+      const other = await RawFtp.login(server.port, USER, PASSWORD);
+      const done = (async () => {
+        assert.ok((await listing(other, 'NLST')).includes('many'));
+        await send(other, 'STOR beside.txt', Buffer.from('b'));
+        return 'done';
+      })();
+      const first = await Promise.race([done, new Promise((r) => setTimeout(() => r('timed out'), 5000))]);
+      release();
+      assert.equal(first, 'done');
+      assert.equal((await raw.read()).code, 250);
+      assert.equal((await listing(other, 'NLST moved')).length, 100);
+      raw.close();
+      other.close();
+    } finally {
+      release();
+      await server.close();
+      await proxy.close();
     }
   });
 });

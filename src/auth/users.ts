@@ -1,4 +1,5 @@
 import { createHash, randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { Slots } from '../slots.js';
 import { parseSecretJson } from '../config/json.js';
 import { BUCKET_NAME, homeToStoragePath, resolveFtpPath } from '../paths.js';
 import { parsePermissions, type PermissionRules } from './permissions.js';
@@ -69,39 +70,16 @@ export const MAX_PASSWORD_BYTES = 1024;
  * many run at once, the rest wait here: a flood of logins leaves the pool's
  * other threads to file I/O, and a shutdown waits for these alone.
  */
-const SCRYPT_AT_ONCE = 2;
-let scrypting = 0;
-const scryptQueue: Array<() => void> = [];
+const scryptSlots = new Slots(2);
 
-async function scryptAsync(password: string, salt: Buffer, keylen: number, options: ScryptOptions, signal?: AbortSignal): Promise<Buffer> {
-  if (scrypting >= SCRYPT_AT_ONCE) {
-    await new Promise<void>((resolve, reject) => {
-      const turn = (): void => {
-        signal?.removeEventListener('abort', leave);
-        resolve();
-      };
-      const leave = (): void => {
-        const at = scryptQueue.indexOf(turn);
-        if (at >= 0) scryptQueue.splice(at, 1);
-        reject(signal!.reason);
-      };
-      signal?.throwIfAborted();
-      signal?.addEventListener('abort', leave, { once: true });
-      scryptQueue.push(turn);
-    });
-  } else {
-    scrypting++;
-  }
-  try {
-    return await new Promise<Buffer>((resolve, reject) =>
-      scrypt(password, salt, keylen, { ...options, maxmem: 256 * options.N! * options.r! }, (err, key) => (err ? reject(err) : resolve(key))),
-    );
-  } finally {
-    // The slot passes to the next in line, or is given back.
-    const next = scryptQueue.shift();
-    if (next) next();
-    else scrypting--;
-  }
+function scryptAsync(password: string, salt: Buffer, keylen: number, options: ScryptOptions, signal?: AbortSignal): Promise<Buffer> {
+  return scryptSlots.run(
+    () =>
+      new Promise<Buffer>((resolve, reject) =>
+        scrypt(password, salt, keylen, { ...options, maxmem: 256 * options.N! * options.r! }, (err, key) => (err ? reject(err) : resolve(key))),
+      ),
+    signal,
+  );
 }
 
 /** Hashes a password into the `scrypt$N$r$p$salt$hash` form the users file takes. */

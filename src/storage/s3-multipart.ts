@@ -34,6 +34,8 @@ export interface MultipartWriterOptions {
   client: S3Client;
   /** Sends the part uploads (long, body-carrying requests); defaults to `client`. */
   transferClient?: S3Client;
+  /** Sends the part copies (UploadPartCopy); defaults to `client`. */
+  copyClient?: S3Client;
   /**
    * The session's signal: once aborted, finish() publishes nothing. It is
    * checked right before the publishing request, the last moment we can still
@@ -122,7 +124,7 @@ export class MultipartWriter {
     // Nothing has been received yet: an ended session stops the copies at once (the caller then aborts).
     const signal = this.#o.signal ? AbortSignal.any([this.#cancel.signal, this.#o.signal]) : this.#cancel.signal;
     await mapLimit(numbered, PART_COPY_CONCURRENCY, async ({ number, start, end }) => {
-      const out = await this.#o.client.send(
+      const out = await (this.#o.copyClient ?? this.#o.client).send(
         new UploadPartCopyCommand({
           Bucket: this.#o.bucket,
           Key: this.#o.key,

@@ -21,6 +21,7 @@ import {
 import type { Logger } from 'pino';
 import type { S3StorageConfig } from '../config/index.js';
 import { MAX_PATH_BYTES, RESERVED_PREFIX } from '../paths.js';
+import { Slots } from '../slots.js';
 import { createDigest, digestStream, type Digest } from './digest.js';
 import { KnownDirectories } from './known-directories.js';
 import { MultipartAborts } from './s3-aborts.js';
@@ -95,12 +96,14 @@ export interface S3StorageOptions {
    * this should be at least the connection limit. Default 1024.
    */
   transferSockets?: number;
-  /** Sockets of the client for metadata requests (HEAD, List, Copy, Delete, Complete, …). Default 64. */
+  /** Sockets of the client for metadata requests (HEAD, List, Delete, Complete, …). Default 64. Server-side copies have 32 of their own. */
   metadataSockets?: number;
 }
 
 export const DEFAULT_TRANSFER_SOCKETS = 1024;
 export const DEFAULT_METADATA_SOCKETS = 64;
+/** Server-side copies in flight at once, for all sessions (see S3Storage.copies). */
+const COPY_SOCKETS = 32;
 
 /** One write in progress: what every write path needs to know and to count. */
 interface WriteJob {
@@ -132,6 +135,14 @@ export class S3Storage implements Storage {
   private readonly client: S3Client;
   /** Requests that stream a body for as long as a transfer lasts (GetObject for reads, UploadPart). */
   private readonly transfer: S3Client;
+  /**
+   * Sends server-side copies (CopyObject, UploadPartCopy): long requests, on a
+   * pool of their own, so a flood of copies (resumes, directory renames) never
+   * holds the sockets the short requests of other sessions need. At most
+   * COPY_SOCKETS run at once; the rest wait in line here, where waiting does
+   * not count against their timeouts as it would in the agent's queue.
+   */
+  private readonly copies: S3Client;
   /** Multipart uploads this process has open: a sweep leaves them alone, whatever their age. */
   private readonly openUploads = new Set<string>();
   private readonly bucket: string;
@@ -160,8 +171,11 @@ export class S3Storage implements Storage {
     this.renameConcurrency = config.renameConcurrency ?? DEFAULT_RENAME_CONCURRENCY;
     this.client = new S3Client(clientConfig(config, options.metadataSockets ?? DEFAULT_METADATA_SOCKETS));
     this.transfer = new S3Client(clientConfig(config, options.transferSockets ?? DEFAULT_TRANSFER_SOCKETS));
+    this.copies = new S3Client(clientConfig(config, COPY_SOCKETS));
+    const copySlots = new Slots(COPY_SOCKETS);
+    this.copies.middlewareStack.add((next) => (args) => copySlots.run(() => next(args)), { step: 'initialize', name: 's3ftpCopySlots' });
     this.aborts = new MultipartAborts(this.client, this.bucket, this.logger, options.abortRetryMs);
-    for (const client of [this.client, this.transfer]) {
+    for (const client of [this.client, this.transfer, this.copies]) {
       // It copied every response (a listing page's 1,000 entries) through the SDK's
       // sensitive-data filter to hand it to the default no-op logger: CPU and garbage for nothing.
       client.middlewareStack.remove('loggerMiddleware');
@@ -514,6 +528,7 @@ export class S3Storage implements Storage {
     this.aborts.close();
     this.client.destroy();
     this.transfer.destroy();
+    this.copies.destroy();
   }
 
   async setModificationTime(): Promise<void> {
@@ -785,6 +800,7 @@ export class S3Storage implements Storage {
       landed,
       client: this.client,
       transferClient: this.transfer,
+      copyClient: this.copies,
       bucket: this.bucket,
       key,
       partSize: this.config.partSize,
@@ -812,7 +828,7 @@ export class S3Storage implements Storage {
   private async copy(from: string, to: string, size: number, etag: string | undefined, signal?: AbortSignal): Promise<string> {
     if (size > this.multipartCopyThreshold) return this.multipartCopy(from, to, size, etag, signal);
     const out = await this.call(`copy ${from}`, () =>
-      this.client.send(
+      this.copies.send(
         new CopyObjectCommand({ Bucket: this.bucket, Key: to, CopySource: copySource(this.bucket, from), CopySourceIfMatch: etag }),
         { abortSignal: signal },
       ),
