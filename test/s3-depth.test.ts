@@ -904,3 +904,44 @@ describe('server-side copies and the other sessions (s3)', async () => {
     }
   });
 });
+
+describe('S3 stalling during an upload (s3)', async () => {
+  const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
+
+  test("the reply is the storage's (451) while the client was still sending; the old file stays and no upload is left", { ...T, skip: s3Driver.skip }, async () => {
+    const base = s3Driver.storageConfig();
+    assert.equal(base.kind, 's3');
+    let stalled = false;
+    let heal!: () => void;
+    const healed = new Promise<void>((resolve) => (heal = resolve));
+    const proxy = await startS3Proxy(base.endpoint!, async ({ operation }): Promise<ProxyVerdict> => {
+      if (stalled && (operation === 'UploadPart' || operation === 'AbortMultipartUpload')) await healed;
+      return 'forward';
+    });
+    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, requestTimeoutMs: 1000 }) };
+    const server = await startTestServer(driver, {}, { storageOptions: { abortRetryMs: 300 } });
+    try {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await send(raw, 'STOR kept.bin', Buffer.from('old'));
+      stalled = true;
+      const data = await raw.passive();
+      await raw.expect('STOR kept.bin', 150);
+      // More than the parts in flight can hold: the client is still sending when the parts time out.
+      data.end(Buffer.alloc(40 * MiB, 1));
+      const done = await raw.read(60_000);
+      // Got: 426 (the body the storage gave up on read as a failed data connection).
+      assert.equal(done.code, 451, done.text);
+      stalled = false;
+      heal();
+      assert.equal((await fetch(raw, 'kept.bin')).toString(), 'old');
+      const deadline = Date.now() + 20_000;
+      while ((await s3Driver.danglingUploads(server.storageConfig)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      await noDanglingUploads(driver, server);
+      raw.close();
+    } finally {
+      heal();
+      await server.close();
+      await proxy.close();
+    }
+  });
+});

@@ -106,9 +106,13 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
         ...(maxFileSize !== undefined ? [counter(() => {}, maxFileSize - kept)] : []),
       ];
       // Whichever side fails first explains the failure: the data connection (426) or the storage (451/55x).
+      // A storage that gives up stops reading its body, and the pipeline reports that as an abort or
+      // a premature close with no abort of the transfer: then the storage's error, from `stored`, tells.
       let firstError: unknown;
       const received = pipeline(socket, counter(count), ...stages, body, { signal }).catch((err: unknown) => {
-        firstError ??= err;
+        const e = err as { code?: string; name?: string };
+        const readerLeft = e.name === 'AbortError' || e.code === 'ERR_STREAM_PREMATURE_CLOSE';
+        if (!readerLeft || signal.aborted) firstError ??= err;
         throw err;
       });
       const stored = written.catch((err: unknown) => {
@@ -117,7 +121,8 @@ async function upload(s: Session, arg: string, append: boolean): Promise<void> {
         throw err;
       });
       const results = await Promise.allSettled([received, stored]);
-      if (results.some((r) => r.status === 'rejected')) throw firstError;
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw firstError ?? failed.reason;
       // Stored and confirmed by the storage: the event may go (emit only queues, never waits or throws).
       const { size, sha256 } = await written;
       s.server.events?.emit({ ...uploadEvent(s, destination), size, sha256: whole ? sha256 : undefined });

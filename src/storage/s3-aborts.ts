@@ -3,6 +3,11 @@ import type { Logger } from 'pino';
 
 /** How often uploads whose abort failed are tried again. */
 const DEFAULT_RETRY_MS = 15_000;
+/**
+ * How long the first try may take, while a transfer's final reply waits for
+ * it: a storage that stalls is tried again in the background instead.
+ */
+const FIRST_TRY_MS = 5000;
 /** Aborts kept for retry; past this the oldest is left to the bucket's lifecycle rule. */
 const MAX_PENDING = 10_000;
 /** After this long the bucket's lifecycle rule (1 day in infra/) is the better janitor. */
@@ -33,7 +38,7 @@ export class MultipartAborts {
 
   /** Aborts an upload; when that fails, remembers it and tries again later. Never throws. */
   async abort(key: string, uploadId: string): Promise<void> {
-    if (await this.#try(key, uploadId)) return;
+    if (await this.#try(key, uploadId, AbortSignal.timeout(FIRST_TRY_MS))) return;
     if (this.#closed) return;
     if (this.#pending.size >= MAX_PENDING) {
       const [oldest] = this.#pending.keys();
@@ -77,9 +82,9 @@ export class MultipartAborts {
   }
 
   /** True when the upload is gone (aborted now, or already). */
-  async #try(key: string, uploadId: string): Promise<boolean> {
+  async #try(key: string, uploadId: string, signal?: AbortSignal): Promise<boolean> {
     try {
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }));
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }), { abortSignal: signal });
       return true;
     } catch (err) {
       if ((err as { name?: string }).name === 'NoSuchUpload') return true;
