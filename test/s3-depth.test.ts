@@ -664,6 +664,28 @@ describe('directory rename that fails midway (s3)', async () => {
     }
   });
 
+  test('a journal with no record of copies (an older version, or a run that was killed) still resumes, writing over the target', { ...T, skip: s3Driver.skip }, async () => {
+    const server = await startTestServer(s3Driver);
+    try {
+      const s3 = s3Driver.s3!;
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('MKD src', 257);
+      for (let i = 0; i < 3; i++) await send(raw, `STOR src/f${i}`, Buffer.from(`content ${i}`));
+      // What a killed run left: the target, the journal in its first form, and a copy whose ETag
+      // differs from its source's (as a part-by-part copy's does).
+      await raw.expect('MKD dst', 257);
+      await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: objectKey(server, 'dst/.s3ftp-rename'), Body: `${objectKey(server, 'src')}/` }));
+      await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: objectKey(server, 'dst/f0'), Body: 'a copy, by its ETag' }));
+      await raw.expect('RNFR src', 350);
+      // Got: 451 on every run (the copy could not be told from a file stored since).
+      await raw.expect('RNTO dst', 250);
+      for (let i = 0; i < 3; i++) assert.equal((await fetch(raw, `dst/f${i}`)).toString(), `content ${i}`);
+      raw.close();
+    } finally {
+      await server.close();
+    }
+  });
+
   test('run again after files were stored in the partial target: those files stay, and their sources stay too (451)', { ...T, skip: s3Driver.skip }, async () => {
     const base = s3Driver.storageConfig();
     assert.equal(base.kind, 's3');

@@ -462,7 +462,7 @@ export class S3Storage implements Storage {
     const source = await this.stat(from, signal);
     await this.requireDirectory(parentPath(to), signal);
     const target = await this.lookup(to, signal);
-    let resumed: Map<string, string> | undefined;
+    let resumed: Resumed | undefined;
     if (target && (target.isDirectory || source.isDirectory)) {
       // The one existing target allowed: what an interrupted rename of this same directory left.
       resumed = source.isDirectory && target.isDirectory ? await this.unfinishedRename(from, to, signal) : undefined;
@@ -871,13 +871,15 @@ export class S3Storage implements Storage {
    * the new one, and running the same rename again finishes the job (or the
    * user deletes the copies and removes the target directory to undo it).
    *
-   * Run again (`resumed`: the journal's record of the copies made), the
-   * target may hold files stored there since: a target key is written over
-   * only if it is missing or still the copy a run made; one that holds the
-   * same object as its source is left as it is; any other stays, and so does
-   * its source (451), for the user to choose.
+   * Run again (`resumed`), the target may hold files stored there since. A
+   * run that stops records the copies it made (their ETags) in the journal;
+   * with that record, a target key is written over only if it is missing or
+   * still a recorded copy; one that holds the same object as its source (the
+   * same ETag) is left as it is; any other stays, and so does its source
+   * (451), for the user to choose. Without a record (the process was killed,
+   * or the record could not be written) the target is written over.
    */
-  private async renameDirectory(from: StoragePath, to: StoragePath, signal?: AbortSignal, resumed?: ReadonlyMap<string, string>): Promise<void> {
+  private async renameDirectory(from: StoragePath, to: StoragePath, signal?: AbortSignal, resumed?: Resumed): Promise<void> {
     const src = this.dirPrefix(from);
     const dst = this.dirPrefix(to);
     const journal = checkKey(dst + RENAME_JOURNAL);
@@ -893,15 +895,15 @@ export class S3Storage implements Storage {
     if (Buffer.byteLength(dst) + longest > MAX_PATH_BYTES) {
       throw new StorageError('InvalidName', `renaming ${from} to ${to} would make a key longer than ${MAX_PATH_BYTES} bytes`);
     }
-    /** The copies made, by target key: their ETags, kept in the journal when a run stops. */
-    const copies = new Map(resumed);
+    /** The copies made, by target key: their ETags, recorded in the journal when a run stops. */
+    const copies = new Map(resumed?.copies);
     /** On a resume, what the target holds now. */
     const present = new Map<string, string | undefined>();
-    if (resumed) {
-      for await (const page of this.objectPages(dst, signal)) for (const o of page) present.set(o.Key as string, o.ETag);
-    } else {
-      await this.writeJournal(journal, src, copies, 'start', signal);
-    }
+    if (resumed) for await (const page of this.objectPages(dst, signal)) for (const o of page) present.set(o.Key as string, o.ETag);
+    // Every run starts with no record: one it cannot write when it stops must not leave an older one.
+    await this.call(`rename ${from}`, () =>
+      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: JSON.stringify({ from: src }) }), { abortSignal: signal }),
+    );
     const progress = new RenameProgress(this.logger, from, to);
     /** Originals whose version was copied, by key: the only ones that may be deleted. */
     const copied = new Map<string, string | undefined>();
@@ -912,7 +914,7 @@ export class S3Storage implements Storage {
         const target = dst + key.slice(src.length);
         // A journal under the source belongs to an earlier rename into `from`; it moves nowhere.
         if (key !== src + RENAME_JOURNAL) {
-          const there = present.has(target) ? await this.targetState(key, o.ETag, target, present.get(target), copies, signal) : 'free';
+          const there = present.has(target) ? targetState(o.ETag, present.get(target), resumed?.copies ? copies.get(target) : false) : 'free';
           if (there === 'other') return;
           if (there === 'free') {
             try {
@@ -930,14 +932,14 @@ export class S3Storage implements Storage {
     } catch (err) {
       const error = signal?.aborted ? new StorageError('Unavailable', 'rename aborted', { cause: err }) : classify(err, `rename ${from}`);
       this.logger?.warn({ event: 'rename-failed', from, to, copied: progress.objects, err: error }, 'directory rename failed; run it again to finish');
-      await this.writeJournal(journal, src, copies, 'stopped');
+      await this.recordCopies(journal, src, copies);
       throw error;
     }
     const left = await this.deleteOriginals(src, copied, signal);
     if (left.length > 0) {
       // The journal stays: running the rename again moves what was left.
       this.logger?.warn({ event: 'rename-left-changed', from, to, left: left.length, keys: left.slice(0, 20) }, 'objects changed during a directory rename, or differing from a file of the target, were left in place');
-      await this.writeJournal(journal, src, copies, 'stopped');
+      await this.recordCopies(journal, src, copies);
       throw new StorageError(
         'Unavailable',
         `${left.length} objects under ${from} were left there: changed during the rename, or a different file of that name is in ${to}; compare and remove one, then run the rename again`,
@@ -948,38 +950,14 @@ export class S3Storage implements Storage {
   }
 
   /**
-   * What a resumed rename finds at `target`: 'copied' if it already holds the
-   * source object (the same ETag, or the same s3ftp upload, copied part by
-   * part), 'free' if it may be written over (the copy an earlier run made of
-   * an older version), else 'other': a file stored there since, which stays.
+   * Records the copies a stopped rename made in its journal, for the next
+   * run. S3 may be what stopped it: a few seconds, and a failure is logged.
    */
-  private async targetState(
-    key: string,
-    etag: string | undefined,
-    target: string,
-    targetEtag: string | undefined,
-    copies: ReadonlyMap<string, string>,
-    signal?: AbortSignal,
-  ): Promise<'copied' | 'free' | 'other'> {
-    const bare = (e: string | undefined) => e?.replaceAll('"', '');
-    if (bare(targetEtag) === bare(etag)) return 'copied';
-    if (copies.has(target) && bare(copies.get(target)) === bare(targetEtag)) return 'free';
-    const [source, there] = await Promise.all([this.headFile(key, signal), this.headFile(target, signal)]);
-    const id = source?.Metadata?.[WRITE_ID_METADATA];
-    return id !== undefined && bare(source?.ETag) === bare(etag) && there?.Metadata?.[WRITE_ID_METADATA] === id ? 'copied' : 'other';
-  }
-
-  /**
-   * Records a directory rename in its target: the source prefix, and the
-   * copies made (target key → ETag). The record at the start starts the
-   * rename; one after a failure ('stopped') only helps the next run, so it
-   * is given a few seconds and may fail (logged).
-   */
-  private async writeJournal(journal: string, src: string, copies: ReadonlyMap<string, string>, when: 'start' | 'stopped', signal?: AbortSignal): Promise<void> {
+  private async recordCopies(journal: string, src: string, copies: ReadonlyMap<string, string>): Promise<void> {
     const body = JSON.stringify({ from: src, copies: Object.fromEntries(copies) });
-    const put = (abortSignal: AbortSignal | undefined) => this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: body }), { abortSignal });
-    if (when === 'start') await this.call(`rename ${src}`, () => put(signal));
-    else await put(AbortSignal.timeout(JOURNAL_AFTER_FAILURE_MS)).catch((err: unknown) => this.logger?.warn({ err, journal }, 'could not record the copies of a stopped rename'));
+    await this.client
+      .send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: body }), { abortSignal: AbortSignal.timeout(JOURNAL_AFTER_FAILURE_MS) })
+      .catch((err: unknown) => this.logger?.warn({ err, journal }, 'could not record the copies of a stopped rename'));
   }
 
   /**
@@ -1009,7 +987,7 @@ export class S3Storage implements Storage {
    * in `to` (none, if the run that stopped could not record them), or
    * undefined when `to` holds no such journal.
    */
-  private async unfinishedRename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<Map<string, string> | undefined> {
+  private async unfinishedRename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<Resumed | undefined> {
     const journal = checkKey(this.dirPrefix(to) + RENAME_JOURNAL);
     let text: string | undefined;
     try {
@@ -1021,7 +999,7 @@ export class S3Storage implements Storage {
       throw error;
     }
     const record = parseJournal(text ?? '');
-    return record.from === this.dirPrefix(from) ? record.copies : undefined;
+    return record.from === this.dirPrefix(from) ? { copies: record.copies } : undefined;
   }
 
   /** Every object under a prefix (no delimiter), page by page. */
@@ -1251,18 +1229,38 @@ function usableName(name: string): boolean {
   return name !== '' && name !== '.' && name !== '..' && !name.startsWith(RESERVED_PREFIX);
 }
 
+/** An unfinished directory rename found in its target: the copies its last run recorded, if it could. */
+interface Resumed {
+  copies?: ReadonlyMap<string, string>;
+}
+
 /**
- * A rename journal: JSON with the source prefix and the copies made, or (as
- * written before copies were recorded) the source prefix alone.
+ * A rename journal: JSON with the source prefix, and the copies made once a
+ * run has stopped and recorded them; or (as written before copies were
+ * recorded) the source prefix alone.
  */
-function parseJournal(text: string): { from: string; copies: Map<string, string> } {
+function parseJournal(text: string): { from: string; copies?: Map<string, string> } {
   try {
     const record = JSON.parse(text) as { from?: unknown; copies?: Record<string, string> };
-    if (typeof record.from === 'string') return { from: record.from, copies: new Map(Object.entries(record.copies ?? {})) };
+    if (typeof record.from === 'string') return { from: record.from, copies: record.copies && new Map(Object.entries(record.copies)) };
   } catch {
     // The plain form.
   }
-  return { from: text, copies: new Map() };
+  return { from: text };
+}
+
+/**
+ * What a resumed rename finds at a target key: 'copied' if it holds the
+ * source object already (the same ETag), 'free' if it may be written over (a
+ * copy a run recorded, still as made; or anything, when no record was
+ * written: `recorded` is false then), else 'other': a file stored there
+ * since, which stays.
+ */
+function targetState(etag: string | undefined, targetEtag: string | undefined, recorded: string | false | undefined): 'copied' | 'free' | 'other' {
+  const bare = (e: string | undefined) => e?.replaceAll('"', '');
+  if (bare(targetEtag) === bare(etag)) return 'copied';
+  if (recorded === false) return 'free';
+  return recorded !== undefined && bare(recorded) === bare(targetEtag) ? 'free' : 'other';
 }
 
 /** CopySource is `bucket/key`, URL-encoded per segment so '+', '%', '?', '#' and UTF-8 survive. */
