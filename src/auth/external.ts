@@ -179,7 +179,7 @@ export class ExternalAuth {
       // The signal is enforced here too: undici 6 (Node 22) may stop passing it on after a
       // garbage collection (nodejs/node#55428), and a provider that stalls would then hold the login.
       const response = await untilAborted(answer, signal).catch((err: unknown) => {
-        void answer.then((late) => late.body?.cancel(), () => undefined);
+        void answer.then((late) => late.body?.cancel(), () => undefined).catch(() => undefined);
         throw err;
       });
       status = response.status;

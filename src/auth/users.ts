@@ -6,7 +6,6 @@ import { parsePermissions, type PermissionRules } from './permissions.js';
 import type { StorageTarget } from '../storage/storages.js';
 import type { StoragePath } from '../storage/types.js';
 
-/** A stored password: an scrypt hash from the users file, or a plain one from FTP_PASSWORD. */
 /**
  * A user name as users are told apart: case-folded. Two names that differ
  * only in case would share one session count (maxSessions) and could stand
@@ -18,6 +17,7 @@ export function nameKey(name: string): string {
   return name.toLowerCase();
 }
 
+/** A stored password: an scrypt hash from the users file, or a plain one from FTP_PASSWORD. */
 export type PasswordSecret =
   | { kind: 'scrypt'; N: number; r: number; p: number; salt: Buffer; hash: Buffer }
   | { kind: 'plain'; value: string };

@@ -116,8 +116,13 @@ export class UploadBody extends Transform {
 
   #pushGathered(): void {
     if (!this.#gathered || this.#filled === 0) return;
-    this.push(this.#gathered.subarray(0, this.#filled));
-    this.#gathered = undefined;
+    if (this.#filled < GATHER_BYTES / 2) {
+      // Mostly empty (small reads between big ones): a copy of what it holds, and the buffer is kept.
+      this.push(Buffer.from(this.#gathered.subarray(0, this.#filled)));
+    } else {
+      this.push(this.#gathered.subarray(0, this.#filled));
+      this.#gathered = undefined;
+    }
     this.#filled = 0;
   }
 

@@ -40,7 +40,6 @@ export interface ServerContext {
   externalAuth?: ExternalAuth;
 }
 
-
 /** A resolved path argument: what the client sees and what the storage takes. */
 export interface ResolvedPath {
   ftp: string;

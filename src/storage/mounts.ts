@@ -131,10 +131,11 @@ export class MountedStorage implements Storage {
     return r.mount.storage.read(r.path, options);
   }
 
-  write(path: StoragePath, body: Readable, options?: WriteOptions): Promise<WriteResult> {
-    if (this.#fixed.has(path)) return Promise.reject(new StorageError('IsADirectory', 'is a directory'));
+  // Async: whatever goes wrong is a rejection, never a throw before the caller holds the promise.
+  async write(path: StoragePath, body: Readable, options?: WriteOptions): Promise<WriteResult> {
+    if (this.#fixed.has(path)) throw new StorageError('IsADirectory', 'is a directory');
     const r = this.#resolve(path);
-    if (!r) return Promise.reject(new StorageError('Denied', 'outside every storage mapping'));
+    if (!r) throw new StorageError('Denied', 'outside every storage mapping');
     return r.mount.storage.write(r.path, body, options);
   }
 

@@ -386,8 +386,9 @@ export class S3Storage implements Storage {
 
   async rmdir(path: StoragePath, signal?: AbortSignal): Promise<void> {
     try {
+      const marked = this.parentMarked(path, signal);
       await this.removeDirectory(path, signal);
-      await this.keepParent(path, signal);
+      await this.keepParent(path, marked, signal);
     } finally {
       this.directories.forget();
     }
@@ -399,18 +400,30 @@ export class S3Storage implements Storage {
    * written by another tool, with no `dir/` marker) would vanish with it: the
    * session's working directory, and the RMD that lftp's `rm -r` or rclone's
    * purge sends after the DELEs, would answer 550. It gets its marker, as a
-   * directory stays on a file system until RMD. One listing of one key. Once
-   * the removal is done this only tidies: a failure is logged, not answered.
+   * directory stays on a file system until RMD. A parent with its marker
+   * needs nothing (`marked`, asked alongside the removal: one HEAD); one
+   * without, a listing of one key. Once the removal is done this only tidies:
+   * a failure is logged, not answered.
    */
-  private async keepParent(path: StoragePath, signal?: AbortSignal): Promise<void> {
+  private async keepParent(path: StoragePath, marked: Promise<boolean>, signal?: AbortSignal): Promise<void> {
     const parent = parentPath(path);
-    if (parent === '') return;
+    if (parent === '' || (await marked)) return;
     try {
       const page = await this.listPage(this.dirPrefix(parent), undefined, undefined, signal, 1);
       if ((page.Contents?.length ?? 0) === 0) await this.putMarker(parent, signal);
     } catch (err) {
       this.logger?.warn({ err, path: parent }, 'could not keep a directory whose last entry went');
     }
+  }
+
+  /** Whether the directory that holds `path` has its `dir/` marker (the root needs none); false if S3 cannot say. */
+  private parentMarked(path: StoragePath, signal?: AbortSignal): Promise<boolean> {
+    const parent = parentPath(path);
+    if (parent === '') return Promise.resolve(true);
+    return this.headFile(this.dirPrefix(parent), signal).then(
+      (head) => head !== undefined,
+      () => false,
+    );
   }
 
   private async removeDirectory(path: StoragePath, signal?: AbortSignal): Promise<void> {
@@ -432,13 +445,14 @@ export class S3Storage implements Storage {
   async delete(path: StoragePath, signal?: AbortSignal): Promise<void> {
     if (path === '') throw new StorageError('IsADirectory', 'the root is a directory');
     const key = this.key(path);
+    const marked = this.parentMarked(path, signal);
     // DeleteObject succeeds for missing keys, so look first to answer NotFound.
     if (!(await this.headFile(key, signal))) throw await this.notFileError(path, undefined, signal);
     try {
       await this.call(`delete ${path}`, () =>
         this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal }),
       );
-      await this.keepParent(path, signal);
+      await this.keepParent(path, marked, signal);
     } finally {
       // The last key under a directory may have gone, and the directory with it.
       this.directories.forget();
@@ -447,8 +461,10 @@ export class S3Storage implements Storage {
 
   async rename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {
     try {
+      // A rename within one directory leaves it something: nothing to keep.
+      const marked = parentPath(from) === parentPath(to) ? Promise.resolve(true) : this.parentMarked(from, signal);
       await this.move(from, to, signal);
-      await this.keepParent(from, signal);
+      await this.keepParent(from, marked, signal);
     } finally {
       this.directories.forget();
     }
