@@ -173,6 +173,9 @@ for (const driver of await drivers()) {
       assert.deepEqual((await listing(ftp, 'LIST a[1].txt')).lines.map((l) => l.split(' ').at(-1)), ['a[1].txt']);
       // A name that does not exist is still a pattern.
       assert.deepEqual((await listing(ftp, 'NLST a[1x].txt')).lines, ['a1.txt']);
+      // A file's name is listed as it is, spaces at its start included. Got: "lead.txt", which mget would fetch instead.
+      await put(ftp, ' lead.txt', 'spaced');
+      assert.deepEqual((await listing(ftp, 'NLST  lead.txt')).lines, [' lead.txt']);
     });
 
     for (const client of CLIENTS) {

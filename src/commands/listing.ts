@@ -110,7 +110,8 @@ async function sendListing(
     if (dirOnly || !(err instanceof StorageError && err.code === 'NotADirectory')) throw err;
     const info = await s.storage.stat(dir.storage, s.signal);
     pages = (async function* () {})();
-    first = { done: false, value: [{ ...info, name: arg.trim() }] };
+    // The file as the client named it, spaces included: they are part of the name.
+    first = { done: false, value: [{ ...info, name: arg }] };
   }
   // A client in a legacy code page reads names in it (unmappable characters as '?').
   const legacy = s.legacyEncoding;
