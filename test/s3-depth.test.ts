@@ -796,10 +796,10 @@ function generated(size: number): Readable {
   });
 }
 
-describe('a publishing request whose answer is lost (s3)', async () => {
+describe('S3 failing or answering late, and keys written by other tools (s3)', async () => {
   const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
 
-  test('S3 did the work, the SDK timed out and retried: 226 and the file as sent, appended once', { ...T, skip: s3Driver.skip }, async () => {
+  test('a publishing request whose answer is lost (S3 did the work, the SDK timed out and retried): 226 and the file as sent, appended once', { ...T, skip: s3Driver.skip }, async () => {
     const base = s3Driver.storageConfig();
     assert.equal(base.kind, 's3');
     // The first PutObject or CompleteMultipartUpload of each object reaches MinIO, which stores it;
@@ -837,12 +837,8 @@ describe('a publishing request whose answer is lost (s3)', async () => {
       await proxy.close();
     }
   });
-});
 
-describe('a directory that is only a key prefix (s3)', async () => {
-  const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
-
-  test('stays when its last file or subdirectory goes (DELE, RNFR/RNTO, RMD), until RMD removes it', { ...T, skip: s3Driver.skip }, async () => {
+  test('a directory that is only a key prefix stays when its last file or subdirectory goes (DELE, RNFR/RNTO, RMD), until RMD removes it', { ...T, skip: s3Driver.skip }, async () => {
     const server = await startTestServer(s3Driver);
     try {
       const s3 = s3Driver.s3!;
@@ -876,10 +872,6 @@ describe('a directory that is only a key prefix (s3)', async () => {
       await server.close();
     }
   });
-});
-
-describe('server-side copies and the other sessions (s3)', async () => {
-  const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
 
   test('copies S3 is slow to answer never hold the sockets another session LISTs and STORs with', { ...T, skip: s3Driver.skip }, async () => {
     const base = s3Driver.storageConfig();
@@ -925,12 +917,8 @@ describe('server-side copies and the other sessions (s3)', async () => {
       await proxy.close();
     }
   });
-});
 
-describe('S3 stalling during an upload (s3)', async () => {
-  const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
-
-  test("the reply is the storage's (451) while the client was still sending; the old file stays and no upload is left", { ...T, skip: s3Driver.skip }, async () => {
+  test("S3 stalling during an upload the client is still sending: the reply is the storage's (451), the old file stays and no upload is left", { ...T, skip: s3Driver.skip }, async () => {
     const base = s3Driver.storageConfig();
     assert.equal(base.kind, 's3');
     let stalled = false;
