@@ -838,6 +838,40 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
     }
   });
 
+  test('a publishing request whose answer is lost, and S3 will not say whether it landed: 451 that says to look before sending again', { ...T, skip: s3Driver.skip }, async () => {
+    const base = s3Driver.storageConfig();
+    assert.equal(base.kind, 's3');
+    let phase: 'normal' | 'hold' | 'refuse-head' = 'normal';
+    const proxy = await startS3Proxy(base.endpoint!, ({ operation }): ProxyVerdict => {
+      if (phase === 'hold' && operation === 'PutObject') {
+        phase = 'refuse-head';
+        return { answerAfterMs: 1500 };
+      }
+      if (phase === 'refuse-head' && operation === 'HeadObject') return { status: 503, code: 'SlowDown' };
+      return 'forward';
+    });
+    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, requestTimeoutMs: 1000 }) };
+    const server = await startTestServer(driver);
+    try {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await send(raw, 'STOR log.txt', Buffer.from('line1\n'));
+      const data = await raw.passive();
+      await raw.expect('APPE log.txt', 150);
+      phase = 'hold';
+      data.end('line2\n');
+      // Got: "451 Storage unavailable, try again later." though the append had landed: tried again, line2 twice.
+      const done = await raw.read(30_000);
+      assert.equal(done.code, 451);
+      assert.equal(done.text, 'The storage did not confirm the upload; check the file (SIZE) before sending it again.');
+      phase = 'normal';
+      assert.equal((await fetch(raw, 'log.txt')).toString(), 'line1\nline2\n');
+      raw.close();
+    } finally {
+      await server.close();
+      await proxy.close();
+    }
+  });
+
   test('a directory that is only a key prefix stays when its last file or subdirectory goes (DELE, RNFR/RNTO, RMD), until RMD removes it', { ...T, skip: s3Driver.skip }, async () => {
     const server = await startTestServer(s3Driver);
     try {

@@ -552,6 +552,28 @@ for (const driver of await drivers()) {
       });
     }
 
+    test('"rename": a taken name that fills the whole key is numbered within it, not refused', async () => {
+      const owner = await RawFtp.login(server.port, USER, PASSWORD);
+      const renamer = await RawFtp.login(server.port, 'renamer', 'renamepw');
+      const dirs = ['a', 'b', 'c', 'd'].map((c) => c.repeat(200));
+      for (let i = 1; i <= dirs.length; i++) await owner.expect(`MKD /drop/${dirs.slice(0, i).join('/')}`, 257);
+      const config = server.storageConfig;
+      const keyBase = `${config.kind === 's3' ? `${config.prefix}/` : ''}drop/${dirs.join('/')}/`;
+      // The longest key a file may have: 1023 bytes (S3 also looks at `name/`).
+      const name = `${'n'.repeat(1023 - Buffer.byteLength(keyBase) - 4)}.csv`;
+      const path = `/${dirs.join('/')}/${name}`;
+      assert.equal(await store(renamer, path, 'first'), 226);
+      const data = await renamer.passive();
+      await renamer.expect(`STOR ${path}`, 150);
+      data.end('second');
+      // Got: 553 "path too long" for the taken name, where a free one of its length got 226.
+      const done = await renamer.read();
+      assert.equal(done.code, 226, done.text);
+      assert.match(done.text, /^Transfer complete; stored as "n+ \(1\)\.csv"\.$/);
+      owner.close();
+      renamer.close();
+    });
+
     test('"refuse": while one upload of a free name runs, another of the same name is refused (550) and the first is kept', async () => {
       const [a, b] = [await RawFtp.login(server.port, 'partner', 'droppw'), await RawFtp.login(server.port, 'partner', 'droppw')];
       const data = await started(a, 'claimed.csv');

@@ -31,6 +31,9 @@ export function replyForError(err: unknown): { code: ReplyCode; text: string } {
       return { code: Reply.ExceededStorage, text: 'Exceeded storage allocation.' };
     case 'Unavailable':
       return { code: Reply.LocalError, text: 'Storage unavailable, try again later.' };
+    case 'Unconfirmed':
+      // Sending it again could store it twice (an APPE): the client must look first.
+      return { code: Reply.LocalError, text: 'The storage did not confirm the upload; check the file (SIZE) before sending it again.' };
     case 'BackendRefused':
       // Never 550: the client's path is fine; the server's own credentials are not (logged at error level).
       return { code: Reply.LocalError, text: 'Storage refused the server\'s credentials; the administrator must fix the configuration.' };

@@ -6,7 +6,7 @@ import { plainAddress } from '../data/channel.js';
 import { openPassive, PassivePortsExhausted } from '../data/passive.js';
 import { asStorageError, counter, sendStream, UploadBody } from '../data/streams.js';
 import { Throttle } from '../data/throttle.js';
-import { MAX_NAME_BYTES } from '../paths.js';
+import { MAX_NAME_BYTES, MAX_PATH_BYTES } from '../paths.js';
 import { Reply } from '../replies.js';
 import { protectionRequired } from './security.js';
 import type { ResolvedPath, ServerContext, Session } from '../session/session.js';
@@ -345,18 +345,40 @@ async function storeTarget(s: Session, target: ResolvedPath): Promise<{ destinat
   if (s.mayReplace(target.ftp)) return { destination: target };
   // A drop box: the upload may only make a new file, and claims the name until it ends.
   if (s.user?.dropBoxOnExisting !== 'rename') {
-    const claim = (await s.exists(target)) ? undefined : claimName(s, target);
+    const claim = await claimFree(s, target);
     if (!claim) s.authorize('delete', target);
     return { destination: target, claim };
   }
   const slash = target.ftp.lastIndexOf('/');
   const [dir, name] = [target.ftp.slice(0, slash + 1), target.ftp.slice(slash + 1)];
+  // The room a name has: a file system's name limit, and what the full key (prefix, home, directories)
+  // leaves, less one byte: S3 also looks at `name/`, a directory of that name.
+  const { key: dirKey } = s.locate(s.resolve(dir).storage);
+  const room = Math.min(MAX_NAME_BYTES, MAX_PATH_BYTES - 1 - Buffer.byteLength(dirKey === '' ? '' : `${dirKey}/`));
   for (let n = 0; n <= MAX_NUMBERED_NAMES; n++) {
-    const candidate = n === 0 ? target : s.resolve(dir + numberedName(name, n));
-    const claim = (await s.exists(candidate)) ? undefined : claimName(s, candidate);
+    const candidate = n === 0 ? target : s.resolve(dir + numberedName(name, n, room));
+    const claim = await claimFree(s, candidate);
     if (claim) return { destination: candidate, claim };
   }
   throw new StorageError('Exists', 'no free name');
+}
+
+/**
+ * Claims target if it is free: claimed first, then looked up, so an upload
+ * that publishes it and lets go meanwhile is seen (its file is there by the
+ * time its claim is released); a name that exists is let go again.
+ */
+async function claimFree(s: Session, target: ResolvedPath): Promise<NameClaim | undefined> {
+  const claim = claimName(s, target);
+  if (!claim) return undefined;
+  try {
+    if (!(await s.exists(target))) return claim;
+  } catch (err) {
+    claim.release();
+    throw err;
+  }
+  claim.release();
+  return undefined;
 }
 
 /** A name an upload in this server holds while it runs: to the next upload that may not replace a file, it is taken. */
@@ -384,16 +406,16 @@ function claimName(s: Session, target: ResolvedPath): NameClaim | undefined {
 }
 
 /**
- * `name (n).ext`, shortened by whole characters to fit MAX_NAME_BYTES (the
- * stem first, then the extension too): refusing a taken name that a free
- * one of the same length would not be would tell a drop box which names exist.
+ * `name (n).ext`, shortened by whole characters to fit `bytes` (the stem
+ * first, then the extension too): refusing a taken name that a free one of
+ * the same length would not be would tell a drop box which names exist.
  */
-function numberedName(name: string, n: number): string {
+function numberedName(name: string, n: number, bytes: number): string {
   const dot = name.lastIndexOf('.');
   const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
   const mark = ` (${n})`;
-  const room = MAX_NAME_BYTES - Buffer.byteLength(mark + ext);
-  return room > 0 ? fitBytes(stem, room) + mark + ext : fitBytes(name, MAX_NAME_BYTES - Buffer.byteLength(mark)) + mark;
+  const room = bytes - Buffer.byteLength(mark + ext);
+  return room > 0 ? fitBytes(stem, room) + mark + ext : fitBytes(name, bytes - Buffer.byteLength(mark)) + mark;
 }
 
 /** The longest start of text, in whole characters, of at most `bytes` UTF-8 bytes. */

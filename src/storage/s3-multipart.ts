@@ -52,7 +52,8 @@ export interface MultipartWriterOptions {
   /**
    * Asked after a publishing request (PutObject, CompleteMultipartUpload)
    * failed: the object's ETag if the key holds this very write all the same,
-   * else undefined. S3 may have done the work and its answer been lost to a
+   * else undefined; it throws when it cannot tell (that error then replaces
+   * the request's). S3 may have done the work and its answer been lost to a
    * timeout or a reset; the SDK's retry then fails (412 for a conditional
    * write, NoSuchUpload for a completed upload) although the write landed.
    */
@@ -317,7 +318,7 @@ export class MultipartWriter {
     try {
       return await send();
     } catch (err) {
-      const etag = await this.#o.landed?.().catch(() => undefined);
+      const etag = await this.#o.landed?.();
       if (etag === undefined) throw err;
       return etag;
     }

@@ -736,7 +736,11 @@ export class S3Storage implements Storage {
    */
   private async store(job: WriteJob): Promise<void> {
     const writer = this.multipartWriter(job.key, { Metadata: job.metadata }, job.signal, job.base, async () => {
-      const head = await this.headFile(job.key);
+      const head = await this.headFile(job.key).catch((err: unknown) => {
+        // S3 stored it or not, and will not say: a client that sends it again could append twice.
+        this.logger?.error({ event: 'upload-unconfirmed', key: job.key, err }, 'an upload\'s publishing request failed and S3 could not be asked whether it landed');
+        throw new StorageError('Unconfirmed', `write ${job.key}: publishing failed and its outcome is unknown`, { cause: err });
+      });
       return head && head.Metadata?.[WRITE_ID_METADATA] === job.metadata[WRITE_ID_METADATA] ? head.ETag : undefined;
     });
     let received = 0;

@@ -32,6 +32,12 @@ export type StorageErrorCode =
   | 'QuotaExceeded'
   | 'Unavailable'
   /**
+   * A write whose publishing request failed and whose outcome the storage
+   * could not then learn (S3 did not answer the check either): the file may
+   * or may not have been replaced.
+   */
+  | 'Unconfirmed'
+  /**
    * The backend refused the server itself (S3: wrong credentials, a bad
    * signature, clock skew, an expired token): nothing about the client's
    * request is wrong, and only the administrator can fix it.
