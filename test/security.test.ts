@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { parsePermissions } from '../src/auth/permissions.js';
@@ -16,6 +16,13 @@ const plain = (name: string, password: string, home: string, permissions?: unkno
   home,
   permissions: parsePermissions(permissions),
 });
+
+/** Starts an upload (its 150), to be finished by ending the returned data connection. */
+async function started(ftp: RawFtp, name: string): Promise<Socket> {
+  const data = await ftp.passive();
+  await ftp.expect(`STOR ${name}`, 150);
+  return data;
+}
 
 /** Open file descriptors of this process (the server runs in it). */
 const openFds = () => readdirSync('/proc/self/fd').length;
@@ -449,8 +456,7 @@ for (const driver of await drivers()) {
 
         const renamer = await RawFtp.login(server.port, 'renamer', 'renamepw');
         for (const [content, stored] of [['second', 'report (1).csv'], ['third', 'report (2).csv']] as const) {
-          const data = await renamer.passive();
-          await renamer.expect('STOR report.csv', 150);
+          const data = await started(renamer, 'report.csv');
           data.end(content);
           const done = await renamer.read();
           assert.equal(done.code, 226);
@@ -458,15 +464,13 @@ for (const driver of await drivers()) {
         }
         // A taken name too long for " (1)" is shortened, not refused: 553 for a taken name against
         // 226 for a free one of the same length told which names exist.
-        const data = await renamer.passive();
-        await renamer.expect(`STOR ${long}`, 150);
+        const data = await started(renamer, long);
         data.end('long again');
         const done = await renamer.read();
         assert.equal(done.code, 226, done.text);
         assert.equal(done.text, `Transfer complete; stored as "${'l'.repeat(247)} (1).csv".`);
         // An extension too long for " (1)" beside it is shortened too.
-        const second = await renamer.passive();
-        await renamer.expect(`STOR ${longExt}`, 150);
+        const second = await started(renamer, longExt);
         second.end('long extension again');
         const stored = await renamer.read();
         assert.equal(stored.code, 226, stored.text);
@@ -498,12 +502,6 @@ for (const driver of await drivers()) {
       await server?.close();
     });
     const read = async (name: string) => (await getFile(server.port, USER, PASSWORD, `drop/${name}`)).toString();
-    /** Starts an upload (its 150), to be finished by ending the returned data connection. */
-    const started = async (ftp: RawFtp, name: string) => {
-      const data = await ftp.passive();
-      await ftp.expect(`STOR ${name}`, 150);
-      return data;
-    };
 
     // Small bodies are one PutObject on S3; 6 MiB ones a multipart upload, published by its completion.
     for (const size of [8, 6 * 1024 * 1024]) {
@@ -563,8 +561,7 @@ for (const driver of await drivers()) {
       const name = `${'n'.repeat(1023 - Buffer.byteLength(keyBase) - 4)}.csv`;
       const path = `/${dirs.join('/')}/${name}`;
       assert.equal(await store(renamer, path, 'first'), 226);
-      const data = await renamer.passive();
-      await renamer.expect(`STOR ${path}`, 150);
+      const data = await started(renamer, path);
       data.end('second');
       // Got: 553 "path too long" for the taken name, where a free one of its length got 226.
       const done = await renamer.read();

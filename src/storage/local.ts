@@ -184,12 +184,8 @@ export class LocalStorage implements Storage {
       body.destroy();
       if (temp && full && options.onAbort === 'publish' && received.bytes > 0) {
         // keepPartialUploads: what was received replaces the file; the write still fails.
-        const size = (await lstat(temp)).size;
-        const kept = await this.install(temp, path, { metadata: options.metadata }, undefined, base).then(
-          () => true,
-          () => false,
-        );
-        if (kept) options.onPartial?.(size);
+        const size = await this.install(temp, path, { metadata: options.metadata }, undefined, base).catch(() => undefined);
+        if (size !== undefined) options.onPartial?.(size);
       }
       if (temp) await unlink(temp).catch(() => undefined);
       if (temp) this.temps.delete(temp);
@@ -473,9 +469,9 @@ export class LocalStorage implements Storage {
    * survive the rename, so the sidecar is valid the moment the file appears.
    * With `base` (an append, a resume or a create-only write), only over that
    * same, unchanged file (or none): a file made, replaced or written meanwhile
-   * fails the write instead of being lost.
+   * fails the write instead of being lost. Resolves the size installed.
    */
-  private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'metadata'>, signal?: AbortSignal, base?: Base): Promise<void> {
+  private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'metadata'>, signal?: AbortSignal, base?: Base): Promise<number> {
     const stats = await lstat(temp);
     // One install per path at a time in this process, so the check below and the rename are one step
     // for every writer here (another process writing DATA_DIR is not covered).
@@ -496,6 +492,7 @@ export class LocalStorage implements Storage {
         await rename(temp, full);
       }),
     );
+    return stats.size;
   }
 
   /** Runs `fn` once every earlier call for the same path has settled. */
