@@ -727,6 +727,65 @@ describe('directory rename that fails midway (s3)', async () => {
       await proxy.close();
     }
   });
+  /** A server whose DeleteObjects requests S3 refuses (500) while `failing` says so, with that request's number (1, 2, …). */
+  async function failingDeletes(failing: (n: number) => boolean): Promise<{ server: TestServer; close(): Promise<void> }> {
+    const base = s3Driver.storageConfig();
+    assert.equal(base.kind, 's3');
+    let deletes = 0;
+    const proxy = await startS3Proxy(base.endpoint!, ({ operation }) =>
+      operation === 'DeleteObjects' && failing(++deletes) ? { status: 500, code: 'InternalError' } : 'forward',
+    );
+    const server = await startTestServer({ ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint }) });
+    return { server, close: async () => (await server.close(), await proxy.close()) };
+  }
+
+  test('a run that stops while deleting the originals has recorded its copies: run again, it keeps a file stored in the target since (451)', { ...T, skip: s3Driver.skip }, async () => {
+    let refuse = true;
+    const { server, close } = await failingDeletes(() => refuse);
+    try {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('MKD src', 257);
+      for (const n of ['x', 'y', 'z']) await send(raw, `STOR src/${n}`, Buffer.from(`old ${n}`));
+      await raw.expect('RNFR src', 350);
+      await raw.expect('RNTO dst', 451);
+      refuse = false;
+      await send(raw, 'STOR dst/x', Buffer.from('new x'));
+      await raw.expect('RNFR src', 350);
+      // Got: 250, and dst/x held "old x" again.
+      await raw.expect('RNTO dst', 451);
+      assert.equal((await fetch(raw, 'dst/x')).toString(), 'new x');
+      assert.deepEqual(await listing(raw, 'NLST src'), ['x']);
+      for (const n of ['y', 'z']) assert.equal((await fetch(raw, `dst/${n}`)).toString(), `old ${n}`);
+      raw.close();
+    } finally {
+      await close();
+    }
+  });
+
+  test('a journal left by a finished rename (its own delete failed) lets no later rename write over the target', { ...T, skip: s3Driver.skip }, async () => {
+    // The first DeleteObjects (the originals) goes through; the second (the journal) fails.
+    let refuseSecond = true;
+    const { server, close } = await failingDeletes((n) => refuseSecond && n >= 2);
+    try {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('MKD src', 257);
+      for (const n of ['x', 'y']) await send(raw, `STOR src/${n}`, Buffer.from(`first ${n}`));
+      await raw.expect('RNFR src', 350);
+      // Got: 451, though every object had moved.
+      await raw.expect('RNTO dst', 250);
+      refuseSecond = false;
+      await raw.expect('MKD src', 257);
+      await send(raw, 'STOR src/x', Buffer.from('second x'));
+      await raw.expect('RNFR src', 350);
+      // Got: 250, and dst/x held "second x": the first rename's file was gone.
+      await raw.expect('RNTO dst', 451);
+      assert.equal((await fetch(raw, 'dst/x')).toString(), 'first x');
+      assert.equal((await fetch(raw, 'src/x')).toString(), 'second x');
+      raw.close();
+    } finally {
+      await close();
+    }
+  });
 });
 
 /** The storage, with `before(n)` awaited each time the server asks it for listing page n (1, 2, …). */

@@ -891,13 +891,18 @@ export class S3Storage implements Storage {
    * the new one, and running the same rename again finishes the job (or the
    * user deletes the copies and removes the target directory to undo it).
    *
-   * Run again (`resumed`), the target may hold files stored there since. A
-   * run that stops records the copies it made (their ETags) in the journal;
-   * with that record, a target key is written over only if it is missing or
-   * still a recorded copy; one that holds the same object as its source (the
-   * same ETag) is left as it is; any other stays, and so does its source
-   * (451), for the user to choose. Without a record (the process was killed,
-   * or the record could not be written) the target is written over.
+   * Run again (`resumed`), the target may hold files stored there since. The
+   * journal records the copies made (their ETags, and their sources'): when a
+   * run stops copying, and before any original is deleted, so a run that
+   * stops while deleting (a hang-up, S3, a kill) leaves it too. With that
+   * record, a target key is written over if it is missing, or if it holds the
+   * recorded copy of a source that run left in place because it changed; one
+   * that holds the same object as its source (the same ETag), or the recorded
+   * copy of the source as it still is, counts as copied; any other stays, and
+   * so does its source (451), for the user to choose. Without a record (the
+   * process was killed while copying, or the record could not be written)
+   * the target is written over. A journal whose own delete failed after a
+   * finished run is thus harmless: its copies are recorded.
    */
   private async renameDirectory(from: StoragePath, to: StoragePath, signal?: AbortSignal, resumed?: Resumed): Promise<void> {
     const src = this.dirPrefix(from);
@@ -915,8 +920,8 @@ export class S3Storage implements Storage {
     if (Buffer.byteLength(dst) + longest > MAX_PATH_BYTES) {
       throw new StorageError('InvalidName', `renaming ${from} to ${to} would make a key longer than ${MAX_PATH_BYTES} bytes`);
     }
-    /** The copies made, by target key: their ETags, recorded in the journal when a run stops. */
-    const copies = new Map(resumed?.copies);
+    /** The copies made, by target key, recorded in the journal when a run stops and before originals go. */
+    const copies = new Map<string, RecordedCopy>(resumed?.copies);
     /** On a resume, what the target holds now. */
     const present = new Map<string, string | undefined>();
     if (resumed) for await (const page of this.objectPages(dst, signal)) for (const o of page) present.set(o.Key as string, o.ETag);
@@ -934,11 +939,12 @@ export class S3Storage implements Storage {
         const target = dst + key.slice(src.length);
         // A journal under the source belongs to an earlier rename into `from`; it moves nowhere.
         if (key !== src + RENAME_JOURNAL) {
-          const there = present.has(target) ? targetState(o.ETag, present.get(target), resumed?.copies ? copies.get(target) : false) : 'free';
+          const recorded = resumed?.copies ? copies.get(target) : false;
+          const there = present.has(target) ? targetState(o.ETag, present.get(target), recorded, resumed?.left?.has(key) ?? false) : 'free';
           if (there === 'other') return;
           if (there === 'free') {
             try {
-              copies.set(target, await this.copy(key, target, o.Size ?? 0, o.ETag, signal));
+              copies.set(target, { etag: await this.copy(key, target, o.Size ?? 0, o.ETag, signal), of: o.ETag });
             } catch (err) {
               // Changed since it was listed: it stays where it is, in its new version, and is not deleted.
               if (isPreconditionFailed(err)) return;
@@ -949,6 +955,10 @@ export class S3Storage implements Storage {
         copied.set(key, o.ETag);
         progress.copied(o.Size ?? 0);
       });
+      // Before any original goes: a run that stops from here on leaves this record.
+      await this.call(`rename ${from}`, () =>
+        this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: journalBody(src, copies) }), { abortSignal: signal }),
+      );
     } catch (err) {
       const error = signal?.aborted ? new StorageError('Unavailable', 'rename aborted', { cause: err }) : classify(err, `rename ${from}`);
       this.logger?.warn({ event: 'rename-failed', from, to, copied: progress.objects, err: error }, 'directory rename failed; run it again to finish');
@@ -957,15 +967,16 @@ export class S3Storage implements Storage {
     }
     const left = await this.deleteOriginals(src, copied, signal);
     if (left.length > 0) {
-      // The journal stays: running the rename again moves what was left.
+      // The journal stays, with what was left: running the rename again moves it, over the stale copies.
       this.logger?.warn({ event: 'rename-left-changed', from, to, left: left.length, keys: left.slice(0, 20) }, 'objects changed during a directory rename, or differing from a file of the target, were left in place');
-      await this.recordCopies(journal, src, copies);
+      await this.recordCopies(journal, src, copies, left);
       throw new StorageError(
         'Unavailable',
         `${left.length} objects under ${from} were left there: changed during the rename, or a different file of that name is in ${to}; compare and remove one, then run the rename again`,
       );
     }
-    await this.deleteKeys([journal], signal);
+    // Every object has moved. A journal left behind holds its record, and lets no later rename write over anything.
+    await this.deleteKeys([journal], signal).catch((err: unknown) => this.logger?.warn({ err, journal }, 'could not remove the journal of a finished rename'));
     progress.done();
   }
 
@@ -973,10 +984,9 @@ export class S3Storage implements Storage {
    * Records the copies a stopped rename made in its journal, for the next
    * run. S3 may be what stopped it: a few seconds, and a failure is logged.
    */
-  private async recordCopies(journal: string, src: string, copies: ReadonlyMap<string, string>): Promise<void> {
-    const body = JSON.stringify({ from: src, copies: Object.fromEntries(copies) });
+  private async recordCopies(journal: string, src: string, copies: ReadonlyMap<string, RecordedCopy>, left?: readonly string[]): Promise<void> {
     await this.client
-      .send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: body }), { abortSignal: AbortSignal.timeout(JOURNAL_AFTER_FAILURE_MS) })
+      .send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: journalBody(src, copies, left) }), { abortSignal: AbortSignal.timeout(JOURNAL_AFTER_FAILURE_MS) })
       .catch((err: unknown) => this.logger?.warn({ err, journal }, 'could not record the copies of a stopped rename'));
   }
 
@@ -1019,7 +1029,7 @@ export class S3Storage implements Storage {
       throw error;
     }
     const record = parseJournal(text ?? '');
-    return record.from === this.dirPrefix(from) ? { copies: record.copies } : undefined;
+    return record.from === this.dirPrefix(from) ? { copies: record.copies, left: record.left } : undefined;
   }
 
   /** Every object under a prefix (no delimiter), page by page. */
@@ -1249,20 +1259,33 @@ function usableName(name: string): boolean {
   return name !== '' && name !== '.' && name !== '..' && !name.startsWith(RESERVED_PREFIX);
 }
 
-/** An unfinished directory rename found in its target: the copies its last run recorded, if it could. */
+/** A copy a directory rename made: its ETag, and its source's ETag then (`of`; absent in records of earlier versions). */
+interface RecordedCopy {
+  etag: string;
+  of?: string;
+}
+
+/** An unfinished directory rename found in its target: the copies its last run recorded, if it could, and the originals it left. */
 interface Resumed {
-  copies?: ReadonlyMap<string, string>;
+  copies?: ReadonlyMap<string, RecordedCopy>;
+  left?: ReadonlySet<string>;
+}
+
+/** A rename journal: the source prefix, the copies made by target key, and the source keys left because they changed. */
+function journalBody(src: string, copies: ReadonlyMap<string, RecordedCopy>, left?: readonly string[]): string {
+  return JSON.stringify({ from: src, copies: Object.fromEntries([...copies].map(([key, copy]) => [key, [copy.etag, copy.of]])), left });
 }
 
 /**
- * A rename journal: JSON with the source prefix, and the copies made once a
- * run has stopped and recorded them; or (as written before copies were
- * recorded) the source prefix alone.
+ * Reads a rename journal (journalBody()); also the forms of earlier versions:
+ * copies as ETags alone, or the source prefix as plain text.
  */
-function parseJournal(text: string): { from: string; copies?: Map<string, string> } {
+function parseJournal(text: string): Resumed & { from: string } {
   try {
-    const record = JSON.parse(text) as { from?: unknown; copies?: Record<string, string> };
-    if (typeof record.from === 'string') return { from: record.from, copies: record.copies && new Map(Object.entries(record.copies)) };
+    const record = JSON.parse(text) as { from?: unknown; copies?: Record<string, string | [string, string?]>; left?: string[] };
+    if (typeof record.from !== 'string') return { from: text };
+    const copies = record.copies && Object.entries(record.copies).map(([key, copy]): [string, RecordedCopy] => [key, typeof copy === 'string' ? { etag: copy } : { etag: copy[0], of: copy[1] }]);
+    return { from: record.from, copies: copies && new Map(copies), left: new Set(record.left) };
   } catch {
     // The plain form.
   }
@@ -1271,16 +1294,26 @@ function parseJournal(text: string): { from: string; copies?: Map<string, string
 
 /**
  * What a resumed rename finds at a target key: 'copied' if it holds the
- * source object already (the same ETag), 'free' if it may be written over (a
- * copy a run recorded, still as made; or anything, when no record was
- * written: `recorded` is false then), else 'other': a file stored there
- * since, which stays.
+ * source object already (the same ETag, or the recorded copy of the source
+ * as it still is); 'free' if it may be written over: anything, when no record
+ * was written (`recorded` is false then); the recorded copy of a source the
+ * last run left in place because it had changed (`wasLeft`), or of a source
+ * an earlier version's record does not name. Else 'other': a file stored
+ * there since, or the copy of a source whose original a finished run deleted
+ * (a new file of that name since), which stays.
  */
-function targetState(etag: string | undefined, targetEtag: string | undefined, recorded: string | false | undefined): 'copied' | 'free' | 'other' {
+function targetState(
+  etag: string | undefined,
+  targetEtag: string | undefined,
+  recorded: RecordedCopy | false | undefined,
+  wasLeft: boolean,
+): 'copied' | 'free' | 'other' {
   const bare = (e: string | undefined) => e?.replaceAll('"', '');
   if (bare(targetEtag) === bare(etag)) return 'copied';
   if (recorded === false) return 'free';
-  return recorded !== undefined && bare(recorded) === bare(targetEtag) ? 'free' : 'other';
+  if (recorded === undefined || bare(recorded.etag) !== bare(targetEtag)) return 'other';
+  if (recorded.of === undefined || wasLeft) return 'free';
+  return bare(recorded.of) === bare(etag) ? 'copied' : 'other';
 }
 
 /** CopySource is `bucket/key`, URL-encoded per segment so '+', '%', '?', '#' and UTF-8 survive. */
