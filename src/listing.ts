@@ -74,7 +74,8 @@ export function parseFtpTime(text: string): Date | undefined {
 /** Characters that make a path's last component a pattern in LIST and NLST. */
 const GLOB_CHARS = /[*?[]/;
 
-type GlobToken = { kind: 'star' } | { kind: 'one' } | { kind: 'char'; ch: string } | { kind: 'set'; negate: boolean; ranges: Array<[string, string]> };
+/** A set's members are code-point ranges, sorted and disjoint: a lookup is a binary search, however long the set is written. */
+type GlobToken = { kind: 'star' } | { kind: 'one' } | { kind: 'char'; ch: string } | { kind: 'set'; negate: boolean; ranges: Array<[number, number]> };
 
 /**
  * Splits a LIST/NLST argument whose last component is a glob (`*`, `?`,
@@ -124,18 +125,18 @@ function parseGlob(chars: string[]): GlobToken[] {
         tokens.push({ kind: 'char', ch });
         continue;
       }
-      const members = chars.slice(start, j);
-      const ranges: Array<[string, string]> = [];
+      const members = chars.slice(start, j).map((c) => c.codePointAt(0)!);
+      const ranges: Array<[number, number]> = [];
       for (let k = 0; k < members.length; k++) {
         const lo = members[k]!;
-        if (members[k + 1] === '-' && k + 2 < members.length) {
+        if (members[k + 1] === '-'.codePointAt(0) && k + 2 < members.length) {
           ranges.push([lo, members[k + 2]!]);
           k += 2;
         } else {
           ranges.push([lo, lo]);
         }
       }
-      tokens.push({ kind: 'set', negate, ranges });
+      tokens.push({ kind: 'set', negate, ranges: disjoint(ranges) });
       i = j;
     } else {
       tokens.push({ kind: 'char', ch });
@@ -150,14 +151,35 @@ function matchOne(token: GlobToken, ch: string): boolean {
       return true;
     case 'char':
       return token.ch === ch;
-    case 'set': {
-      const cp = ch.codePointAt(0)!;
-      const inSet = token.ranges.some(([lo, hi]) => cp >= lo.codePointAt(0)! && cp <= hi.codePointAt(0)!);
-      return inSet !== token.negate;
-    }
+    case 'set':
+      return inRanges(token.ranges, ch.codePointAt(0)!) !== token.negate;
     case 'star':
       return false;
   }
+}
+
+/** Ranges sorted and merged where they overlap or touch; a reversed one (`[z-a]`) matches nothing, as in a shell. */
+function disjoint(ranges: Array<[number, number]>): Array<[number, number]> {
+  const merged: Array<[number, number]> = [];
+  for (const [lo, hi] of ranges.filter(([lo, hi]) => lo <= hi).sort((x, y) => x[0] - y[0])) {
+    const last = merged.at(-1);
+    if (last && lo <= last[1] + 1) last[1] = Math.max(last[1], hi);
+    else merged.push([lo, hi]);
+  }
+  return merged;
+}
+
+function inRanges(ranges: ReadonlyArray<[number, number]>, cp: number): boolean {
+  let low = 0;
+  let high = ranges.length - 1;
+  while (low <= high) {
+    const mid = (low + high) >> 1;
+    const [lo, hi] = ranges[mid]!;
+    if (cp < lo) high = mid - 1;
+    else if (cp > hi) low = mid + 1;
+    else return true;
+  }
+  return false;
 }
 
 function matchTokens(tokens: GlobToken[], name: string[]): boolean {

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { RawFtp, readAll } from './helpers/ftp.js';
 import { drivers, PASSWORD, startTestServer, tempDir, USER, type Driver, type TestServer } from './helpers/server.js';
@@ -176,6 +177,33 @@ for (const driver of await drivers()) {
       // A file's name is listed as it is, spaces at its start included. Got: "lead.txt", which mget would fetch instead.
       await put(ftp, ' lead.txt', 'spaced');
       assert.deepEqual((await listing(ftp, 'NLST  lead.txt')).lines, [' lead.txt']);
+    });
+
+    test('a crafted pattern over a directory of long names never holds up another session', async () => {
+      // Names at the 255-byte limit, and a pattern whose class has 252 members: each name is
+      // tried at every position against every member.
+      await ftp.expect('MKD long', 257);
+      const names = Array.from({ length: 1000 }, (_, i) => `${String(i).padStart(4, '0')}${'a'.repeat(246)}.txt`);
+      for (let i = 0; i < names.length; i += 50) await Promise.all(names.slice(i, i + 50).map((name) => server.storage.write(`long/${name}`, Readable.from([Buffer.from('x')]))));
+      const pattern = `*[${'b'.repeat(252)}]`;
+      const attackers = await Promise.all([0, 1, 2].map(() => RawFtp.login(server.port, USER, PASSWORD)));
+      const victim = await RawFtp.login(server.port, USER, PASSWORD);
+      let attacking = true;
+      const attacks = attackers.map(async (raw) => {
+        while (attacking) assert.deepEqual(await listing(raw, `NLST long/${pattern}`), { code: 226, lines: [] });
+      });
+      let slowest = 0;
+      const until = performance.now() + 3000;
+      while (performance.now() < until) {
+        const sent = performance.now();
+        await victim.expect('NOOP', 200);
+        slowest = Math.max(slowest, performance.now() - sent);
+      }
+      attacking = false;
+      await Promise.all(attacks);
+      for (const raw of [...attackers, victim]) raw.close();
+      // Got: 865–886 ms (each page of names filtered in one go, three sessions' pages one after another); now about 100.
+      assert.ok(slowest < 500, `a NOOP waited ${Math.round(slowest)} ms`);
     });
 
     for (const client of CLIENTS) {

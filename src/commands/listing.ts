@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { sendStream } from '../data/streams.js';
 import { startTransfer } from '../session/transfer.js';
 import { encodeLegacy } from '../encoding.js';
@@ -10,6 +11,9 @@ import { joinPath, StorageError, type FileInfo } from '../storage/types.js';
 import { dataReady } from './transfer.js';
 
 type Format = (info: FileInfo, dir: ResolvedPath) => string;
+
+/** Entries matched against a pattern between two turns of the event loop. */
+const FILTERED_SLICE = 64;
 
 /**
  * The glob in a LIST or NLST argument's last component (`LIST *.txt`), as
@@ -115,14 +119,20 @@ async function sendListing(
   }
   // A client in a legacy code page reads names in it (unmappable characters as '?').
   const legacy = s.legacyEncoding;
+  // A pattern costs up to its length × the name's per entry: other sessions get a turn between slices of a page.
+  const slice = filter ? FILTERED_SLICE : Infinity;
   const lines = async function* (): AsyncGenerator<Buffer> {
     let page = first;
     while (!page.done) {
-      const text = page.value
-        .filter((info) => !unlistable(info.name) && (!filter || filter(info.name)))
-        .map((info) => `${format(info, dir)}\r\n`)
-        .join('');
-      if (text) yield legacy ? encodeLegacy(text, legacy) : Buffer.from(text);
+      for (let at = 0; at < page.value.length; at += slice) {
+        const text = page.value
+          .slice(at, at + slice)
+          .filter((info) => !unlistable(info.name) && (!filter || filter(info.name)))
+          .map((info) => `${format(info, dir)}\r\n`)
+          .join('');
+        if (text) yield legacy ? encodeLegacy(text, legacy) : Buffer.from(text);
+        if (filter) await nextTurn();
+      }
       page = await pages.next();
     }
   };
