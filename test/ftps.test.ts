@@ -24,6 +24,15 @@ const insecure = { rejectUnauthorized: false };
 const curlVersion = /^curl (\d+)\.(\d+)/.exec(execFileSync('curl', ['--version'], { encoding: 'utf8' }))?.slice(1).map(Number) ?? [0, 0];
 const curlActiveTlsBroken = curlVersion[0] === 7 && (curlVersion[1] === 87 || curlVersion[1] === 88);
 
+const url = (port: number) => `ftp://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${port}`;
+
+/** curl with FTPS required, trusting the test certificate. */
+function curlTls(port: number, mode: 'passive' | 'active'): (...args: string[]) => Promise<{ stdout: string; stderr: string }> {
+  const { cert } = testCertificate();
+  const modeArgs = mode === 'active' ? ['--ftp-port', '127.0.0.1'] : ['--ftp-pasv'];
+  return (...args) => run('curl', ['-sS', '-v', '--ssl-reqd', '--cacert', cert, '--max-time', '60', ...modeArgs, ...args]);
+}
+
 async function basicFtps(port: number, secure: true | 'implicit'): Promise<Client> {
   const client = new Client(20_000);
   await client.access({ host: '127.0.0.1', port, user: USER, password: PASSWORD, secure, secureOptions: insecure });
@@ -333,6 +342,21 @@ for (const driver of await drivers()) {
         assert.deepEqual(readFileSync(`${src}.out`), body);
       });
 
+      test(`curl --ssl-reqd: several downloads and listings on one control connection (${mode})`, { skip: mode === 'active' && curlActiveTlsBroken ? `curl ${curlVersion.join('.')} sends active-mode FTPS data unencrypted (curl/curl#10666)` : undefined }, async () => {
+        const names = [1, 2, 3].map((i) => `curl-many-${mode}-${i}.bin`);
+        const bodies = names.map(() => randomBytes(30_000));
+        const client = await basicFtps(server.port, true);
+        for (const [i, name] of names.entries()) await client.uploadFrom(Readable.from([bodies[i]!]), name);
+        client.close();
+        // One curl, one control connection: each data connection resumes the session the one before left it.
+        // Got: the first transfer 226, every later one 522 (curl had no ticket left to resume with).
+        const curl = curlTls(server.port, mode);
+        await curl(...names.flatMap((name) => ['-o', join(work, `${name}.out`), `${url(server.port)}/${name}`]));
+        names.forEach((name, i) => assert.deepEqual(readFileSync(join(work, `${name}.out`)), bodies[i]));
+        const r = await curl(`${url(server.port)}/`, `${url(server.port)}/`, `${url(server.port)}/`);
+        assert.equal(r.stderr.match(/< 226 /g)?.length, 3, r.stderr);
+      });
+
       test(`Python ftplib with the README's ReusingFTP_TLS, TLS 1.3, session reuse required (${mode})`, async () => {
         // Every data connection resumes the control connection's session; STOR, LIST, NLST, MLSD and RETR, 3 rounds.
         assert.deepEqual(await ftplibSession(server.port, mode, 'readme', 3), { ...ftplibExpected, reused: [true] });
@@ -374,11 +398,28 @@ for (const driver of await drivers()) {
 for (const driver of await drivers()) {
   describe(`stock Python FTP_TLS with FTPS_REQUIRE_SESSION_REUSE=false (${driver.name})`, { skip: driver.skip }, () => {
     let server: TestServer;
+    let work: string;
     before(async () => {
+      work = tempDir();
       server = await startTestServer(driver, { ftps: testFtps({ implicitPort: undefined, requireSessionReuse: false }) });
     });
     after(async () => {
       await server?.close();
+    });
+
+    // Under required reuse, curl's second upload on one control connection races its unread session
+    // ticket (vsftpd with require_ssl_reuse fails it the same way): one upload per curl there.
+    test('curl --ssl-reqd: several uploads on one control connection', async () => {
+      const names = [1, 2, 3].map((i) => `curl-many-up-${i}.bin`);
+      const bodies = names.map(() => randomBytes(30_000));
+      names.forEach((name, i) => writeFileSync(join(work, name), bodies[i]!));
+      // Got: 226, then 426 for each later one: curl, which closes with the server's session ticket
+      // unread, resets the connection after its close_notify, and that reset voided the upload.
+      const r = await curlTls(server.port, 'passive')('-T', `${join(work, 'curl-many-up-')}{1,2,3}.bin`, `${url(server.port)}/`);
+      assert.equal(r.stderr.match(/< 226 /g)?.length, 3, r.stderr);
+      const client = await basicFtps(server.port, true);
+      for (const [i, name] of names.entries()) assert.deepEqual(await download(client, name), bodies[i]);
+      client.close();
     });
 
     for (const mode of ['passive', 'active'] as const) {

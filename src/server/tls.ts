@@ -1,4 +1,4 @@
-import { constants } from 'node:crypto';
+import { constants, randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
@@ -83,7 +83,7 @@ export class TlsSessionContext {
 
   constructor(ftps: FtpsConfig) {
     this.#policy = ftps;
-    this.#context = buildContext(ftps);
+    this.#context = renewingTickets(buildContext(ftps));
   }
 
   /** The context for this control connection and its data connections. */
@@ -99,8 +99,37 @@ export class TlsSessionContext {
    * handshake, TLS 1.3 right after it) before we can refuse it.
    */
   revoke(): void {
-    this.#context = buildContext(this.#policy);
+    this.#context = renewingTickets(buildContext(this.#policy));
   }
+}
+
+/** Node's native SecureContext, as its own tests drive ticket keys (test-https-resume-after-renew). */
+interface NativeContext {
+  enableTicketKeyCallback?: () => void;
+  onticketkeycallback?: (name: Buffer, iv: Buffer, encrypt: boolean) => unknown[];
+}
+
+/**
+ * Issues a new session ticket with every handshake that resumes one, as
+ * vsftpd does. Node's own ticket callback accepts a ticket without renewing
+ * it, so OpenSSL sends none after a TLS 1.3 resumption; a client that uses a
+ * ticket once (curl) then has none for its next data connection, which is
+ * refused (522) and revokes the control connection's sessions: every
+ * transfer after the first on one control connection failed. The ticket keys
+ * are this context's own, made here, so they still die with it (revoke()).
+ * Node without this hook keeps its own callback.
+ */
+function renewingTickets(context: SecureContext): SecureContext {
+  const native = (context as unknown as { context?: NativeContext }).context;
+  if (typeof native?.enableTicketKeyCallback !== 'function') return context;
+  const [name, hmac, aes] = [randomBytes(16), randomBytes(16), randomBytes(16)];
+  native.enableTicketKeyCallback();
+  native.onticketkeycallback = (ticketName, _iv, encrypt) => {
+    if (encrypt) return [1, hmac, aes, name, randomBytes(16)];
+    // 2: decrypt with these keys, and issue a new ticket; 0: not ours, a full handshake.
+    return [ticketName.equals(name) ? 2 : 0, hmac, aes];
+  };
+  return context;
 }
 
 /** A fresh per-control-connection TLS context (about 1 ms of CPU); see TlsSessionContext. */

@@ -189,9 +189,10 @@ async function run(
 
 /**
  * The commit rule for uploads: publish only what the client finished. Its
- * data connection must have ended with a FIN, not a reset (under PROT P,
- * with the client's close_notify before it, unless FTPS_REQUIRE_CLOSE_NOTIFY
- * is off: a bare FIN is anyone's on the path); and since a
+ * data connection must have ended with a FIN, not a reset; under PROT P,
+ * with the client's close_notify instead (a bare FIN is anyone's on the
+ * path; a reset after close_notify counts for nothing), unless
+ * FTPS_REQUIRE_CLOSE_NOTIFY is off; and since a
  * dying client's two connections close a few ms apart in either order, the
  * control connection gets `uploadSettleMs` (and the event-loop turns that
  * deliver what already arrived) to show it is closing too. Abort after this
@@ -200,8 +201,13 @@ async function run(
 async function commitUpload(s: Session, socket: Socket, tcp: Socket, signal: AbortSignal, closeNotify: boolean): Promise<void> {
   // The window counts from the client's last byte: the checks below run within it, not before it.
   const settled = s.server.config.uploadSettleMs > 0 ? sleep(s.server.config.uploadSettleMs) : undefined;
-  if (closeNotify && !closeNotified(socket)) throw new Error('data connection ended without TLS close_notify');
-  if (!(await endedCleanly(tcp))) throw new Error('data connection reset by the client');
+  if (closeNotify) {
+    // The client's TLS said the data is over, after its last byte: a reset after it is no
+    // truncation (a client that closes with our session ticket unread resets, as curl does).
+    if (!closeNotified(socket)) throw new Error('data connection ended without TLS close_notify');
+  } else if (!(await endedCleanly(tcp))) {
+    throw new Error('data connection reset by the client');
+  }
   // Our side closes too, under TLS with its close_notify, which ftplib's unwrap() waits for:
   // awaited, so the socket is not destroyed before it is sent (end() may wait, see secureSocket).
   // How our end goes is no part of the commit rule.
