@@ -342,6 +342,53 @@ for (const driver of all) {
       }
     });
 
+    test('HASH runs as a transfer does: ABOR stops it (426, then 226), so does the client leaving, even with a FIN, and commands behind it wait', async () => {
+      // A hash that takes as long as a file of many GiB: it ends when its signal aborts, or after 2 s.
+      const stopped: string[] = [];
+      const slow = await startTestServer(driver, {}, {
+        wrapStorage: (storage) =>
+          new Proxy(storage, {
+            get: (target, name) => {
+              if (name === 'hash') {
+                return async (path: string, algorithm: Parameters<typeof target.hash>[1], signal?: AbortSignal) => {
+                  const done = await Promise.race([
+                    sleep(2000).then(() => 'finished'),
+                    new Promise<string>((resolve) => signal?.addEventListener('abort', () => resolve('aborted'), { once: true })),
+                  ]);
+                  stopped.push(`${path} ${done}`);
+                  return target.hash(path, algorithm, signal);
+                };
+              }
+              const value: unknown = Reflect.get(target, name, target);
+              return typeof value === 'function' ? value.bind(target) : value;
+            },
+          }),
+      });
+      try {
+        await put(slow, 'big.bin', Buffer.from('pretend this is big'));
+        const raw = await RawFtp.login(slow.port, USER, PASSWORD);
+        raw.socket.write('HASH big.bin\r\n');
+        await sleep(200);
+        raw.socket.write('ABOR\r\n');
+        // Got: 213 after 2 s, then 225 "No transfer to abort": ABOR was read only once HASH was done.
+        assert.deepEqual([(await raw.read()).code, (await raw.read()).code], [426, 226]);
+        assert.deepEqual(stopped, ['big.bin aborted']);
+        // Not aborted, it answers as before, and a command sent behind it is answered after it.
+        raw.socket.write('HASH big.bin\r\nPWD\r\n');
+        const [hashed, pwd] = [await raw.read(), await raw.read()];
+        assert.match(hashed.text, /^SHA-256 0-19 [0-9a-f]{64} \/big\.bin$/);
+        assert.equal(pwd.code, 257);
+        // A client that sends HASH and leaves: the work stops. Got: it ran to its end, 2 s later.
+        raw.socket.end('HASH big.bin\r\n');
+        const deadline = Date.now() + 3000;
+        while (stopped.length < 3 && Date.now() < deadline) await sleep(20);
+        assert.deepEqual(stopped.slice(1), ['big.bin finished', 'big.bin aborted']);
+        await stillServes(slow);
+      } finally {
+        await slow.close();
+      }
+    });
+
     test('a transfer whose preparation outlasts the data timeout (a resume copying a big kept prefix) still gets its data connection', async () => {
       // The storage takes a second before it starts the write, as a resume copying gigabytes would.
       const slow = await startTestServer(driver, { dataTimeoutMs: 300 }, {

@@ -1,5 +1,6 @@
 import { Reply } from '../replies.js';
 import type { Session } from '../session/session.js';
+import { startWork } from '../session/transfer.js';
 import { HASH_ALGORITHMS, type HashAlgorithm } from '../storage/types.js';
 
 /**
@@ -37,19 +38,25 @@ export function opts(s: Session, value: string): void {
   s.reply(Reply.CommandOkay, algorithm);
 }
 
-/** HASH <path>: `213 <algorithm> <start>-<end> <hex> <path>` over the whole file. */
-export async function hash(s: Session, arg: string): Promise<void> {
+/**
+ * HASH <path>: `213 <algorithm> <start>-<end> <hex> <path>` over the whole
+ * file. Reading a big file takes long, so it runs as a transfer does: ABOR
+ * or the client leaving stops it (startWork).
+ */
+export function hash(s: Session, arg: string): void {
   const target = s.resolve(arg);
   const algorithm = algorithmOf(s);
-  const started = performance.now();
-  const result = await s.storage.hash(target.storage, algorithm, s.signal);
-  s.log.info({
-    event: 'hash',
-    path: target.ftp,
-    algorithm,
-    bytes: result.size,
-    stored: result.stored,
-    ms: Math.round(performance.now() - started),
+  startWork(s, 'hash', target.ftp, async (signal) => {
+    const started = performance.now();
+    const result = await s.storage.hash(target.storage, algorithm, signal);
+    s.log.info({
+      event: 'hash',
+      path: target.ftp,
+      algorithm,
+      bytes: result.size,
+      stored: result.stored,
+      ms: Math.round(performance.now() - started),
+    });
+    return { code: Reply.FileStatus, text: `${algorithm} 0-${result.size} ${result.hash} ${target.ftp}` };
   });
-  s.reply(Reply.FileStatus, `${algorithm} 0-${result.size} ${result.hash} ${target.ftp}`);
 }

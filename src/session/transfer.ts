@@ -13,7 +13,8 @@ import type { Session } from './session.js';
 
 /** A running data transfer, as ABOR, STAT and a closing connection see it. */
 export interface Transfer {
-  readonly direction: 'upload' | 'download' | 'list';
+  /** 'hash': a HASH, which reads the file on the server's side and moves no data (startWork). */
+  readonly direction: 'upload' | 'download' | 'list' | 'hash';
   readonly path: string;
   bytes: number;
   readonly total?: number;
@@ -44,7 +45,7 @@ export interface DataConnection {
  * was answered before this point.
  */
 export interface TransferPlan {
-  direction: Transfer['direction'];
+  direction: Exclude<Transfer['direction'], 'hash'>;
   /** The FTP path, for the log and STAT. */
   path: string;
   total?: number;
@@ -115,6 +116,41 @@ export function startTransfer(s: Session, plan: TransferPlan): void {
         ...(error !== undefined && outcome !== 'ok' ? { reason: (error as Error).message } : {}),
       });
       s.server.metrics.transfer(plan.direction, outcome, transfer.bytes);
+      s.transferEnded();
+      settle(code);
+    });
+}
+
+/**
+ * Runs a long command that moves no data (HASH of a big file) as a transfer
+ * runs: the session reads on, so ABOR stops it (426, then the ABOR's 226);
+ * the client leaving stops it, a FIN too; and the commands behind it wait for
+ * its reply: what `work` resolves, or the error's reply.
+ */
+export function startWork(
+  s: Session,
+  direction: 'hash',
+  path: string,
+  work: (signal: AbortSignal) => Promise<{ code: ReplyCode; text: string }>,
+): void {
+  const controller = new AbortController();
+  let settle!: (code: ReplyCode) => void;
+  s.transfer = {
+    direction,
+    path,
+    bytes: 0,
+    abort: () => controller.abort(new Error('aborted')),
+    done: new Promise<ReplyCode>((resolve) => (settle = resolve)),
+  };
+  void work(AbortSignal.any([controller.signal, s.signal]))
+    .catch((err: unknown) => {
+      if (controller.signal.aborted || s.controlGone) return { code: Reply.TransferAborted, text: 'Aborted.' };
+      const { code, text } = replyForError(err);
+      if (code === Reply.LocalError) s.log.error({ err, direction }, 'command failed');
+      return { code, text };
+    })
+    .then(({ code, text }) => {
+      s.reply(code, text);
       s.transferEnded();
       settle(code);
     });
