@@ -188,6 +188,9 @@ for (const driver of await drivers()) {
       await ftp.expect('EPRT |1|192.0.2.1|51234|', 504);
       await ftp.expect('EPRT |3|127.0.0.1|51234|', 522);
       await ftp.expect('EPSV 3', 522);
+      // An IPv6 data connection over an IPv4 control connection: not offered (RFC 2428, vsftpd). Got: 229.
+      await ftp.expect('EPSV 2', 522);
+      await ftp.expect('EPSV 1', 229);
       // An address of the other family than the one named: malformed (RFC 2428). Got: 200, then 425.
       await ftp.expect('EPRT |1|::ffff:127.0.0.1|51234|', 501);
       await ftp.expect('EPRT |2|127.0.0.1|51234|', 501);

@@ -235,8 +235,10 @@ export async function epsv(s: Session, arg: string): Promise<void> {
     s.reply(Reply.CommandOkay, 'EPSV ALL ok.');
     return;
   }
-  if (param !== '' && param !== '1' && param !== '2') {
-    s.reply(Reply.NetworkProtocolNotSupported, 'Network protocol not supported, use (1,2).');
+  // The data connection comes to the control connection's own address, so of its family.
+  const family = isIPv4(plainAddress(s.socket.localAddress)) ? '1' : '2';
+  if (param !== '' && param !== family) {
+    s.reply(Reply.NetworkProtocolNotSupported, `Network protocol not supported, use (${family}).`);
     return;
   }
   const port = await listenPassive(s);
