@@ -536,6 +536,11 @@ for (const driver of all) {
           attempt.destroy();
           assert.equal(outcome, 'ECONNREFUSED', refused[0]);
         }
+        // A transfer command after that is told at once, as with no PASV at all. Got: 150, then 425.
+        await raw.expect('EPSV', 229);
+        await sleep(900);
+        await raw.expect('LIST', 425);
+        await raw.expect('NOOP', 200);
         raw.close();
       } finally {
         await short.close();

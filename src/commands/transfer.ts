@@ -326,10 +326,8 @@ export function dataReady(s: Session): boolean {
     s.reply(Reply.DataProtectionRequired, 'Data connections must be encrypted: use PBSZ 0 and PROT P.');
     return false;
   }
-  if (s.data) {
-    s.data.claim();
-    return true;
-  }
+  if (s.data?.claim()) return true;
+  s.setDataChannel(undefined);
   s.reply(Reply.CantOpenDataConnection, 'Use PORT, PASV or EPSV first.');
   return false;
 }

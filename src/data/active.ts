@@ -19,7 +19,9 @@ export class ActiveChannel implements DataChannel {
   constructor(readonly options: ActiveOptions) {}
 
   /** Nothing waits on a PORT target before its transfer connects. */
-  claim(): void {}
+  claim(): boolean {
+    return !this.#closed;
+  }
 
   release(): void {}
 

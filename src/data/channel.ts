@@ -4,11 +4,12 @@ import type { Socket } from 'node:net';
 export interface DataChannel {
   readonly mode: 'passive' | 'active';
   /**
-   * A transfer command has taken the channel: while it prepares (a resume's
+   * A transfer command takes the channel: while it prepares (a resume's
    * server-side copy can outlast the data timeout) the channel waits for it,
-   * not for the timeout of a channel nobody uses.
+   * not for the timeout of a channel nobody uses. False if the channel has
+   * closed meanwhile (that timeout ran out): there is none to take.
    */
-  claim(): void;
+  claim(): boolean;
   /** The command ended without using the channel (it was refused): the unused channel's timeout runs again. */
   release(): void;
   /** Resolves with the open connection; rejects after the timeout or on close(). */

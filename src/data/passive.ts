@@ -87,9 +87,10 @@ class PassiveChannel implements DataChannel {
     this.#waiter?.(socket);
   }
 
-  claim(): void {
+  claim(): boolean {
     clearTimeout(this.#unclaimed);
     this.#unclaimed = undefined;
+    return !this.#closed;
   }
 
   release(): void {
