@@ -421,7 +421,7 @@ for (const driver of await drivers()) {
     test('error texts do not depend on what exists; dropBoxOnExisting "rename" stores a taken name under a free one', async () => {
       const renaming: User = { ...plain('renamer', 'renamepw', 'drop', 'drop-box'), dropBoxOnExisting: 'rename' };
       const server = await startTestServer(driver, {
-        users: [plain(USER, PASSWORD, ''), plain('partner', 'droppw', 'drop', 'drop-box'), renaming, plain('bob', 'bobpw', '', { '/': 'full', '/drop': 'drop-box' })],
+        users: [plain(USER, PASSWORD, ''), plain('partner', 'droppw', 'drop', 'drop-box'), renaming, plain('bob', 'bobpw', '', { '/': 'full', '/drop': 'drop-box' }), plain('reader', 'readerpw', '', ['read'])],
       });
       try {
         const partner = await RawFtp.login(server.port, 'partner', 'droppw');
@@ -446,6 +446,18 @@ for (const driver of await drivers()) {
         }
         assert.deepEqual([...bobTexts], ['Requested action not taken.']);
         bob.close();
+        // A user who may read but not list: HASH, which runs as a transfer, tells nothing either.
+        // Got: "Is a directory." and "No such file or directory.".
+        const reader = await RawFtp.login(server.port, 'reader', 'readerpw');
+        const readerTexts = new Set<string>();
+        for (const line of ['HASH /drop', 'HASH /nosuch']) {
+          const reply = await reader.send(line);
+          assert.equal(reply.code, 550, line);
+          readerTexts.add(reply.text);
+        }
+        assert.deepEqual([...readerTexts], ['Requested action not taken.']);
+        assert.equal((await reader.send('HASH /drop/report.csv')).code, 213);
+        reader.close();
         // The default, "refuse", is documented as telling that the name exists.
         assert.equal(await store(partner, 'report.csv', 'again'), 550);
         const long = `${'l'.repeat(251)}.csv`;

@@ -46,7 +46,7 @@ export function opts(s: Session, value: string): void {
 export function hash(s: Session, arg: string): void {
   const target = s.resolve(arg);
   const algorithm = algorithmOf(s);
-  startWork(s, 'hash', target.ftp, async (signal) => {
+  startWork(s, 'HASH', arg, target.ftp, async (signal) => {
     const started = performance.now();
     const result = await s.storage.hash(target.storage, algorithm, signal);
     s.log.info({

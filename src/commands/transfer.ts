@@ -176,6 +176,8 @@ export async function abor(s: Session): Promise<void> {
   }
   transfer.abort();
   await transfer.done;
+  // A channel set up before it (PASV, then HASH) goes too, as it does when nothing runs.
+  s.setDataChannel(undefined);
   s.reply(Reply.TransferComplete, 'Abort successful.');
 }
 

@@ -395,6 +395,19 @@ export class Session {
     }
   }
 
+  /**
+   * Answers a command that failed with `err`: its storage error's reply, or
+   * 451 (logged); a 550 about `path` says nothing more where the user may not
+   * list. Returns the code sent.
+   */
+  replyFailure(err: unknown, verb: string, path: string): ReplyCode {
+    const { code, text } = replyForError(err);
+    if (code === Reply.LocalError) this.log.error({ err, verb }, 'command failed');
+    const hidden = code === Reply.FileUnavailable && this.#hidesExistence(path);
+    this.reply(code, hidden ? 'Requested action not taken.' : text);
+    return code;
+  }
+
   /** Sends one reply (multi-line when given several lines). */
   reply(code: ReplyCode, lines: string | readonly string[]): void {
     this.#lastCode = code;
@@ -497,10 +510,7 @@ export class Session {
         await spec.handler(this, arg);
       }
     } catch (err) {
-      const { code, text } = replyForError(err);
-      if (code === Reply.LocalError) this.log.error({ err, verb }, 'command failed');
-      const hidden = code === Reply.FileUnavailable && this.#hidesExistence(path ?? '');
-      this.reply(code, hidden ? 'Requested action not taken.' : text);
+      this.replyFailure(err, verb, path ?? '');
     } finally {
       // A transfer command refused before its transfer started leaves the channel unused again.
       this.data?.release();

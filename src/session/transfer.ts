@@ -124,33 +124,36 @@ export function startTransfer(s: Session, plan: TransferPlan): void {
 /**
  * Runs a long command that moves no data (HASH of a big file) as a transfer
  * runs: the session reads on, so ABOR stops it (426, then the ABOR's 226);
- * the client leaving stops it, a FIN too; and the commands behind it wait for
- * its reply: what `work` resolves, or the error's reply.
+ * the client leaving stops it, a FIN too (the session aborts its transfer);
+ * and the commands behind it wait for its reply: what `work` resolves, or,
+ * if it throws, the reply the command's error would get (about `arg`).
  */
 export function startWork(
   s: Session,
-  direction: 'hash',
+  verb: 'HASH',
+  arg: string,
   path: string,
   work: (signal: AbortSignal) => Promise<{ code: ReplyCode; text: string }>,
 ): void {
   const controller = new AbortController();
   let settle!: (code: ReplyCode) => void;
   s.transfer = {
-    direction,
+    direction: 'hash',
     path,
     bytes: 0,
     abort: () => controller.abort(new Error('aborted')),
     done: new Promise<ReplyCode>((resolve) => (settle = resolve)),
   };
-  void work(AbortSignal.any([controller.signal, s.signal]))
-    .catch((err: unknown) => {
-      if (controller.signal.aborted || s.controlGone) return { code: Reply.TransferAborted, text: 'Aborted.' };
-      const { code, text } = replyForError(err);
-      if (code === Reply.LocalError) s.log.error({ err, direction }, 'command failed');
-      return { code, text };
-    })
-    .then(({ code, text }) => {
-      s.reply(code, text);
+  void work(controller.signal)
+    .then(
+      ({ code, text }) => (s.reply(code, text), code),
+      (err: unknown) => {
+        if (!controller.signal.aborted) return s.replyFailure(err, verb, arg);
+        s.reply(Reply.TransferAborted, 'Aborted.');
+        return Reply.TransferAborted;
+      },
+    )
+    .then((code) => {
       s.transferEnded();
       settle(code);
     });
