@@ -124,7 +124,7 @@ for (const version of ['TLSv1.2', 'TLSv1.3'] as const) {
       assert.ok(!(controlServer instanceof Error), String(controlServer));
 
       // The owner's data connection resumes and is accepted.
-      harness.accept = (socket) => acceptDataTls(socket, controlServer, a, { timeoutMs: 5000, requireReuse: true });
+      harness.accept = (socket) => acceptDataTls(socket, controlServer, a, { timeoutMs: 5000, requireReuse: true, upload: false });
       const data = await client(harness.port, version, control.session);
       clients.push(data.socket);
       const dataServer = await harness.latest();

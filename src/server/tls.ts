@@ -80,10 +80,15 @@ const sessionOf = new WeakMap<TLSSocket, TlsSessionContext>();
 export class TlsSessionContext {
   #context: SecureContext;
   readonly #policy: TlsPolicy;
+  /**
+   * Whether the handshake under way may be sent session tickets: not an
+   * upload's (see ticketsFor), set before each data connection's handshake.
+   */
+  #tickets = true;
 
   constructor(ftps: FtpsConfig) {
     this.#policy = ftps;
-    this.#context = renewingTickets(buildContext(ftps));
+    this.#context = ticketsFor(buildContext(ftps), () => this.#tickets);
   }
 
   /** The context for this control connection and its data connections. */
@@ -99,7 +104,12 @@ export class TlsSessionContext {
    * handshake, TLS 1.3 right after it) before we can refuse it.
    */
   revoke(): void {
-    this.#context = renewingTickets(buildContext(this.#policy));
+    this.#context = ticketsFor(buildContext(this.#policy), () => this.#tickets);
+  }
+
+  /** The next handshake is a data connection's: an upload's gets no ticket. */
+  dataHandshake(upload: boolean): void {
+    this.#tickets = !upload;
   }
 }
 
@@ -110,24 +120,29 @@ interface NativeContext {
 }
 
 /**
- * Issues a new session ticket with every handshake that resumes one, as
- * vsftpd does. Node's own ticket callback accepts a ticket without renewing
- * it, so OpenSSL sends none after a TLS 1.3 resumption; a client that uses a
- * ticket once (curl) then has none for its next data connection, which is
- * refused (522) and revokes the control connection's sessions: every
- * transfer after the first on one control connection failed. The ticket keys
- * are this context's own, made here, so they still die with it (revoke()).
- * Node without this hook keeps its own callback.
+ * Session tickets by what the connection is. A control connection, a
+ * download and a listing get a new ticket with every handshake, a resumed
+ * one too, as vsftpd does: Node's own ticket callback accepts a ticket
+ * without renewing it, so OpenSSL sent none after a TLS 1.3 resumption, and
+ * a client that uses a ticket once (curl) then had none for its next data
+ * connection, refused (522). An upload's data connection gets none at all
+ * (`tickets()` false): its client does not read while it sends, so a ticket
+ * sent there stays unread, the client's close becomes a reset, and the
+ * reset drops what the server had not read yet (the body's tail, its
+ * close_notify). The keys are this context's own, made here, so they die
+ * with it (revoke()). Node without this hook keeps its own callback.
  */
-function renewingTickets(context: SecureContext): SecureContext {
+function ticketsFor(context: SecureContext, tickets: () => boolean): SecureContext {
   const native = (context as unknown as { context?: NativeContext }).context;
   if (typeof native?.enableTicketKeyCallback !== 'function') return context;
   const [name, hmac, aes] = [randomBytes(16), randomBytes(16), randomBytes(16)];
   native.enableTicketKeyCallback();
-  native.onticketkeycallback = (ticketName, _iv, encrypt) => {
-    if (encrypt) return [1, hmac, aes, name, randomBytes(16)];
-    // 2: decrypt with these keys, and issue a new ticket; 0: not ours, a full handshake.
-    return [ticketName.equals(name) ? 2 : 0, hmac, aes];
+  // Node's protocol (test-https-resume-after-renew): issuing, 1 with the keys, name and IV, or 0 for
+  // no ticket; accepting, 2 to accept and renew, 1 to accept, 0 for a ticket that is not ours.
+  native.onticketkeycallback = (ticketName, _iv, issuing) => {
+    if (issuing) return [tickets() ? 1 : 0, hmac, aes, name, randomBytes(16)];
+    if (!ticketName.equals(name)) return [0, hmac, aes];
+    return [tickets() ? 2 : 1, hmac, aes];
   };
   return context;
 }
@@ -338,8 +353,9 @@ export async function acceptDataTls(
   socket: Socket,
   control: TLSSocket,
   session: TlsSessionContext,
-  options: { timeoutMs: number; requireReuse: boolean; watchEnd?: boolean },
+  options: { timeoutMs: number; requireReuse: boolean; upload: boolean; watchEnd?: boolean },
 ): Promise<TLSSocket> {
+  session.dataHandshake(options.upload);
   const data = await acceptTls(socket, session, options.timeoutMs, { watchEnd: options.watchEnd });
   if (options.requireReuse && !sameTlsSession(control, data)) {
     session.revoke();

@@ -181,6 +181,7 @@ async function run(
         socket = await acceptDataTls(tcp, s.socket as TLSSocket, s.tlsSession, {
           timeoutMs: s.server.config.dataTimeoutMs,
           requireReuse: s.server.config.ftps?.requireSessionReuse ?? true,
+          upload: plan.direction === 'upload',
           watchEnd: plan.direction === 'upload' && strictEnd,
         });
       } catch (err) {
