@@ -892,14 +892,15 @@ export class S3Storage implements Storage {
    * user deletes the copies and removes the target directory to undo it).
    *
    * Run again (`resumed`), the target may hold files stored there since. The
-   * journal records the copies made (their ETags, and their sources'): when a
-   * run stops copying, and before any original is deleted, so a run that
-   * stops while deleting (a hang-up, S3, a kill) leaves it too. With that
-   * record, a target key is written over if it is missing, or if it holds the
-   * recorded copy of a source that run left in place because it changed; one
-   * that holds the same object as its source (the same ETag), or the recorded
-   * copy of the source as it still is, counts as copied; any other stays, and
-   * so does its source (451), for the user to choose. Without a record (the
+   * journal holds a record (journalBody): written when a run stops copying,
+   * and before any original is deleted, so a run that stops while deleting
+   * (a hang-up, S3, a kill) leaves it too; a resumed run starts from the
+   * record it found. With a record, a target key is written over if it is
+   * missing, or if it holds the recorded copy of a source a run left in
+   * place because it changed after being copied; one that holds the same
+   * object as its source (the same ETag), or the recorded copy of the source
+   * as it still is, counts as copied; any other stays, and so does its
+   * source (451), for the user to choose. Without a record (the
    * process was killed while copying, or the record could not be written)
    * the target is written over. A journal whose own delete failed after a
    * finished run is thus harmless: its copies are recorded.
@@ -920,14 +921,19 @@ export class S3Storage implements Storage {
     if (Buffer.byteLength(dst) + longest > MAX_PATH_BYTES) {
       throw new StorageError('InvalidName', `renaming ${from} to ${to} would make a key longer than ${MAX_PATH_BYTES} bytes`);
     }
-    /** The copies made, by target key, recorded in the journal when a run stops and before originals go. */
+    /** The copies made, by target key (the journal records those not told by their ETag alone). */
     const copies = new Map<string, RecordedCopy>(resumed?.copies);
+    /** Sources a run left in place because they changed after it copied them: their targets hold a stale copy. */
+    const changed = new Set(resumed?.left);
+    const record = () => journalBody(src, dst, copies, changed);
     /** On a resume, what the target holds now. */
     const present = new Map<string, string | undefined>();
     if (resumed) for await (const page of this.objectPages(dst, signal)) for (const o of page) present.set(o.Key as string, o.ETag);
-    // Every run starts with no record: one it cannot write when it stops must not leave an older one.
+    // A first run starts with no record (see targetState); a resumed one keeps the record it found.
     await this.call(`rename ${from}`, () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: JSON.stringify({ from: src }) }), { abortSignal: signal }),
+      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: resumed?.copies ? record() : JSON.stringify({ from: src }) }), {
+        abortSignal: signal,
+      }),
     );
     const progress = new RenameProgress(this.logger, from, to);
     /** Originals whose version was copied, by key: the only ones that may be deleted. */
@@ -951,25 +957,28 @@ export class S3Storage implements Storage {
               throw err;
             }
           }
+          changed.delete(key);
         }
         copied.set(key, o.ETag);
         progress.copied(o.Size ?? 0);
       });
       // Before any original goes: a run that stops from here on leaves this record.
       await this.call(`rename ${from}`, () =>
-        this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: journalBody(src, copies) }), { abortSignal: signal }),
+        this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: record() }), { abortSignal: signal }),
       );
     } catch (err) {
       const error = signal?.aborted ? new StorageError('Unavailable', 'rename aborted', { cause: err }) : classify(err, `rename ${from}`);
       this.logger?.warn({ event: 'rename-failed', from, to, copied: progress.objects, err: error }, 'directory rename failed; run it again to finish');
-      await this.recordCopies(journal, src, copies);
+      await this.recordJournal(journal, record());
       throw error;
     }
     const left = await this.deleteOriginals(src, copied, signal);
     if (left.length > 0) {
-      // The journal stays, with what was left: running the rename again moves it, over the stale copies.
+      // The journal stays: running the rename again moves what changed, over its stale copy; a source
+      // that was not copied (another file is in the target) is no change of this run's.
+      for (const key of left) if (copied.has(key)) changed.add(key);
       this.logger?.warn({ event: 'rename-left-changed', from, to, left: left.length, keys: left.slice(0, 20) }, 'objects changed during a directory rename, or differing from a file of the target, were left in place');
-      await this.recordCopies(journal, src, copies, left);
+      await this.recordJournal(journal, record());
       throw new StorageError(
         'Unavailable',
         `${left.length} objects under ${from} were left there: changed during the rename, or a different file of that name is in ${to}; compare and remove one, then run the rename again`,
@@ -981,12 +990,12 @@ export class S3Storage implements Storage {
   }
 
   /**
-   * Records the copies a stopped rename made in its journal, for the next
-   * run. S3 may be what stopped it: a few seconds, and a failure is logged.
+   * Writes a stopped rename's journal, with its record, for the next run.
+   * S3 may be what stopped it: a few seconds, and a failure is logged.
    */
-  private async recordCopies(journal: string, src: string, copies: ReadonlyMap<string, RecordedCopy>, left?: readonly string[]): Promise<void> {
+  private async recordJournal(journal: string, body: string): Promise<void> {
     await this.client
-      .send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: journalBody(src, copies, left) }), { abortSignal: AbortSignal.timeout(JOURNAL_AFTER_FAILURE_MS) })
+      .send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: body }), { abortSignal: AbortSignal.timeout(JOURNAL_AFTER_FAILURE_MS) })
       .catch((err: unknown) => this.logger?.warn({ err, journal }, 'could not record the copies of a stopped rename'));
   }
 
@@ -1271,9 +1280,20 @@ interface Resumed {
   left?: ReadonlySet<string>;
 }
 
-/** A rename journal: the source prefix, the copies made by target key, and the source keys left because they changed. */
-function journalBody(src: string, copies: ReadonlyMap<string, RecordedCopy>, left?: readonly string[]): string {
-  return JSON.stringify({ from: src, copies: Object.fromEntries([...copies].map(([key, copy]) => [key, [copy.etag, copy.of]])), left });
+/**
+ * A rename journal: the source prefix; the copies a resumed run could not
+ * tell by their ETag alone (a part-by-part copy's ETag is not its source's,
+ * and a source that changed after it was copied is no longer that of its
+ * copy), by target key; and those changed sources (`left`).
+ */
+function journalBody(src: string, dst: string, copies: ReadonlyMap<string, RecordedCopy>, left: ReadonlySet<string>): string {
+  const recorded = [...copies].filter(([target, copy]) => bareEtag(copy.etag) !== bareEtag(copy.of) || left.has(src + target.slice(dst.length)));
+  return JSON.stringify({ from: src, copies: Object.fromEntries(recorded.map(([key, copy]) => [key, [copy.etag, copy.of]])), left: [...left] });
+}
+
+/** An ETag without its quotes (stores and SDKs differ in whether they keep them). */
+function bareEtag(etag: string | undefined): string | undefined {
+  return etag?.replaceAll('"', '');
 }
 
 /**
@@ -1308,12 +1328,11 @@ function targetState(
   recorded: RecordedCopy | false | undefined,
   wasLeft: boolean,
 ): 'copied' | 'free' | 'other' {
-  const bare = (e: string | undefined) => e?.replaceAll('"', '');
-  if (bare(targetEtag) === bare(etag)) return 'copied';
+  if (bareEtag(targetEtag) === bareEtag(etag)) return 'copied';
   if (recorded === false) return 'free';
-  if (recorded === undefined || bare(recorded.etag) !== bare(targetEtag)) return 'other';
+  if (recorded === undefined || bareEtag(recorded.etag) !== bareEtag(targetEtag)) return 'other';
   if (recorded.of === undefined || wasLeft) return 'free';
-  return bare(recorded.of) === bare(etag) ? 'copied' : 'other';
+  return bareEtag(recorded.of) === bareEtag(etag) ? 'copied' : 'other';
 }
 
 /** CopySource is `bucket/key`, URL-encoded per segment so '+', '%', '?', '#' and UTF-8 survive. */
