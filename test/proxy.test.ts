@@ -195,6 +195,16 @@ for (const driver of await drivers()) {
       assert.equal(starts.at(-1)?.client, '192.0.2.10');
     });
 
+    test('EPSV takes the network protocol of the client the header names', async () => {
+      const ftp = await proxied(Buffer.from('PROXY TCP6 2001:db8::10 2001:db8::1 40000 21\r\n', 'latin1'));
+      await ftp.expect(`USER ${USER}`, 331);
+      await ftp.expect(`PASS ${PASSWORD}`, 230);
+      // An IPv6 client behind an IPv4 balancer. Got: 522 "use (1)" (the balancer's family).
+      await ftp.expect('EPSV 2', 229);
+      await ftp.expect('EPSV 1', 522);
+      ftp.close();
+    });
+
     test('v2 with commands in the same segment as the header', async () => {
       const socket = connect(server.port, '127.0.0.1');
       await once(socket, 'connect');

@@ -237,8 +237,9 @@ export async function epsv(s: Session, arg: string): Promise<void> {
     s.reply(Reply.CommandOkay, 'EPSV ALL ok.');
     return;
   }
-  // The data connection comes to the control connection's own address, so of its family.
-  const family = isIPv4(plainAddress(s.socket.localAddress)) ? '1' : '2';
+  // The client connects to the address it reached us at, so of its own family (behind a PROXY-protocol
+  // balancer, the one the balancer reports).
+  const family = isIPv4(plainAddress(s.clientAddress)) ? '1' : '2';
   if (param !== '' && param !== family) {
     s.reply(Reply.NetworkProtocolNotSupported, `Network protocol not supported, use (${family}).`);
     return;
