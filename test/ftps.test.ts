@@ -24,6 +24,22 @@ const insecure = { rejectUnauthorized: false };
 const curlVersion = /^curl (\d+)\.(\d+)/.exec(execFileSync('curl', ['--version'], { encoding: 'utf8' }))?.slice(1).map(Number) ?? [0, 0];
 const curlActiveTlsBroken = curlVersion[0] === 7 && (curlVersion[1] === 87 || curlVersion[1] === 88);
 
+/** lftp with FTPS forced on the control and data connections, running `commands` and then bye. */
+function lftpTls(port: number, mode: 'passive' | 'active', commands: string[]): Promise<{ stdout: string; stderr: string }> {
+  const script = [
+    'set ftp:ssl-force true',
+    'set ftp:ssl-protect-data true',
+    'set ssl:verify-certificate no',
+    `set ftp:passive-mode ${mode === 'passive' ? 'on' : 'off'}`,
+    'set net:max-retries 1',
+    'set net:timeout 15',
+    'set cmd:fail-exit yes',
+    ...commands,
+    'bye',
+  ].join('; ');
+  return run('lftp', ['-u', `${USER},${PASSWORD}`, '-p', String(port), '-e', script, '127.0.0.1'], { timeout: 60_000 });
+}
+
 const url = (port: number) => `ftp://${USER}:${encodeURIComponent(PASSWORD)}@127.0.0.1:${port}`;
 
 /** curl with FTPS required, trusting the test certificate. */
@@ -380,18 +396,7 @@ for (const driver of await drivers()) {
         for (let i = 0; i < 10; i++) await curl('-T', src, `${url(server.port)}/up-${mode}-${i}.bin`);
         const names = [1, 2, 3].map((i) => join(work, `lftp-up-${mode}-${i}.bin`));
         for (const name of names) writeFileSync(name, body);
-        const script = [
-          'set ftp:ssl-force true',
-          'set ftp:ssl-protect-data true',
-          'set ssl:verify-certificate no',
-          `set ftp:passive-mode ${mode === 'passive' ? 'on' : 'off'}`,
-          'set net:max-retries 1',
-          'set net:timeout 15',
-          'set cmd:fail-exit yes',
-          ...names.map((name) => `put ${name}`),
-          'bye',
-        ].join('; ');
-        await run('lftp', ['-u', `${USER},${PASSWORD}`, '-p', String(server.port), '-e', script, '127.0.0.1'], { timeout: 60_000 });
+        await lftpTls(server.port, mode, names.map((name) => `put ${name}`));
         const client = await basicFtps(server.port, true);
         for (let i = 0; i < 10; i++) assert.deepEqual(await download(client, `up-${mode}-${i}.bin`), body);
         for (const name of names) assert.deepEqual(await download(client, basename(name)), body);
@@ -402,21 +407,12 @@ for (const driver of await drivers()) {
         const src = join(work, `lftp-tls-${mode}.bin`);
         const body = randomBytes(50_000);
         writeFileSync(src, body);
-        const script = [
-          'set ftp:ssl-force true',
-          'set ftp:ssl-protect-data true',
-          'set ssl:verify-certificate no',
-          `set ftp:passive-mode ${mode === 'passive' ? 'on' : 'off'}`,
-          'set net:max-retries 1',
-          'set net:timeout 15',
-          'set cmd:fail-exit yes',
+        const { stdout } = await lftpTls(server.port, mode, [
           `put ${src} -o lftp-tls.bin`,
           'cls -1',
           `get lftp-tls.bin -o ${src}.out`,
           'rm lftp-tls.bin',
-          'bye',
-        ].join('; ');
-        const { stdout } = await run('lftp', ['-u', `${USER},${PASSWORD}`, '-p', String(server.port), '-e', script, '127.0.0.1'], { timeout: 60_000 });
+        ]);
         assert.match(stdout, /^lftp-tls\.bin$/m);
         assert.deepEqual(readFileSync(`${src}.out`), body);
       });

@@ -12,7 +12,7 @@ import { connect as tlsConnect } from 'node:tls';
 import { basicFtp, getFile, putFile, RawFtp, readAll } from './helpers/ftp.js';
 import { childEnv, startServerProcess } from './helpers/process.js';
 import { rcloneBinary, rcloneFtpEnv } from './helpers/rclone.js';
-import { drivers, noDanglingUploads, PASSWORD, startTestServer, tempDir, USER, type Driver, type TestServer } from './helpers/server.js';
+import { drivers, noDanglingUploads, overriding, PASSWORD, startTestServer, tempDir, USER, type Driver, type TestServer } from './helpers/server.js';
 import { testFtps } from './helpers/tls.js';
 
 const MiB = 1024 * 1024;
@@ -301,23 +301,15 @@ for (const driver of all) {
       const chunks: number[] = [];
       const watched = await startTestServer(driver, {}, {
         wrapStorage: (storage) =>
-          new Proxy(storage, {
-            get: (target, name) => {
-              if (name === 'write') {
-                return (path: string, body: Readable, options: Parameters<typeof target.write>[2]) => {
-                  const seen = new Transform({
-                    transform(chunk: Buffer, _enc, done) {
-                      chunks.push(chunk.length);
-                      done(null, chunk);
-                    },
-                  });
-                  body.on('error', (err) => seen.destroy(err));
-                  return target.write(path, body.pipe(seen), options);
-                };
-              }
-              const value: unknown = Reflect.get(target, name, target);
-              return typeof value === 'function' ? value.bind(target) : value;
-            },
+          overriding(storage, 'write', (target) => (path, body, options) => {
+            const seen = new Transform({
+              transform(chunk: Buffer, _enc, done) {
+                chunks.push(chunk.length);
+                done(null, chunk);
+              },
+            });
+            body.on('error', (err) => seen.destroy(err));
+            return target.write(path, body.pipe(seen), options);
           }),
       });
       try {
@@ -347,21 +339,13 @@ for (const driver of all) {
       const stopped: string[] = [];
       const slow = await startTestServer(driver, {}, {
         wrapStorage: (storage) =>
-          new Proxy(storage, {
-            get: (target, name) => {
-              if (name === 'hash') {
-                return async (path: string, algorithm: Parameters<typeof target.hash>[1], signal?: AbortSignal) => {
-                  const done = await Promise.race([
-                    sleep(2000).then(() => 'finished'),
-                    new Promise<string>((resolve) => signal?.addEventListener('abort', () => resolve('aborted'), { once: true })),
-                  ]);
-                  stopped.push(`${path} ${done}`);
-                  return target.hash(path, algorithm, signal);
-                };
-              }
-              const value: unknown = Reflect.get(target, name, target);
-              return typeof value === 'function' ? value.bind(target) : value;
-            },
+          overriding(storage, 'hash', (target) => async (path, algorithm, signal) => {
+            const done = await Promise.race([
+              sleep(2000).then(() => 'finished'),
+              new Promise<string>((resolve) => signal?.addEventListener('abort', () => resolve('aborted'), { once: true })),
+            ]);
+            stopped.push(`${path} ${done}`);
+            return target.hash(path, algorithm, signal);
           }),
       });
       try {
@@ -392,14 +376,7 @@ for (const driver of all) {
     test('a transfer whose preparation outlasts the data timeout (a resume copying a big kept prefix) still gets its data connection', async () => {
       // The storage takes a second before it starts the write, as a resume copying gigabytes would.
       const slow = await startTestServer(driver, { dataTimeoutMs: 300 }, {
-        wrapStorage: (storage) =>
-          new Proxy(storage, {
-            get: (target, name) => {
-              if (name === 'write') return async (...args: Parameters<typeof target.write>) => (await sleep(1000), target.write(...args));
-              const value: unknown = Reflect.get(target, name, target);
-              return typeof value === 'function' ? value.bind(target) : value;
-            },
-          }),
+        wrapStorage: (storage) => overriding(storage, 'write', (target) => async (...args) => (await sleep(1000), target.write(...args))),
       });
       try {
         for (const early of [true, false]) {

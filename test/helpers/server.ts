@@ -141,6 +141,17 @@ export async function startTestServer(
   };
 }
 
+/** A test's decorator (startTestServer's wrapStorage): the storage with one method replaced by `impl(storage)`. */
+export function overriding<K extends keyof Storage>(storage: Storage, name: K, impl: (target: Storage) => Storage[K]): Storage {
+  return new Proxy(storage, {
+    get: (target, key) => {
+      if (key === name) return impl(target);
+      const value: unknown = Reflect.get(target, key, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 /** Waits until the driver reports no in-progress multipart upload (aborts finish after the reply). */
 export async function noDanglingUploads(driver: Driver, server: TestServer): Promise<void> {
   const deadline = Date.now() + 10_000;
