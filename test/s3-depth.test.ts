@@ -664,15 +664,15 @@ describe('directory rename that fails midway (s3)', async () => {
     }
   });
 
-  test('a journal with no record of copies (an older version, or a run that was killed) still resumes, writing over the target', { ...T, skip: s3Driver.skip }, async () => {
+  test("a journal with no record of copies (an earlier version's) still resumes, writing over the target", { ...T, skip: s3Driver.skip }, async () => {
     const server = await startTestServer(s3Driver);
     try {
       const s3 = s3Driver.s3!;
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       await raw.expect('MKD src', 257);
       for (let i = 0; i < 3; i++) await send(raw, `STOR src/f${i}`, Buffer.from(`content ${i}`));
-      // What a killed run left: the target, the journal in its first form, and a copy whose ETag
-      // differs from its source's (as a part-by-part copy's does).
+      // What a killed run of an earlier version left: the target, the journal in its plain form, and
+      // a copy whose ETag differs from its source's (as a part-by-part copy's does).
       await raw.expect('MKD dst', 257);
       await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: objectKey(server, 'dst/.s3ftp-rename'), Body: `${objectKey(server, 'src')}/` }));
       await s3.client.send(new PutObjectCommand({ Bucket: s3.bucket, Key: objectKey(server, 'dst/f0'), Body: 'a copy, by its ETag' }));
@@ -759,6 +759,89 @@ describe('directory rename that fails midway (s3)', async () => {
       raw.close();
     } finally {
       await close();
+    }
+  });
+
+  test('a source the last run left, then the user deleted (keeping the copy), does not let a later run write over that copy', { ...T, skip: s3Driver.skip }, async () => {
+    const base = s3Driver.storageConfig();
+    assert.equal(base.kind, 's3');
+    // The record written before the originals' delete is held, as a slow rename's would be.
+    let journalPuts = 0;
+    let held!: () => void;
+    const holding = new Promise<void>((resolve) => (held = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const proxy = await startS3Proxy(base.endpoint!, async ({ method, url, operation }): Promise<ProxyVerdict> => {
+      if (operation === 'PutObject' && method === 'PUT' && url.pathname.endsWith('.s3ftp-rename') && ++journalPuts === 2) {
+        held();
+        await released;
+      }
+      return 'forward';
+    });
+    const server = await startTestServer({ ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint }) });
+    try {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      const other = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('MKD src', 257);
+      await send(raw, 'STOR src/x', Buffer.from('first x'));
+      await send(raw, 'STOR src/y', Buffer.from('y'));
+      await raw.expect('RNFR src', 350);
+      raw.socket.write('RNTO dst\r\n');
+      await holding;
+      // Another session changes x once it has been copied: the run leaves it (451).
+      await send(other, 'STOR src/x', Buffer.from('second x'));
+      release();
+      assert.equal((await raw.read()).code, 451);
+      // The user keeps the copy, as the 451 says, and removes the source.
+      await raw.expect('DELE src/x', 250);
+      await send(raw, 'STOR src/w', Buffer.from('w in src'));
+      await send(other, 'STOR dst/w', Buffer.from('w in dst'));
+      await raw.expect('RNFR src', 350);
+      await raw.expect('RNTO dst', 451);
+      await raw.expect('DELE dst/w', 250);
+      await send(other, 'STOR src/x', Buffer.from('third x'));
+      await raw.expect('RNFR src', 350);
+      // Got: 250, and dst/x held "third x": the kept file was gone.
+      await raw.expect('RNTO dst', 451);
+      assert.equal((await fetch(raw, 'dst/x')).toString(), 'first x');
+      raw.close();
+      other.close();
+    } finally {
+      release();
+      await server.close();
+      await proxy.close();
+    }
+  });
+
+  test('a run whose journal S3 will not take (no kill) still keeps a file stored in the target since', { ...T, skip: s3Driver.skip }, async () => {
+    const base = s3Driver.storageConfig();
+    assert.equal(base.kind, 's3');
+    let journalPuts = 0;
+    let faulty = true;
+    const proxy = await startS3Proxy(base.endpoint!, ({ method, url, operation }): ProxyVerdict => {
+      if (!faulty) return 'forward';
+      if (operation === 'CopyObject' && url.pathname.endsWith('/y')) return { status: 503, code: 'SlowDown' };
+      if (operation === 'PutObject' && method === 'PUT' && url.pathname.endsWith('.s3ftp-rename') && ++journalPuts >= 2) return { status: 503, code: 'SlowDown' };
+      return 'forward';
+    });
+    const server = await startTestServer({ ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, renameConcurrency: 1 }) });
+    try {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('MKD src', 257);
+      await send(raw, 'STOR src/x', Buffer.from('old x'));
+      await send(raw, 'STOR src/y', Buffer.from('y'));
+      await raw.expect('RNFR src', 350);
+      await raw.expect('RNTO dst', 451);
+      faulty = false;
+      await send(raw, 'STOR dst/x', Buffer.from('new x'));
+      await raw.expect('RNFR src', 350);
+      // Got: 250, and dst/x held "old x" (the first journal, with no record, stood for a kill).
+      await raw.expect('RNTO dst', 451);
+      assert.equal((await fetch(raw, 'dst/x')).toString(), 'new x');
+      raw.close();
+    } finally {
+      await server.close();
+      await proxy.close();
     }
   });
 

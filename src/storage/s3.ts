@@ -892,18 +892,18 @@ export class S3Storage implements Storage {
    * user deletes the copies and removes the target directory to undo it).
    *
    * Run again (`resumed`), the target may hold files stored there since. The
-   * journal holds a record (journalBody): written when a run stops copying,
-   * and before any original is deleted, so a run that stops while deleting
-   * (a hang-up, S3, a kill) leaves it too; a resumed run starts from the
-   * record it found. With a record, a target key is written over if it is
-   * missing, or if it holds the recorded copy of a source a run left in
-   * place because it changed after being copied; one that holds the same
-   * object as its source (the same ETag), or the recorded copy of the source
-   * as it still is, counts as copied; any other stays, and so does its
-   * source (451), for the user to choose. Without a record (the
-   * process was killed while copying, or the record could not be written)
-   * the target is written over. A journal whose own delete failed after a
-   * finished run is thus harmless: its copies are recorded.
+   * journal holds a record (journalBody) from the start of a run (empty on a
+   * first run, the record found on a resumed one), written again when the run
+   * stops copying and before any original is deleted. A target key is written
+   * over if it is missing, or if it holds the recorded copy of a source a run
+   * left in place because it changed after being copied; one that holds the
+   * same object as its source (the same ETag), or the recorded copy of the
+   * source as it still is, counts as copied; any other stays, and so does its
+   * source (451), for the user to choose. A part-by-part copy made by a run
+   * that was killed while copying is such a file (its ETag is not its
+   * source's): the user removes one of the two. A journal of an earlier
+   * version holds no record: the target is then written over. A journal whose
+   * own delete failed after a finished run is thus harmless.
    */
   private async renameDirectory(from: StoragePath, to: StoragePath, signal?: AbortSignal, resumed?: Resumed): Promise<void> {
     const src = this.dirPrefix(from);
@@ -923,17 +923,20 @@ export class S3Storage implements Storage {
     }
     /** The copies made, by target key (the journal records those not told by their ETag alone). */
     const copies = new Map<string, RecordedCopy>(resumed?.copies);
-    /** Sources a run left in place because they changed after it copied them: their targets hold a stale copy. */
-    const changed = new Set(resumed?.left);
+    /**
+     * Sources a run left in place because they changed after it copied them: their targets hold a stale
+     * copy. One the user has removed since is no longer one: the copy is what the user kept.
+     */
+    const listed = new Set(objects.map((o) => o.Key));
+    const changed = new Set([...(resumed?.left ?? [])].filter((key) => listed.has(key)));
     const record = () => journalBody(src, dst, copies, changed);
     /** On a resume, what the target holds now. */
     const present = new Map<string, string | undefined>();
     if (resumed) for await (const page of this.objectPages(dst, signal)) for (const o of page) present.set(o.Key as string, o.ETag);
-    // A first run starts with no record (see targetState); a resumed one keeps the record it found.
+    // The journal holds a record from the start (empty on a first run): whatever stops this run, and
+    // whatever S3 refuses later, the next run writes over nothing it cannot tell for its own copy.
     await this.call(`rename ${from}`, () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: resumed?.copies ? record() : JSON.stringify({ from: src }) }), {
-        abortSignal: signal,
-      }),
+      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: record() }), { abortSignal: signal }),
     );
     const progress = new RenameProgress(this.logger, from, to);
     /** Originals whose version was copied, by key: the only ones that may be deleted. */
