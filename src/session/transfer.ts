@@ -243,7 +243,7 @@ async function commitUpload(s: Session, socket: Socket, tcp: Socket, signal: Abo
   const settled = s.server.config.uploadSettleMs > 0 ? sleep(s.server.config.uploadSettleMs) : undefined;
   if (closeNotify) {
     // The client's TLS said the data is over, after its last byte: a reset after it is no
-    // truncation (a client that closes with our session ticket unread resets, as curl does).
+    // truncation (a client that closes with anything of ours unread resets).
     if (!closeNotified(socket)) throw new Error('data connection ended without TLS close_notify');
   } else if (!(await endedCleanly(tcp))) {
     throw new Error('data connection reset by the client');

@@ -930,14 +930,16 @@ export class S3Storage implements Storage {
     const listed = new Set(objects.map((o) => o.Key));
     const changed = new Set([...(resumed?.left ?? [])].filter((key) => listed.has(key)));
     const record = () => journalBody(src, dst, copies, changed);
+    const writeRecord = () =>
+      this.call(`rename ${from}`, () =>
+        this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: record() }), { abortSignal: signal }),
+      );
     /** On a resume, what the target holds now. */
     const present = new Map<string, string | undefined>();
     if (resumed) for await (const page of this.objectPages(dst, signal)) for (const o of page) present.set(o.Key as string, o.ETag);
     // The journal holds a record from the start (empty on a first run): whatever stops this run, and
     // whatever S3 refuses later, the next run writes over nothing it cannot tell for its own copy.
-    await this.call(`rename ${from}`, () =>
-      this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: record() }), { abortSignal: signal }),
-    );
+    await writeRecord();
     const progress = new RenameProgress(this.logger, from, to);
     /** Originals whose version was copied, by key: the only ones that may be deleted. */
     const copied = new Map<string, string | undefined>();
@@ -949,7 +951,7 @@ export class S3Storage implements Storage {
         // A journal under the source belongs to an earlier rename into `from`; it moves nowhere.
         if (key !== src + RENAME_JOURNAL) {
           const recorded = resumed?.copies ? copies.get(target) : false;
-          const there = present.has(target) ? targetState(o.ETag, present.get(target), recorded, resumed?.left?.has(key) ?? false) : 'free';
+          const there = present.has(target) ? targetState(o.ETag, present.get(target), recorded, changed.has(key)) : 'free';
           if (there === 'other') return;
           if (there === 'free') {
             try {
@@ -966,9 +968,7 @@ export class S3Storage implements Storage {
         progress.copied(o.Size ?? 0);
       });
       // Before any original goes: a run that stops from here on leaves this record.
-      await this.call(`rename ${from}`, () =>
-        this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: journal, Body: record() }), { abortSignal: signal }),
-      );
+      await writeRecord();
     } catch (err) {
       const error = signal?.aborted ? new StorageError('Unavailable', 'rename aborted', { cause: err }) : classify(err, `rename ${from}`);
       this.logger?.warn({ event: 'rename-failed', from, to, copied: progress.objects, err: error }, 'directory rename failed; run it again to finish');
