@@ -601,6 +601,52 @@ for (const driver of await drivers()) {
 }
 
 describe('login timing', () => {
+  test('a flood of wrong passwords from one address costs the checks before its lockout, not one per connection', async () => {
+    const [local] = await drivers();
+    const server = await startTestServer(local!, {
+      users: [{ name: 'filed', password: parsePasswordHash(await hashPassword('filedpw')), home: '' }],
+      limits: { maxConnections: 100, maxConnectionsPerAddress: 100, maxLoginFailures: 3, loginFailureWindowMs: 60_000, lockoutMs: 60_000, failedLoginDelayMs: 0 },
+    });
+    const wrongLogin = async (from: string): Promise<number> => {
+      const ftp = await RawFtp.connect(server.port, '127.0.0.1', from);
+      await ftp.expect('USER filed', 331);
+      const { code } = await ftp.send('PASS wrong');
+      ftp.close();
+      return code;
+    };
+    const cpu = (): number => {
+      const { user, system } = process.cpuUsage(); // the whole process: the thread pool's scrypt included
+      return user + system;
+    };
+    try {
+      // What one check costs here, from an address that stays under the lockout.
+      let before = cpu();
+      for (let i = 0; i < 2; i++) assert.equal(await wrongLogin('127.0.0.2'), 530);
+      const one = (cpu() - before) / 2;
+      // 30 connections send a wrong password at once: the third failure locks the address out,
+      // and the checks still waiting for their turn then have nothing to decide.
+      const flood = await Promise.all(
+        Array.from({ length: 30 }, async () => {
+          const ftp = await RawFtp.connect(server.port, '127.0.0.1', '127.0.0.3');
+          await ftp.expect('USER filed', 331);
+          return ftp;
+        }),
+      );
+      before = cpu();
+      const codes = await Promise.all(flood.map((ftp) => ftp.send('PASS wrong')));
+      const spent = cpu() - before;
+      for (const ftp of flood) ftp.close();
+      assert.ok(codes.every(({ code }) => code === 530 || code === 421), codes.map((c) => c.code).join());
+      assert.ok(codes.filter(({ code }) => code === 421).length >= 27, 'every reply after the lockout is 421');
+      // Four checks at most can run (two at a time); each check would cost 30. Counted in checks' worth of CPU.
+      assert.ok(spent < 10 * one, `the flood cost ${(spent / one).toFixed(1)} checks' worth of CPU`);
+      // Another address still logs in.
+      (await RawFtp.login(server.port, 'filed', 'filedpw')).close();
+    } finally {
+      await server.close();
+    }
+  });
+
   test('a failed PASS costs as much for the plain FTP_USER as for a users-file name or an unknown one', async () => {
     const [local] = await drivers();
     const server = await startTestServer(local!, {

@@ -72,12 +72,20 @@ export const MAX_PASSWORD_BYTES = 1024;
  */
 const scryptSlots = new Slots(2);
 
-function scryptAsync(password: string, salt: Buffer, keylen: number, options: ScryptOptions, signal?: AbortSignal): Promise<Buffer> {
+function scryptAsync(
+  password: string,
+  salt: Buffer,
+  keylen: number,
+  options: ScryptOptions,
+  signal?: AbortSignal,
+  moot?: () => boolean,
+): Promise<Buffer> {
   return scryptSlots.run(
     () =>
-      new Promise<Buffer>((resolve, reject) =>
-        scrypt(password, salt, keylen, { ...options, maxmem: 256 * options.N! * options.r! }, (err, key) => (err ? reject(err) : resolve(key))),
-      ),
+      new Promise<Buffer>((resolve, reject) => {
+        if (moot?.()) reject(new Error('password check no longer needed'));
+        else scrypt(password, salt, keylen, { ...options, maxmem: 256 * options.N! * options.r! }, (err, key) => (err ? reject(err) : resolve(key)));
+      }),
     signal,
   );
 }
@@ -113,16 +121,18 @@ export function parsePasswordHash(text: string): PasswordSecret {
 
 /**
  * Whether the password matches, compared in constant time. `signal` gives up a
- * check still waiting for its turn (it rejects then).
+ * check still waiting for its turn (it rejects then); so does `moot`, asked
+ * when the turn comes: a check whose answer no longer matters (its address
+ * was locked out meanwhile) is not run.
  */
-export async function verifyPassword(secret: PasswordSecret, password: string, signal?: AbortSignal): Promise<boolean> {
+export async function verifyPassword(secret: PasswordSecret, password: string, signal?: AbortSignal, moot?: () => boolean): Promise<boolean> {
   if (secret.kind === 'plain') {
     // Digests of equal length, so neither an early exit nor the comparison's time depends on the password's length.
     const a = createHash('sha256').update(secret.value).digest();
     const b = createHash('sha256').update(password).digest();
     return timingSafeEqual(a, b);
   }
-  const candidate = await scryptAsync(password, secret.salt, secret.hash.length, { N: secret.N, r: secret.r, p: secret.p }, signal);
+  const candidate = await scryptAsync(password, secret.salt, secret.hash.length, { N: secret.N, r: secret.r, p: secret.p }, signal, moot);
   return timingSafeEqual(candidate, secret.hash);
 }
 

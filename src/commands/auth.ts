@@ -67,6 +67,8 @@ export async function pass(s: Session, arg: string): Promise<void> {
   }
   s.pendingUser = undefined;
   const local = s.server.users.get(name);
+  // A locked-out address fails whatever it sends: neither a password check nor the provider is spent on it.
+  const lockedOut = (): boolean => s.server.guard.isLockedOut(s.clientAddress);
   const provider = s.server.externalAuth;
   let account: User | undefined;
   // A case variant of a local name is no one's: names are exact, and the provider must not be
@@ -76,15 +78,15 @@ export async function pass(s: Session, arg: string): Promise<void> {
     // a plain password (FTP_USER) beside scrypt hashes costs the decoy's scrypt as well.
     const fake = decoy(s.server.users);
     const check = async (): Promise<boolean> => {
-      const checked = await verifyPassword(local?.password ?? fake, arg, s.signal);
-      if (local?.password.kind === 'plain' && fake.kind === 'scrypt') await verifyPassword(fake, arg, s.signal);
+      const checked = await verifyPassword(local?.password ?? fake, arg, s.signal, lockedOut);
+      if (local?.password.kind === 'plain' && fake.kind === 'scrypt') await verifyPassword(fake, arg, s.signal, lockedOut);
       return checked;
     };
     // A check under way cannot be stopped; a session that ends meanwhile (a shutdown) does not wait for it.
     const checked = await Promise.race([check().catch(() => false), once(s.signal, 'abort').then(() => false)]);
     if (s.closed) return;
     account = checked ? local : undefined;
-  } else if (!s.server.guard.isLockedOut(s.clientAddress)) {
+  } else if (!lockedOut()) {
     // Only names not defined locally reach the provider: it can add users, never take over a local one.
     // A locked-out address is not passed on, so the provider is not a second target for guessing.
     // A session that ends meanwhile (the client left, a shutdown) stops waiting for the provider.
@@ -113,17 +115,17 @@ export async function pass(s: Session, arg: string): Promise<void> {
     }
   }
   const ok = account !== undefined;
-  if (!ok || !account || s.server.guard.isLockedOut(s.clientAddress)) {
+  if (!ok || !account || lockedOut()) {
     s.failedLogins++;
     s.log.warn({ event: 'login-failed', user: name.slice(0, 128), failures: s.failedLogins });
     s.server.metrics.logins.inc({ result: 'failed' });
-    const { recent, lockedOut } = s.server.guard.loginFailed(s.clientAddress);
-    if (lockedOut) s.log.warn({ event: 'lockout', failures: recent });
+    const { recent, lockedOut: nowLockedOut } = s.server.guard.loginFailed(s.clientAddress);
+    if (nowLockedOut) s.log.warn({ event: 'lockout', failures: recent });
     // The delay grows with the address's recent failures, not just this connection's.
     // A session that ends meanwhile (the client left, or a shutdown) stops waiting.
     await sleep(Math.min(s.server.config.limits.failedLoginDelayMs * recent, MAX_FAILED_LOGIN_DELAY_MS), undefined, { signal: s.signal }).catch(() => undefined);
     if (s.closed) return;
-    if (s.server.guard.isLockedOut(s.clientAddress)) {
+    if (lockedOut()) {
       s.close(Reply.ServiceNotAvailable, 'Too many failed logins; try later.');
     } else if (s.failedLogins >= MAX_LOGIN_FAILURES) {
       s.close(Reply.ServiceNotAvailable, 'Too many failed logins.');

@@ -38,9 +38,9 @@ export class RawFtp {
     return new RawFtp(socket);
   }
 
-  /** Connects and reads the 220 greeting. */
-  static async connect(port: number, host = '127.0.0.1'): Promise<RawFtp> {
-    const socket = connect({ port, host });
+  /** Connects (from `localAddress`, another loopback address, if given) and reads the 220 greeting. */
+  static async connect(port: number, host = '127.0.0.1', localAddress?: string): Promise<RawFtp> {
+    const socket = connect({ port, host, localAddress });
     await once(socket, 'connect');
     const ftp = new RawFtp(socket);
     const greeting = await ftp.read();
