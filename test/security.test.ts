@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
+import { connect, Server, type Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { parsePermissions } from '../src/auth/permissions.js';
@@ -289,6 +289,45 @@ describe('abuse limits (local)', () => {
       await ftp.expect('SIZE stalled.bin', 550);
       ftp.close();
     } finally {
+      await server.close();
+    }
+  });
+
+  test('a full passive range answers 425 without trying every port again, and a port is free once its listener has its connection', async () => {
+    const limits = { maxConnections: 100, maxConnectionsPerAddress: 100, maxLoginFailures: 100, loginFailureWindowMs: 60_000, lockoutMs: 60_000, failedLoginDelayMs: 0 };
+    // Below Linux's ephemeral ports, so no outgoing connection of another process holds one of them.
+    const server = await startTestServer(local!, { pasvPorts: { min: 31110, max: 31139 }, limits });
+    // Counts the binds this process attempts (the server runs in it).
+    const listen = Server.prototype.listen;
+    let binds = 0;
+    Server.prototype.listen = function (this: Server, ...args: unknown[]) {
+      binds++;
+      return (listen as (...a: unknown[]) => Server).apply(this, args);
+    } as typeof listen;
+    const sessions: RawFtp[] = [];
+    try {
+      for (let i = 0; i < 30; i++) {
+        const ftp = await RawFtp.login(server.port, USER, PASSWORD);
+        await ftp.expect('EPSV', 229);
+        sessions.push(ftp);
+      }
+      const late = await RawFtp.login(server.port, USER, PASSWORD);
+      binds = 0;
+      await late.expect('EPSV', 425);
+      await late.expect('PASV', 425);
+      assert.equal(binds, 0, 'no port the server itself listens on is tried');
+      // A listener that took its connection gives its port back: the transfer keeps its socket.
+      const first = sessions[0]!;
+      const data = await first.passive();
+      await first.expect('STOR held.bin', 150);
+      const reply = await late.expect('EPSV', 229);
+      assert.match(reply.text, /\|\|\|311[1-3]\d\|/);
+      data.end('still sending');
+      assert.equal((await first.read()).code, 226);
+      late.close();
+    } finally {
+      Server.prototype.listen = listen;
+      for (const ftp of sessions) ftp.close();
       await server.close();
     }
   });

@@ -19,22 +19,52 @@ export class PassivePortsExhausted extends Error {}
  * client's address, then stops listening; other peers are dropped.
  */
 export async function openPassive(options: PassiveOptions): Promise<{ port: number; channel: DataChannel }> {
-  const server = await listen(options);
-  const address = server.address();
+  const listener = await listen(options);
+  const address = listener.server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
-  return { port, channel: new PassiveChannel(server, options) };
+  return { port, channel: new PassiveChannel(listener, options) };
 }
 
-async function listen(options: PassiveOptions): Promise<Server> {
-  const { range } = options;
-  if (!range) return tryListen(options.host, 0);
+/** A listening server, and how to stop it listening (the port is then free for another). */
+interface Listener {
+  server: Server;
+  stop(): void;
+}
+
+/**
+ * Ports of a passive range this process listens on now (by address): they
+ * are skipped without a bind, so a range full of our own listeners is
+ * known to be full at the cost of a lookup per port, not a failing bind.
+ */
+const listening = new Set<string>();
+
+async function listen(options: PassiveOptions): Promise<Listener> {
+  const { range, host } = options;
+  if (!range) {
+    const server = await tryListen(host, 0);
+    return { server, stop: () => server.close() };
+  }
   const size = range.max - range.min + 1;
   const start = Math.floor(Math.random() * size);
   // Try every port of the range once, starting at a random one.
   for (let i = 0; i < size; i++) {
     const port = range.min + ((start + i) % size);
+    const name = `${host}|${port}`;
+    if (listening.has(name)) continue;
     try {
-      return await tryListen(options.host, port);
+      const server = await tryListen(host, port);
+      listening.add(name);
+      let stopped = false;
+      return {
+        server,
+        stop: () => {
+          // Once only: the port may be another listener's by a second call.
+          if (stopped) return;
+          stopped = true;
+          server.close();
+          listening.delete(name);
+        },
+      };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
     }
@@ -56,15 +86,16 @@ function tryListen(host: string, port: number): Promise<Server> {
 
 class PassiveChannel implements DataChannel {
   readonly mode = 'passive';
-  #server: Server;
+  #listener: Listener;
   #socket: Socket | undefined;
   #waiter: ((socket: Socket | Error) => void) | undefined;
   #closed = false;
   /** A listener no transfer command claims within the data timeout is closed: ports are not hoarded. */
   #unclaimed: NodeJS.Timeout | undefined;
 
-  constructor(server: Server, readonly options: PassiveOptions) {
-    this.#server = server;
+  constructor(listener: Listener, readonly options: PassiveOptions) {
+    this.#listener = listener;
+    const { server } = listener;
     this.release();
     server.on('connection', (socket) => this.#onConnection(socket));
     server.on('error', (err) => options.log.warn({ err }, 'passive listener error'));
@@ -83,7 +114,7 @@ class PassiveChannel implements DataChannel {
     }
     this.#socket = socket;
     socket.on('error', () => {}); // surfaced by whoever uses the socket
-    this.#server.close();
+    this.#listener.stop();
     this.#waiter?.(socket);
   }
 
@@ -121,7 +152,7 @@ class PassiveChannel implements DataChannel {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#unclaimed);
-    this.#server.close();
+    this.#listener.stop();
     this.#socket?.destroy();
     this.#waiter?.(new Error('data channel closed'));
   }
