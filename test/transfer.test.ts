@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import type { Client } from 'basic-ftp';
-import { basicFtp, RawFtp, readAll } from './helpers/ftp.js';
+import { basicFtp, RawFtp, readAll, retrieve, store } from './helpers/ftp.js';
 import { drivers, noDanglingUploads, PASSWORD, startTestServer, USER, type TestServer } from './helpers/server.js';
 
 /** Collects a download into memory. */
@@ -257,6 +257,40 @@ for (const driver of await drivers()) {
         assert.ok(codes.every((code) => code === 226 || code === 451), codes.join(' '));
       }
       for (const ftp of sessions) ftp.close();
+      await noDanglingUploads(driver, server);
+    });
+
+    test('an APPE or REST+STOR finishing while another session deletes or renames its file away never brings the old bytes back', async () => {
+      const writer = await RawFtp.login(server.port, USER, PASSWORD);
+      const other = await RawFtp.login(server.port, USER, PASSWORD);
+      const checker = await RawFtp.login(server.port, USER, PASSWORD);
+      const wrong: string[] = [];
+      for (const [verb, away] of [['APPE', 'DELE'], ['REST', 'DELE'], ['APPE', 'RNTO']] as const) {
+        for (let round = 0; round < 40; round++) {
+          assert.equal(await store(checker, 'kept.txt', 'OLD-CONTENT\n'), 226);
+          const data = await writer.passive();
+          if (verb === 'REST') await writer.expect('REST 4', 350);
+          await writer.expect(`${verb === 'APPE' ? 'APPE' : 'STOR'} kept.txt`, 150);
+          data.end('NEW\n');
+          // The other session acts while the upload is being published (the commit rule's settle is 10 ms).
+          await new Promise((r) => setTimeout(r, (round % 40) / 2));
+          const moved =
+            away === 'DELE'
+              ? (await other.send('DELE kept.txt')).code
+              : (await other.expect('RNFR kept.txt', 350)) && (await other.send('RNTO moved.txt')).code;
+          const written = (await writer.read()).code;
+          const after = await retrieve(checker, 'kept.txt');
+          // Either order explains a 2xx for both only with the old bytes gone from the name: the move came first
+          // (the upload then fails) or the upload did (the move then took its result along).
+          if (moved === 250 && written === 226 && after.code === 226 && after.body!.toString().startsWith('OLD')) {
+            wrong.push(`${verb} + ${away}, round ${round}: ${JSON.stringify(after.body!.toString())}`);
+          }
+          for (const name of ['kept.txt', 'moved.txt']) await checker.send(`DELE ${name}`);
+        }
+      }
+      // Got, on the local driver: a DELE or RNTO answered 250, and the file was back with the old bytes and the new ones.
+      assert.deepEqual(wrong, []);
+      for (const ftp of [writer, other, checker]) ftp.close();
       await noDanglingUploads(driver, server);
     });
 

@@ -76,8 +76,8 @@ export class LocalStorage implements Storage {
   private readonly temps = new Set<string>();
   /** The temp directory, once made and checked (see tempFile). */
   private partialDir: Promise<string> | undefined;
-  /** The last install queued for each path (see install). */
-  readonly #installs = new Map<StoragePath, Promise<void>>();
+  /** The last step queued for each path (see #onePerPath). */
+  readonly #steps = new Map<StoragePath, Promise<void>>();
 
   constructor(
     private readonly config: LocalStorageConfig,
@@ -249,28 +249,33 @@ export class LocalStorage implements Storage {
   }
 
   async delete(path: StoragePath, signal?: AbortSignal): Promise<void> {
-    const found = await this.lookup(path);
-    if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
-    if (found.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
-    throwIfAborted(signal);
-    await this.atPath(path, async (at) => {
-      await fsCall(`delete ${path}`, () => unlink(at));
-      await rm(sidecarPath(at), { force: true }).catch(() => undefined);
+    await this.#onePerPath([path], async () => {
+      const found = await this.lookup(path);
+      if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
+      if (found.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
+      throwIfAborted(signal);
+      await this.atPath(path, async (at) => {
+        await fsCall(`delete ${path}`, () => unlink(at));
+        await rm(sidecarPath(at), { force: true }).catch(() => undefined);
+      });
     });
   }
 
   /** Sets a file's mtime (lutimes: a link is never followed); its sidecar stays valid across it. */
   async setModificationTime(path: StoragePath, mtime: Date, signal?: AbortSignal): Promise<void> {
-    const found = await this.lookup(path);
-    if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
-    if (found.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
-    throwIfAborted(signal);
-    const sidecar = await readSidecar(found.full, found.stats);
-    await this.atPath(path, (at) => fsCall(`set mtime ${path}`, () => lutimes(at, found.stats.atime, mtime)));
-    if (sidecar) {
-      const stats = await lstat(found.full).catch(() => undefined);
-      if (stats?.ino === sidecar.ino) await writeSidecar(found.full, { ...sidecar, mtimeMs: stats.mtimeMs }).catch(() => undefined);
-    }
+    // A step of its own: an append published meanwhile would otherwise replace the file it dated.
+    await this.#onePerPath([path], async () => {
+      const found = await this.lookup(path);
+      if (!found) throw new StorageError('NotFound', `no such file: ${path}`);
+      if (found.stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
+      throwIfAborted(signal);
+      const sidecar = await readSidecar(found.full, found.stats);
+      await this.atPath(path, (at) => fsCall(`set mtime ${path}`, () => lutimes(at, found.stats.atime, mtime)));
+      if (sidecar) {
+        const stats = await lstat(found.full).catch(() => undefined);
+        if (stats?.ino === sidecar.ino) await writeSidecar(found.full, { ...sidecar, mtimeMs: stats.mtimeMs }).catch(() => undefined);
+      }
+    });
   }
 
   async rename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {
@@ -278,6 +283,10 @@ export class LocalStorage implements Storage {
     if (from === to || to.startsWith(`${from}/`)) {
       throw new StorageError('InvalidName', `cannot move ${from} onto or into itself`);
     }
+    await this.#onePerPath([from, to], () => this.#rename(from, to, signal));
+  }
+
+  async #rename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {
     const source = await this.lookup(from);
     if (!source) throw new StorageError('NotFound', `no such file or directory: ${from}`);
     await this.requireDirectory(parentPath(to));
@@ -473,9 +482,9 @@ export class LocalStorage implements Storage {
    */
   private async install(temp: string, path: StoragePath, record: Pick<Sidecar, 'metadata'>, signal?: AbortSignal, base?: Base): Promise<number> {
     const stats = await lstat(temp);
-    // One install per path at a time in this process, so the check below and the rename are one step
-    // for every writer here (another process writing DATA_DIR is not covered).
-    await this.#onePerPath(path, () =>
+    // The check below and the rename are one step for every change to this name made here: installs,
+    // deletes, renames (another process writing DATA_DIR is not covered).
+    await this.#onePerPath([path], () =>
       // The target's directory is reached afresh: the transfer took long, and its path may have been renamed meanwhile.
       this.atPath(path, async (full) => {
         if (base) {
@@ -495,18 +504,26 @@ export class LocalStorage implements Storage {
     return stats.size;
   }
 
-  /** Runs `fn` once every earlier call for the same path has settled. */
-  async #onePerPath<T>(path: StoragePath, fn: () => Promise<T>): Promise<T> {
-    const run = (this.#installs.get(path) ?? Promise.resolve()).then(fn);
+  /**
+   * Runs `fn` once every earlier step on any of `paths` has settled, and
+   * before any later one starts: what changes a file's name (an upload's
+   * publish, a delete, a rename at either end) is one step per name in this
+   * process. Names are taken in one order, so two renames that swap names
+   * cannot wait for each other.
+   */
+  async #onePerPath<T>(paths: StoragePath[], fn: () => Promise<T>): Promise<T> {
+    const [path, ...rest] = [...new Set(paths)].sort();
+    if (path === undefined) return fn();
+    const run = (this.#steps.get(path) ?? Promise.resolve()).then(() => this.#onePerPath(rest, fn));
     const settled = run.then(
       () => undefined,
       () => undefined,
     );
-    this.#installs.set(path, settled);
+    this.#steps.set(path, settled);
     try {
       return await run;
     } finally {
-      if (this.#installs.get(path) === settled) this.#installs.delete(path);
+      if (this.#steps.get(path) === settled) this.#steps.delete(path);
     }
   }
 
