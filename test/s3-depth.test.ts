@@ -1018,6 +1018,67 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
     }
   });
 
+  test('RMD of a directory another session is uploading into answers 550, whether the upload began before the RMD or during it', { ...T, skip: s3Driver.skip }, async () => {
+    const base = s3Driver.storageConfig();
+    assert.equal(base.kind, 's3');
+    // The next request of an operation is held at the proxy until opened.
+    const gates = new Map<string, { reached: () => void; release: Promise<void> }>();
+    const opens: Array<() => void> = [];
+    const gate = (operation: string) => {
+      let reached!: () => void;
+      let open!: () => void;
+      const hit = new Promise<void>((resolve) => (reached = resolve));
+      gates.set(operation, { reached, release: new Promise<void>((resolve) => (open = resolve)) });
+      opens.push(open);
+      return { hit, open };
+    };
+    const proxy = await startS3Proxy(base.endpoint!, async ({ operation }): Promise<ProxyVerdict> => {
+      const held = gates.get(operation);
+      if (held) {
+        gates.delete(operation);
+        held.reached();
+        await held.release;
+      }
+      return 'forward';
+    });
+    const server = await startTestServer({ ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint }) });
+    try {
+      const uploader = await RawFtp.login(server.port, USER, PASSWORD);
+      const remover = await RawFtp.login(server.port, USER, PASSWORD);
+      // An upload still being published when the RMD comes.
+      await remover.expect('MKD before', 257);
+      const put = gate('PutObject');
+      const data = await uploader.passive();
+      await uploader.expect('STOR before/f', 150);
+      data.end('uploaded');
+      await put.hit;
+      // Got: 250, then the upload landed and the directory was back, with a 550 for the next MKD of it.
+      await remover.expect('RMD before', 550);
+      put.open();
+      assert.equal((await uploader.read()).code, 226);
+      await remover.expect('DELE before/f', 250);
+      await remover.expect('RMD before', 250);
+      // An upload that starts, and lands, while the RMD removes the marker.
+      await remover.expect('MKD during', 257);
+      const removal = gate('DeleteObjects');
+      remover.socket.write('RMD during\r\n');
+      await removal.hit;
+      await send(uploader, 'STOR during/f', Buffer.from('uploaded'));
+      removal.open();
+      assert.equal((await remover.read()).code, 550);
+      // The directory is whole: its file, and its marker once the file goes.
+      assert.deepEqual(await listing(remover, 'NLST during'), ['f']);
+      await remover.expect('DELE during/f', 250);
+      await remover.expect('CWD during', 250);
+      uploader.close();
+      remover.close();
+    } finally {
+      for (const open of opens) open();
+      await server.close();
+      await proxy.close();
+    }
+  });
+
   test('a directory that is only a key prefix stays when its last file or subdirectory goes (DELE, RNFR/RNTO, RMD), until RMD removes it', { ...T, skip: s3Driver.skip }, async () => {
     const server = await startTestServer(s3Driver);
     try {

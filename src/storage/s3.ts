@@ -316,9 +316,11 @@ export class S3Storage implements Storage {
       for (const stream of streams) stream.destroy(reason);
     };
     signal?.addEventListener('abort', onAbort, { once: true });
+    let ended: (() => void) | undefined;
     try {
       if (signal?.aborted) throw abortError(signal);
       const key = this.key(path);
+      ended = this.directories.startWrite(key);
       const { offset, etag, keeps } = await this.prepareWrite(path, key, options);
       const job: WriteJob = {
         key,
@@ -342,6 +344,7 @@ export class S3Storage implements Storage {
       if (signal?.aborted) throw new StorageError('Unavailable', 'write aborted', { cause: signal.reason });
       throw classify(err, `write ${path}`);
     } finally {
+      ended?.();
       signal?.removeEventListener('abort', onAbort);
     }
   }
@@ -435,11 +438,17 @@ export class S3Storage implements Storage {
     // Only two keys are no content (the marker and a journal), so three keys tell.
     const page = await this.listPage(marker, undefined, undefined, signal, 3);
     const keys = (page.Contents ?? []).map((o) => o.Key);
-    if (keys.some((k) => k !== marker && k !== journal)) {
-      throw new StorageError('NotEmpty', `directory not empty: ${path}`);
-    }
+    const notEmpty = new StorageError('NotEmpty', `directory not empty: ${path}`);
+    if (keys.some((k) => k !== marker && k !== journal) || this.directories.writingUnder(marker)) throw notEmpty;
+    // From here on a new upload asks S3 whether the directory is there; one that already asked, and
+    // lands or is still running once the marker is gone, is seen below and keeps the directory.
+    this.directories.forget();
     // A journal left by a failed rename into this directory is no content: the user undid or gave up that rename.
     await this.deleteKeys(keys.filter((k): k is string => k !== undefined), signal);
+    if (this.directories.writingUnder(marker) || pageHasKeys(await this.listPage(marker, undefined, undefined, signal, 1))) {
+      await this.putMarker(path);
+      throw notEmpty;
+    }
   }
 
   async delete(path: StoragePath, signal?: AbortSignal): Promise<void> {
