@@ -1,3 +1,5 @@
+import { RunningWrites } from './running-writes.js';
+
 /** A directory seen to exist, and, when one listing page held all of it, the names of its subdirectories. */
 export interface KnownDirectory {
   readonly subdirectories?: ReadonlySet<string>;
@@ -17,8 +19,11 @@ export interface KnownDirectory {
  */
 export class KnownDirectories {
   static readonly #buckets = new Map<string, KnownDirectories>();
-  /** Keys being written through any storage on the bucket, and how many writes each. */
-  readonly #writing = new Map<string, number>();
+  /**
+   * Keys being written through any storage on the bucket, from before a
+   * write checks its parent until it has ended.
+   */
+  readonly writes = new RunningWrites();
 
   /** The one instance for a bucket at an endpoint. */
   static forBucket(endpoint: string, bucket: string, ttlMs: number): KnownDirectories {
@@ -63,29 +68,5 @@ export class KnownDirectories {
   forget(): void {
     this.#generation++;
     this.#known.clear();
-  }
-
-  /**
-   * Marks a write to `key` as running, from before its parent is checked;
-   * call the result once it has ended. A directory with a write running
-   * into it is not empty (see writingUnder), as on a disk, where the file
-   * being written is already there.
-   */
-  startWrite(key: string): () => void {
-    this.#writing.set(key, (this.#writing.get(key) ?? 0) + 1);
-    let ended = false;
-    return () => {
-      if (ended) return;
-      ended = true;
-      const left = (this.#writing.get(key) ?? 1) - 1;
-      if (left > 0) this.#writing.set(key, left);
-      else this.#writing.delete(key);
-    };
-  }
-
-  /** Whether a write to a key under `prefix` is running. */
-  writingUnder(prefix: string): boolean {
-    for (const key of this.#writing.keys()) if (key.startsWith(prefix)) return true;
-    return false;
   }
 }

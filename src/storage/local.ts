@@ -8,6 +8,7 @@ import type { LocalStorageConfig } from '../config/index.js';
 import { decodeLine, hasInvalidBytes } from '../encoding.js';
 import { RESERVED_PREFIX } from '../paths.js';
 import { createDigest, digestStream, type Digest } from './digest.js';
+import { RunningWrites } from './running-writes.js';
 import {
   baseName,
   joinPath,
@@ -78,6 +79,8 @@ export class LocalStorage implements Storage {
   private partialDir: Promise<string> | undefined;
   /** The last step queued for each path (see #onePerPath). */
   readonly #steps = new Map<StoragePath, Promise<void>>();
+  /** Paths being written: a directory with a write running into it is not empty. */
+  readonly #writes = new RunningWrites();
 
   constructor(
     private readonly config: LocalStorageConfig,
@@ -153,6 +156,7 @@ export class LocalStorage implements Storage {
     /** The file an append or resume builds on: published over only if it is still that, unchanged. */
     let base: Base | undefined;
     const received = { bytes: 0 };
+    const ended = this.#writes.start(path);
     try {
       if (signal?.aborted) throw abortError(signal);
       const target = await this.prepareWrite(path, options);
@@ -192,6 +196,7 @@ export class LocalStorage implements Storage {
       if (signal?.aborted) throw new StorageError('Unavailable', 'write aborted', { cause: signal.reason });
       throw classify(err, `write ${path}`);
     } finally {
+      ended();
       if (temp) this.temps.delete(temp);
       signal?.removeEventListener('abort', onAbort);
     }
@@ -241,6 +246,7 @@ export class LocalStorage implements Storage {
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such directory: ${path}`);
     if (!found.stats.isDirectory()) throw new StorageError('NotADirectory', `not a directory: ${path}`);
+    if (this.#writes.under(`${path}/`)) throw new StorageError('NotEmpty', `directory not empty: ${path}`);
     throwIfAborted(signal);
     await this.atPath(path, async (at) => {
       await dropLoneMetaDir(at);

@@ -320,7 +320,7 @@ export class S3Storage implements Storage {
     try {
       if (signal?.aborted) throw abortError(signal);
       const key = this.key(path);
-      ended = this.directories.startWrite(key);
+      ended = this.directories.writes.start(key);
       const { offset, etag, keeps } = await this.prepareWrite(path, key, options);
       const job: WriteJob = {
         key,
@@ -439,13 +439,13 @@ export class S3Storage implements Storage {
     const page = await this.listPage(marker, undefined, undefined, signal, 3);
     const keys = (page.Contents ?? []).map((o) => o.Key);
     const notEmpty = new StorageError('NotEmpty', `directory not empty: ${path}`);
-    if (keys.some((k) => k !== marker && k !== journal) || this.directories.writingUnder(marker)) throw notEmpty;
+    if (keys.some((k) => k !== marker && k !== journal) || this.directories.writes.under(marker)) throw notEmpty;
     // From here on a new upload asks S3 whether the directory is there; one that already asked, and
     // lands or is still running once the marker is gone, is seen below and keeps the directory.
     this.directories.forget();
     // A journal left by a failed rename into this directory is no content: the user undid or gave up that rename.
     await this.deleteKeys(keys.filter((k): k is string => k !== undefined), signal);
-    if (this.directories.writingUnder(marker) || pageHasKeys(await this.listPage(marker, undefined, undefined, signal, 1))) {
+    if (this.directories.writes.under(marker) || pageHasKeys(await this.listPage(marker, undefined, undefined, signal, 1))) {
       await this.putMarker(path);
       throw notEmpty;
     }
