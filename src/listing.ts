@@ -4,6 +4,8 @@ import type { FileInfo, StoragePath } from './storage/types.js';
 
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 const SIX_MONTHS_MS = 182 * 24 * 3600 * 1000;
+/** A date this far ahead still shows its time: the storage's clock may run a little ahead of ours. */
+const CLOCK_SKEW_MS = 3600 * 1000;
 
 /** A name that would break a line-based listing (a CR or LF put there by another S3 writer). */
 export function unlistable(name: string): boolean {
@@ -20,7 +22,10 @@ export function formatListLine(info: FileInfo, now = Date.now()): string {
 function lsDate(date: Date, now: number): string {
   const month = MONTHS[date.getUTCMonth()];
   const day = String(date.getUTCDate()).padStart(2);
-  const recent = Math.abs(now - date.getTime()) < SIX_MONTHS_MS;
+  // As vsftpd and ls: the year for a date over six months old, and for one in the future, which a
+  // client would otherwise read as a date of the past year.
+  const age = now - date.getTime();
+  const recent = age < SIX_MONTHS_MS && age > -CLOCK_SKEW_MS;
   if (!recent) return `${month} ${day}  ${date.getUTCFullYear()}`;
   const hh = String(date.getUTCHours()).padStart(2, '0');
   const mm = String(date.getUTCMinutes()).padStart(2, '0');

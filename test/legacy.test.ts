@@ -361,6 +361,29 @@ for (const driver of await drivers()) {
         assert.equal((await ftp.expect('MDTM dated.txt', 213)).text, '20210101000000');
       });
 
+      test('the path after the time is everything after one space: a name with leading spaces keeps them', async () => {
+        await put(ftp, ' spaced.txt', 'the client means this one');
+        await put(ftp, 'spaced.txt', 'an unrelated file');
+        await ftp.expect('MFMT 20200101000000 spaced.txt', 213);
+        // Got: 213 naming /spaced.txt, whose time changed; lftp's mirror -R sends this for " spaced.txt".
+        assert.equal((await ftp.expect('MFMT 20110203040506  spaced.txt', 213)).text, 'Modify=20110203040506; / spaced.txt');
+        assert.equal((await ftp.expect('MDTM  spaced.txt', 213)).text, '20110203040506');
+        assert.equal((await ftp.expect('MDTM spaced.txt', 213)).text, '20200101000000');
+        await ftp.expect('MDTM 20120101000000  spaced.txt', 213);
+        assert.equal((await ftp.expect('MDTM  spaced.txt', 213)).text, '20120101000000');
+        assert.equal((await ftp.expect('MDTM spaced.txt', 213)).text, '20200101000000');
+      });
+
+      test('LIST shows the year of a date in the future, as vsftpd and ls do, so a client does not read it as last year', async () => {
+        await put(ftp, 'future.txt', 'x');
+        const next = new Date(Date.now() + 90 * 24 * 3600_000);
+        const stamp = next.toISOString().replace(/\D/g, '').slice(0, 14);
+        await ftp.expect(`MFMT ${stamp} future.txt`, 213);
+        const row = (await listing(ftp, 'LIST')).lines.find((l) => l.endsWith(' future.txt'));
+        // Got: "Mar  3 10:15", which wget dated a year early.
+        assert.match(row ?? '', new RegExp(` ${next.getUTCFullYear()} future\\.txt$`), row);
+      });
+
       test('setting a time: 550 for a missing file, 501 for a bad time in MFMT', async () => {
         await ftp.expect('MDTM 20200102030405 missing.txt', 550);
         await ftp.expect('MFMT 20200102030405 missing.txt', 550);

@@ -103,7 +103,8 @@ export function timedPath(arg: string): string {
 
 /** `<time-val> <path>` split in two, or undefined when the first word is not a valid time-val. */
 function splitTimeArg(arg: string): { time: Date; path: string } | undefined {
-  const m = /^(\d{14}(?:\.\d+)?) +(.+)$/.exec(arg);
+  // One space separates them (MFMT SP time-val SP pathname): a name may start with spaces of its own.
+  const m = /^(\d{14}(?:\.\d+)?) (.+)$/.exec(arg);
   const time = m ? parseFtpTime(m[1]!) : undefined;
   return time && m ? { time, path: m[2]! } : undefined;
 }
