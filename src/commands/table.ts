@@ -61,7 +61,8 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
   FEAT: { ...pre, arg: 'none', help: 'FEAT', handler: info.feat },
   HELP: { ...pre, arg: 'optional', help: 'HELP [<command>]', handler: info.help },
   NOOP: { ...pre, arg: 'none', help: 'NOOP', handler: info.noop },
-  OPTS: { ...post, arg: 'required', help: 'OPTS UTF8 ON | OPTS MLST <facts> | OPTS HASH <algorithm>', handler: info.opts },
+  // Before login too: Windows Explorer and ftp.exe send OPTS UTF8 ON before USER (as vsftpd allows).
+  OPTS: { ...pre, arg: 'required', help: 'OPTS UTF8 ON | OPTS MLST <facts> | OPTS HASH <algorithm>', handler: info.opts },
   STAT: { ...post, arg: 'optional', help: 'STAT [<path>]', handler: info.stat, duringTransfer: true, perm: 'list', pathArg: (arg) => (arg.trim() === '' ? undefined : listing.stripListOptions(arg)) },
   ALLO: { ...post, arg: 'optional', help: 'ALLO <size>', handler: info.allo },
   // Navigation
