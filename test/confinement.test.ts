@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -81,5 +82,27 @@ describe('local driver confinement under concurrent renames', { skip: process.pl
     assert.deepEqual(readdirSync(outside).sort(), ['secret', 'victim'], 'nothing was created or removed outside');
     assert.equal(readFileSync(join(outside, 'victim'), 'utf8'), 'outside victim', 'nothing was appended outside');
     assert.equal(readFileSync(join(outside, 'secret'), 'utf8'), 'OUTSIDE SECRET');
+  });
+});
+
+describe('local driver: files that are neither regular files nor directories', { skip: process.platform !== 'linux' && 'mkfifo' }, () => {
+  test('a FIFO another process left in DATA_DIR is no file: 550, and a RETR of it never blocks', { timeout: 30_000 }, async () => {
+    const root = mkdtempSync(join(tmpdir(), 's3ftp-fifo-'));
+    try {
+      execFileSync('mkfifo', [join(root, 'pipe')]);
+      const storage = new LocalStorage({ kind: 'local', dataDir: root });
+      // Got: SIZE 213 0, and a RETR that held a thread-pool thread in open() until something wrote to the FIFO.
+      await assert.rejects(storage.stat('pipe'), (err: StorageError) => err.code === 'NotFound');
+      await assert.rejects(storage.read('pipe'), (err: StorageError) => err.code === 'NotFound');
+      await assert.rejects(storage.hash('pipe', 'SHA-256'), (err: StorageError) => err.code === 'NotFound');
+      await assert.rejects(storage.delete('pipe'), (err: StorageError) => err.code === 'NotFound');
+      for await (const page of storage.list('')) assert.deepEqual(page, []);
+      // An upload of that name, an append too, finds nothing there and takes its place.
+      await storage.write('pipe', Readable.from([Buffer.from('appended')]), { append: true });
+      const { stream } = await storage.read('pipe');
+      assert.equal(Buffer.concat(await stream.toArray()).toString(), 'appended');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });

@@ -138,6 +138,7 @@ export class LocalStorage implements Storage {
     try {
       const stats = await handle.stat();
       if (stats.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
+      if (!stats.isFile()) throw new StorageError('NotFound', `no such file: ${path}`);
       if (start > stats.size) throw new StorageError('InvalidRange', `offset ${start} is beyond the end of ${path}`);
       return { stream: handle.createReadStream({ start, signal: options.signal, highWaterMark: READ_CHUNK_BYTES }), size: stats.size - start };
     } catch (err) {
@@ -388,10 +389,14 @@ export class LocalStorage implements Storage {
     }
   }
 
-  /** Opens `path` itself (never through a link, the last component included) with `flags`. */
+  /**
+   * Opens `path` itself (never through a link, the last component included)
+   * with `flags`, and without blocking: a FIFO put there by another process
+   * would hold a thread-pool thread in open(2) until something wrote to it.
+   */
   private async openAt(path: StoragePath, flags: number): Promise<FileHandle> {
     if (path === '') return fsCall('open data directory', async () => open(await this.root(), flags));
-    return this.atPath(path, (at) => fsCall(`open ${path}`, () => open(at, flags | constants.O_NOFOLLOW)));
+    return this.atPath(path, (at) => fsCall(`open ${path}`, () => open(at, flags | constants.O_NOFOLLOW | constants.O_NONBLOCK)));
   }
 
   /**
@@ -422,7 +427,11 @@ export class LocalStorage implements Storage {
     }
   }
 
-  /** lstat of a path, or undefined when it does not exist, runs through a file, or is a symbolic link. */
+  /**
+   * lstat of a path, or undefined when it does not exist, runs through a
+   * file, or is neither a file nor a directory (a symbolic link, a FIFO, a
+   * socket or a device another process put there: listings skip them too).
+   */
   private async lookup(path: StoragePath): Promise<{ full: string; stats: Stats } | undefined> {
     let full: string;
     let stats: Stats;
@@ -434,7 +443,7 @@ export class LocalStorage implements Storage {
       if (error.code === 'NotFound' || error.code === 'NotADirectory') return undefined;
       throw error;
     }
-    if (stats.isSymbolicLink()) return undefined;
+    if (!visible(stats)) return undefined;
     return { full, stats };
   }
 
@@ -466,8 +475,8 @@ export class LocalStorage implements Storage {
       if (err.code === 'ENOENT') return undefined;
       throw err.code === 'ENOTDIR' ? missingParent(err) : classify(err, `stat ${path}`);
     });
-    // A symbolic link at the target is invisible (NotFound elsewhere): the rename replaces the link itself.
-    const found = stats && !stats.isSymbolicLink() ? stats : undefined;
+    // What is not a file or directory (a link, a FIFO) is invisible (NotFound elsewhere): the rename replaces it.
+    const found = stats && visible(stats) ? stats : undefined;
     if (found?.isDirectory()) throw new StorageError('IsADirectory', `is a directory: ${path}`);
     const size = found?.size ?? 0;
     const offset = options.append ? size : (options.offset ?? 0);
@@ -494,8 +503,8 @@ export class LocalStorage implements Storage {
       // The target's directory is reached afresh: the transfer took long, and its path may have been renamed meanwhile.
       this.atPath(path, async (full) => {
         if (base) {
-          // A link there is no file, as for prepareWrite: the rename replaces the link itself.
-          const now = await lstat(full).then((st) => (st.isSymbolicLink() ? undefined : st), () => undefined);
+          // A link or a FIFO there is no file, as for prepareWrite: the rename replaces it.
+          const now = await lstat(full).then((st) => (visible(st) ? st : undefined), () => undefined);
           const same = base === 'absent' ? now === undefined : now !== undefined && now.ino === base.ino && now.size === base.size && now.mtimeMs === base.mtimeMs;
           if (!same) throw new StorageError('Unavailable', `${path} changed during the upload`);
         }
@@ -572,7 +581,7 @@ export class LocalStorage implements Storage {
     const infos = await Promise.all(
       names.map(async (name) => {
         const stats = await lstat(join(dir, name)).catch(() => undefined);
-        if (!stats || !(stats.isFile() || stats.isDirectory())) return undefined;
+        if (!stats || !visible(stats)) return undefined;
         return toInfo(name, stats);
       }),
     );
@@ -720,6 +729,11 @@ async function moveSidecar(from: string, to: string): Promise<void> {
 async function dropLoneMetaDir(dir: string): Promise<void> {
   const names = await readdir(dir).catch(() => [] as string[]);
   if (names.length === 1 && names[0] === META_DIR) await rm(join(dir, META_DIR), { recursive: true, force: true });
+}
+
+/** Files and directories; links, FIFOs, sockets and devices another process put in DATA_DIR are not shown or used. */
+function visible(stats: Stats): boolean {
+  return stats.isFile() || stats.isDirectory();
 }
 
 function toInfo(name: string, stats: Stats): FileInfo {
