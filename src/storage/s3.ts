@@ -14,6 +14,7 @@ import {
   PutObjectTaggingCommand,
   S3Client,
   type _Object,
+  type GetObjectCommandOutput,
   type HeadObjectCommandOutput,
   type ListObjectsV2CommandOutput,
   type S3ClientConfig,
@@ -256,8 +257,9 @@ export class S3Storage implements Storage {
       }
       throw new StorageError('NotFound', `no such directory: ${path}`);
     }
+    const tokens = new Set<string>();
     for (;;) {
-      const token = page.IsTruncated ? page.NextContinuationToken : undefined;
+      const token = continuation(page, tokens);
       // From the second page on, the next one is fetched while this one is sent
       // (at most two pages held); the first page still goes out before any other is asked for.
       const next = token && !first ? fetch(token) : undefined;
@@ -289,11 +291,13 @@ export class S3Storage implements Storage {
     const size = head.ContentLength ?? 0;
     if (start > size) throw new StorageError('InvalidRange', `offset ${start} is beyond the end of ${path} (${size} bytes)`);
     const fetch = async (from: number, signal: AbortSignal): Promise<Readable> => {
+      // Without an ETag no GET can be held to the version the HEAD saw: a broken body is not resumed.
+      if (from !== start && head.ETag === undefined) throw new StorageError('Unavailable', `${path} has no ETag: its read cannot be resumed`);
       const out = await this.transfer.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${from}-${size - 1}`, IfMatch: head.ETag }),
         { abortSignal: signal },
       );
-      return out.Body as Readable;
+      return checkedBody(out, { from, to: size, size, etag: head.ETag });
     };
     const stream = new ObjectStream({
       fetch,
@@ -359,12 +363,14 @@ export class S3Storage implements Storage {
       return { algorithm, hash: stored, size: head.ContentLength ?? 0, stored: true };
     }
     // IfMatch: the hash is of the version the HEAD saw, never of two versions mixed.
+    const size = head.ContentLength!;
     const out = await this.call(`hash ${path}`, () =>
       this.transfer.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, IfMatch: head.ETag }), { abortSignal: signal }),
     );
     try {
-      const { hash, size } = await digestStream(out.Body as Readable, algorithm, signal);
-      return { algorithm, hash, size, stored: false };
+      const digested = await digestStream(checkedBody(out, { from: 0, to: size, size, etag: head.ETag }), algorithm, signal);
+      if (digested.size !== size) throw new StorageError('Unavailable', `read ${digested.size} bytes of the ${size} of ${path}`);
+      return { algorithm, hash: digested.hash, size, stored: false };
     } catch (err) {
       (out.Body as Readable).destroy();
       throw classify(err, `hash ${path}`);
@@ -617,8 +623,9 @@ export class S3Storage implements Storage {
   }
 
   private async headFile(key: string, signal?: AbortSignal): Promise<HeadObjectCommandOutput | undefined> {
+    let head: HeadObjectCommandOutput;
     try {
-      return await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
+      head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
     } catch (err) {
       const error = classify(err, `stat ${key}`);
       if (error.code === 'NotFound') return undefined;
@@ -627,6 +634,9 @@ export class S3Storage implements Storage {
       if (isBodiless403(err)) await this.listPage(key, undefined, undefined, signal, 1);
       throw error;
     }
+    // RFC 9110 lets a HEAD leave the length out; it is not a 0-byte file.
+    if (head.ContentLength === undefined) throw new StorageError('Unavailable', `the storage gave no size for ${key}`);
+    return head;
   }
 
   /**
@@ -732,7 +742,7 @@ export class S3Storage implements Storage {
         abortSignal: signal,
       }),
     );
-    return out.Body as Readable;
+    return checkedBody(out, { from: 0, to: n, etag });
   }
 
   /**
@@ -783,7 +793,14 @@ export class S3Storage implements Storage {
     }
     const prefix = await this.openPrefix(job.key, job.offset, job.etag, job.signal);
     job.streams.push(prefix);
-    for await (const chunk of job.tally.through(prefix)) await writer.push(chunk);
+    // Exactly the bytes kept: a body that ends early (or goes on) would splice a wrong prefix.
+    let kept = 0;
+    for await (const chunk of job.tally.through(prefix)) {
+      kept += chunk.length;
+      if (kept > job.offset) break;
+      await writer.push(chunk);
+    }
+    if (kept !== job.offset) throw new StorageError('Unavailable', `read ${kept} bytes of the ${job.offset} kept of ${job.key}`);
   }
 
   /** The keepPartialUploads policy: what was received becomes the object; if that fails, nothing does. */
@@ -1056,10 +1073,11 @@ export class S3Storage implements Storage {
   /** Every object under a prefix (no delimiter), page by page. */
   private async *objectPages(prefix: string, signal?: AbortSignal): AsyncGenerator<_Object[]> {
     let token: string | undefined;
+    const tokens = new Set<string>();
     do {
       const page = await this.listPage(prefix, undefined, token, signal);
+      token = continuation(page, tokens);
       yield (page.Contents ?? []).filter((o) => o.Key !== undefined);
-      token = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (token);
   }
 
@@ -1235,6 +1253,51 @@ function decodeNames(page: ListObjectsV2CommandOutput): ListObjectsV2CommandOutp
 /** A key or prefix from a listing, as stored: URL-decoded when the store says it encoded it. */
 function decodeName(name: string | undefined, encoding: string | undefined): string | undefined {
   return name === undefined || encoding !== 'url' ? name : decodeURIComponent(name.replace(/\+/g, ' '));
+}
+
+/**
+ * The token of the page after `page`, or undefined after the last. A store
+ * that says there is more but gives no token, or gives one it gave before
+ * (`seen`), would end a listing early (a 226 for part of it, a rename of part
+ * of a directory) or never: Unavailable (451).
+ */
+function continuation(page: ListObjectsV2CommandOutput, seen: Set<string>): string | undefined {
+  if (!page.IsTruncated) return undefined;
+  const token = page.NextContinuationToken;
+  if (!token) throw new StorageError('Unavailable', 'the storage said a listing goes on, and gave no token for the rest');
+  if (seen.has(token)) throw new StorageError('Unavailable', 'the storage gave a listing token twice');
+  seen.add(token);
+  return token;
+}
+
+/**
+ * The body of a GET, once its answer is known to be the bytes asked for:
+ * `from` to `to` (exclusive) of the version `etag` of an object of `size`
+ * bytes. A cache or store that ignores the Range (a 200 with the whole
+ * object; RFC 9110 allows it), starts elsewhere, gives another length, or
+ * another version (a store that ignores If-Match) is Unavailable (451),
+ * never bytes a client is told are the file. The body's own length is
+ * checked by its reader (ObjectStream, keepPrefix, hash).
+ */
+function checkedBody(out: GetObjectCommandOutput, want: { from: number; to: number; size?: number; etag?: string }): Readable {
+  const wrong = (what: string): never => {
+    (out.Body as Readable | undefined)?.destroy();
+    throw new StorageError('Unavailable', `the storage answered ${what}`);
+  };
+  if (want.etag !== undefined && out.ETag !== undefined && out.ETag !== want.etag) wrong('another version of the object');
+  if (out.ContentLength !== undefined && out.ContentLength !== want.to - want.from) wrong(`${out.ContentLength} bytes where ${want.to - want.from} were asked for`);
+  const range = out.ContentRange === undefined ? undefined : /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange);
+  if (range) {
+    const [, first, last, total] = range.map(Number);
+    if (first !== want.from || last !== want.to - 1 || (want.size !== undefined && total !== undefined && !Number.isNaN(total) && total !== want.size)) {
+      wrong(`the range ${out.ContentRange}`);
+    }
+  } else if (out.ContentRange !== undefined) {
+    wrong(`an unreadable range, ${out.ContentRange}`);
+  } else if (want.from !== 0 || (want.size !== undefined && want.to !== want.size)) {
+    wrong('the whole object where a part was asked for');
+  }
+  return out.Body as Readable;
 }
 
 function pageHasKeys(page: ListObjectsV2CommandOutput): boolean {
@@ -1462,6 +1525,14 @@ class ObjectStream extends Readable {
     };
     body.on('data', (chunk: Buffer) => {
       this.#position += chunk.length;
+      if (this.#position > this.#o.end) {
+        // More bytes than the object has (a body without a length that goes on): nothing of it is the file.
+        over = true;
+        body.removeAllListeners('data');
+        body.destroy();
+        this.destroy(new StorageError('Unavailable', 'the storage sent more bytes than the object has'));
+        return;
+      }
       this.#failures = 0;
       if (!this.push(chunk)) {
         this.#wanting = false;

@@ -6,7 +6,18 @@ import type { AddressInfo } from 'node:net';
  * error itself, or pass it to S3 and hold S3's answer back (a reply lost to a
  * client's timeout after S3 did the work).
  */
-export type ProxyVerdict = 'forward' | { status: number; code: string } | { answerAfterMs: number };
+export type ProxyVerdict = 'forward' | { status: number; code: string } | { answerAfterMs: number } | { rewrite: (answer: ProxiedAnswer) => ProxiedAnswer };
+
+/**
+ * S3's whole answer, for a verdict that changes it before the client sees it
+ * (a store, or something in front of it, that answers wrongly). A changed
+ * body goes out chunked unless the headers give its length.
+ */
+export interface ProxiedAnswer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Buffer;
+}
 
 /** A request as the proxy sees it, before it is forwarded. */
 export interface ProxiedRequest {
@@ -56,7 +67,16 @@ export async function startS3Proxy(
             answer.pipe(res);
           };
           if (verdict === 'forward') pass();
-          else setTimeout(pass, verdict.answerAfterMs);
+          else if ('rewrite' in verdict) {
+            const chunks: Buffer[] = [];
+            answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+            answer.on('end', () => {
+              if (res.destroyed) return;
+              const changed = verdict.rewrite({ status: answer.statusCode!, headers: { ...answer.headers }, body: Buffer.concat(chunks) });
+              res.writeHead(changed.status, Object.fromEntries(Object.entries(changed.headers).filter(([, value]) => value !== undefined)));
+              res.end(changed.body);
+            });
+          } else setTimeout(pass, verdict.answerAfterMs);
         });
         out.on('error', () => res.destroy());
         // A client that leaves mid-request or mid-answer leaves S3 too, as it would without the proxy.
