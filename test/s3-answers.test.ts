@@ -17,11 +17,11 @@ const [, s3Driver] = await drivers();
 const T = { timeout: 120_000, skip: s3Driver?.skip };
 
 /** A server whose S3 requests go through a proxy that answers as `decide` says. */
-async function serverBehind(decide: (req: ProxiedRequest) => ProxyVerdict, storageOptions = {}) {
+async function serverBehind(decide: (req: ProxiedRequest) => ProxyVerdict, storageOptions = {}, requestTimeoutMs = 3000) {
   const base = s3Driver!.storageConfig();
   assert.equal(base.kind, 's3');
   const proxy = await startS3Proxy(base.endpoint!, decide);
-  const driver: Driver = { ...s3Driver!, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, requestTimeoutMs: 3000 }) };
+  const driver: Driver = { ...s3Driver!, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, requestTimeoutMs }) };
   const server = await startTestServer(driver, {}, { storageOptions });
   return {
     server,
@@ -194,6 +194,32 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
       mode = undefined;
       await ftp.expect('RNFR paged', 350);
       await ftp.expect('RNTO moved', 250);
+      ftp.close();
+    } finally {
+      await close();
+    }
+  });
+
+  test('directory dates S3 does not answer hold a listing a few seconds at most: it goes out with the epoch for them', T, async () => {
+    let holdMarkers = false;
+    const { server, close } = await serverBehind(
+      ({ operation, url }) => (holdMarkers && operation === 'HeadObject' && url.pathname.endsWith('/') ? { answerAfterMs: 120_000 } : 'forward'),
+      {},
+      60_000,
+    );
+    try {
+      const ftp = await RawFtp.login(server.port, USER, PASSWORD);
+      await ftp.expect('MKD dated', 257);
+      for (let i = 0; i < 40; i++) await ftp.expect(`MKD dated/d${i}`, 257);
+      holdMarkers = true;
+      const data = await ftp.passive();
+      const body = readAll(data);
+      // Got: the 150 after every HEAD had waited out the request timeout, 16 at a time (40 s with a 3 s timeout).
+      await ftp.expect('LIST dated', 150);
+      const lines = (await body).toString().split('\r\n').filter(Boolean);
+      assert.equal((await ftp.read(20_000)).code, 226);
+      assert.equal(lines.length, 40);
+      assert.ok(lines.every((line) => / 1970 d\d+$/.test(line)), lines[0]);
       ftp.close();
     } finally {
       await close();

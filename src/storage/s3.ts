@@ -79,6 +79,14 @@ const EPOCH = new Date(0);
 const KNOWN_DIRECTORY_MS = 10_000;
 /** HEADs of directory markers in flight for one listing page. */
 const DIRECTORY_TIME_CONCURRENCY = 16;
+/**
+ * The marker HEADs for directory dates running at once in the whole
+ * process: however many sessions list, dates never take more of the short
+ * requests' sockets than this.
+ */
+const directoryTimeSlots = new Slots(DIRECTORY_TIME_CONCURRENCY);
+/** How long a listing page's directory dates may take; those not known by then show the epoch. */
+const DIRECTORY_TIMES_BUDGET_MS = 5000;
 
 /** Optional S3Storage settings; the defaults suit production. */
 export interface S3StorageOptions {
@@ -607,15 +615,21 @@ export class S3Storage implements Storage {
     return { name: baseName(path), isDirectory: true, size: 0, mtime };
   }
 
-  /** Sets each directory entry's mtime to its marker's LastModified, where there is a marker. */
+  /**
+   * Sets each directory entry's mtime to its marker's LastModified, where
+   * there is a marker and S3 tells it within DIRECTORY_TIMES_BUDGET_MS.
+   */
   private async addDirectoryTimes(entries: FileInfo[], prefix: string, signal?: AbortSignal): Promise<void> {
     const dirs = entries.filter((e) => e.isDirectory);
+    if (dirs.length === 0) return;
+    const budget = AbortSignal.timeout(DIRECTORY_TIMES_BUDGET_MS);
+    const within = signal ? AbortSignal.any([signal, budget]) : budget;
     await mapLimit(dirs, DIRECTORY_TIME_CONCURRENCY, async (entry) => {
       try {
-        const marker = await this.headFile(checkKey(`${prefix}${entry.name}/`), signal);
+        const marker = await directoryTimeSlots.run(() => this.headFile(checkKey(`${prefix}${entry.name}/`), within), within);
         if (marker?.LastModified) entry.mtime = marker.LastModified;
       } catch (err) {
-        // A date is not worth failing the listing for; the listing's own requests report S3's state.
+        // A date is not worth failing (or holding) the listing for; the listing's own requests report S3's state.
         if (signal?.aborted) throw err;
         this.logger?.debug({ err, key: `${prefix}${entry.name}/` }, 'no date for a directory marker');
       }
