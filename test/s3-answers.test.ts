@@ -49,15 +49,33 @@ async function retr(ftp: RawFtp, name: string, from?: number): Promise<{ code: n
 
 const withoutLength = ({ 'content-length': _, ...headers }: ProxiedAnswer['headers']) => headers;
 
+type Rewrite = (answer: ProxiedAnswer) => ProxiedAnswer;
+
+/** A server whose GET answers the test may rewrite (`rewriteGets`), a session on it, and `content` stored as `name`. */
+async function storedBehindGets(name: string, content: Buffer) {
+  let rewrite: Rewrite | undefined;
+  const behind = await serverBehind(({ operation }) => (operation === 'GetObject' && rewrite ? { rewrite } : 'forward'));
+  const ftp = await RawFtp.login(behind.server.port, USER, PASSWORD).catch(async (err: unknown) => {
+    await behind.close();
+    throw err;
+  });
+  assert.equal(await store(ftp, name, content), 226);
+  return {
+    ftp,
+    rewriteGets: (next: Rewrite | undefined) => void (rewrite = next),
+    async close() {
+      ftp.close();
+      await behind.close();
+    },
+  };
+}
+
 describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.skip }, () => {
   test('a GET answered with other bytes than the range asked for never ends in 226', T, async () => {
     const content = randomBytes(300_001);
-    let rewrite: ((answer: ProxiedAnswer) => ProxiedAnswer) | undefined;
-    const { server, close } = await serverBehind(({ operation }) => (operation === 'GetObject' && rewrite ? { rewrite } : 'forward'));
+    const { ftp, rewriteGets, close } = await storedBehindGets('object.bin', content);
     try {
-      const ftp = await RawFtp.login(server.port, USER, PASSWORD);
-      assert.equal(await store(ftp, 'object.bin', content), 226);
-      const cases: Array<[string, (answer: ProxiedAnswer) => ProxiedAnswer, number | undefined]> = [
+      const cases: Array<[string, Rewrite, number | undefined]> = [
         // A cache or store that ignores Range (RFC 9110 allows it): the whole object, 200.
         ['the Range ignored', (a) => ({ status: 200, headers: { ...withoutLength(a.headers), 'content-range': undefined, 'content-length': String(content.length) }, body: content }), 1000],
         // The range starts elsewhere, and says so.
@@ -68,16 +86,15 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
         ['bytes past the end', (a) => ({ ...a, headers: withoutLength(a.headers), body: Buffer.concat([a.body, Buffer.from('TRAILING')]) }), undefined],
       ];
       for (const [what, change, from] of cases) {
-        rewrite = change;
+        rewriteGets(change);
         const { code, body } = await retr(ftp, 'object.bin', from);
         // Got: 226 with the whole object after REST 1000, 1000 bytes twice, the other version, the trailing bytes.
         assert.equal(code, 451, `${what}: ${code}, ${body.length} bytes`);
       }
-      rewrite = undefined;
+      rewriteGets(undefined);
       const { code, body } = await retr(ftp, 'object.bin', 1000);
       assert.equal(code, 226);
       assert.ok(body.equals(content.subarray(1000)));
-      ftp.close();
     } finally {
       await close();
     }
@@ -85,18 +102,15 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
 
   test('REST+STOR and APPE keep exactly the bytes asked for, or fail (451) and leave the file as it was', T, async () => {
     const content = randomBytes(300_001);
-    let rewrite: ((answer: ProxiedAnswer) => ProxiedAnswer) | undefined;
-    const { server, close } = await serverBehind(({ operation }) => (operation === 'GetObject' && rewrite ? { rewrite } : 'forward'));
+    const { ftp, rewriteGets, close } = await storedBehindGets('kept.bin', content);
     try {
-      const ftp = await RawFtp.login(server.port, USER, PASSWORD);
-      assert.equal(await store(ftp, 'kept.bin', content), 226);
-      const cases: Array<[string, (answer: ProxiedAnswer) => ProxiedAnswer, string]> = [
+      const cases: Array<[string, Rewrite, string]> = [
         ['the Range ignored', (a) => ({ status: 200, headers: { ...withoutLength(a.headers), 'content-range': undefined, 'content-length': String(content.length) }, body: content }), 'REST 1000'],
         ['a body that ends early, chunked', (a) => ({ ...a, headers: withoutLength(a.headers), body: a.body.subarray(0, 10) }), 'REST 1000'],
         ['a body that ends early, chunked', (a) => ({ ...a, headers: withoutLength(a.headers), body: a.body.subarray(0, 10) }), 'APPE'],
       ];
       for (const [what, change, how] of cases) {
-        rewrite = change;
+        rewriteGets(change);
         const data = await ftp.passive();
         if (how !== 'APPE') await ftp.expect(how, 350);
         // The kept bytes are asked for before the 150 (a refusal then comes alone) and read after it.
@@ -107,19 +121,18 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
         } else data.destroy();
         // Got: 226, and the object replaced by the whole old one plus the tail, or by 10 bytes plus the tail.
         assert.equal(reply.code, 451, `${how}, ${what}`);
-        rewrite = undefined;
+        rewriteGets(undefined);
         const { body } = await retr(ftp, 'kept.bin');
         assert.ok(body.equals(content), `${how}, ${what}: the file is as it was`);
       }
-      ftp.close();
     } finally {
       await close();
     }
   });
 
   test('HASH of a body that ends early, and SIZE of an object whose HEAD gives no length, answer 451', T, async () => {
-    let rewriteGet: ((answer: ProxiedAnswer) => ProxiedAnswer) | undefined;
-    let rewriteHead: ((answer: ProxiedAnswer) => ProxiedAnswer) | undefined;
+    let rewriteGet: Rewrite | undefined;
+    let rewriteHead: Rewrite | undefined;
     const { server, close } = await serverBehind(({ operation }) => {
       if (operation === 'GetObject' && rewriteGet) return { rewrite: rewriteGet };
       if (operation === 'HeadObject' && rewriteHead) return { rewrite: rewriteHead };
