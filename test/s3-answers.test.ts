@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
+import { S3Storage } from '../src/storage/s3.js';
+import type { StorageError } from '../src/storage/types.js';
 import { RawFtp, readAll, store } from './helpers/ftp.js';
 import { startS3Proxy, type ProxiedAnswer, type ProxiedRequest, type ProxyVerdict } from './helpers/s3-proxy.js';
 import { drivers, PASSWORD, startTestServer, USER, type Driver } from './helpers/server.js';
@@ -236,6 +238,32 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
       ftp.close();
     } finally {
       await close();
+    }
+  });
+
+  test('the sweep of upload leftovers stops (Unavailable) when the store repeats its listing marker', T, async () => {
+    const base = s3Driver!.storageConfig();
+    assert.equal(base.kind, 's3');
+    const proxy = await startS3Proxy(base.endpoint!, ({ operation }) =>
+      operation === 'ListMultipartUploads'
+        ? {
+            rewrite: (a) => {
+              const body = a.body
+                .toString()
+                .replace('<IsTruncated>false</IsTruncated>', '<IsTruncated>true</IsTruncated>')
+                .replace(/<NextKeyMarker>[^<]*<\/NextKeyMarker>/, '<NextKeyMarker>again</NextKeyMarker>');
+              return { ...a, headers: withoutLength(a.headers), body: Buffer.from(body) };
+            },
+          }
+        : 'forward',
+    );
+    const storage = new S3Storage({ ...base, endpoint: proxy.endpoint });
+    try {
+      // Got: the same page asked for again and again, for good (every hour, from a timer).
+      await assert.rejects(storage.sweep(0), (err: StorageError) => err.code === 'Unavailable');
+    } finally {
+      await storage.close();
+      await proxy.close();
     }
   });
 });

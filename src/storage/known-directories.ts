@@ -16,6 +16,8 @@ export interface KnownDirectory {
  * what another process did in the last `ttlMs`: a STOR into a directory it
  * removed succeeds and brings the directory back, and one onto a name it
  * just made a directory stores a file beside it, as any S3 writer could.
+ * It also knows the writes running into the bucket (`writes`): RMD and a
+ * directory rename must not act under one.
  */
 export class KnownDirectories {
   static readonly #buckets = new Map<string, KnownDirectories>();

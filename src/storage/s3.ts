@@ -81,12 +81,17 @@ const KNOWN_DIRECTORY_MS = 10_000;
 const DIRECTORY_TIME_CONCURRENCY = 16;
 /**
  * The marker HEADs for directory dates running at once in the whole
- * process: however many sessions list, dates never take more of the short
- * requests' sockets than this.
+ * process: however many sessions list, dates leave half of the short
+ * requests' sockets (DEFAULT_METADATA_SOCKETS) to everything else.
  */
-const directoryTimeSlots = new Slots(DIRECTORY_TIME_CONCURRENCY);
-/** How long a listing page's directory dates may take; those not known by then show the epoch. */
-const DIRECTORY_TIMES_BUDGET_MS = 5000;
+const directoryTimeSlots = new Slots(32);
+/**
+ * How long one marker HEAD may take, from when it is sent (not while it
+ * waits its turn). S3 answers one in milliseconds; the first that takes
+ * longer ends the page's dates (the rest show the epoch), so a store that
+ * stalls holds a listing this long, not a request timeout per date.
+ */
+const DIRECTORY_TIME_TIMEOUT_MS = 2000;
 
 /** Optional S3Storage settings; the defaults suit production. */
 export interface S3StorageOptions {
@@ -249,9 +254,9 @@ export class S3Storage implements Storage {
   /**
    * With a delimiter, S3 folds a subdirectory's `name/` marker into its
    * CommonPrefix, which has no date. So each subdirectory on a page costs one
-   * HEAD of its marker (DIRECTORY_TIME_CONCURRENCY at a time) for its
-   * LastModified; one without a marker keeps the epoch. `directoryTimes:
-   * false` (NLST, which shows no dates) skips them.
+   * HEAD of its marker for its LastModified (see addDirectoryTimes); one
+   * without a marker keeps the epoch. `directoryTimes: false` (NLST, which
+   * shows no dates) skips them.
    */
   async *list(path: StoragePath, signal?: AbortSignal, options: ListOptions = {}): AsyncIterable<FileInfo[]> {
     const prefix = this.dirPrefix(path);
@@ -265,9 +270,9 @@ export class S3Storage implements Storage {
       }
       throw new StorageError('NotFound', `no such directory: ${path}`);
     }
-    const tokens = new Set<string>();
+    const pages = new Pages();
     for (;;) {
-      const token = continuation(page, tokens);
+      const token = pages.after(page);
       // From the second page on, the next one is fetched while this one is sent
       // (at most two pages held); the first page still goes out before any other is asked for.
       const next = token && !first ? fetch(token) : undefined;
@@ -296,7 +301,7 @@ export class S3Storage implements Storage {
     const key = this.key(path);
     const head = await this.headFile(key, options.signal);
     if (!head) throw await this.notFileError(path, undefined, options.signal);
-    const size = head.ContentLength ?? 0;
+    const size = head.ContentLength;
     if (start > size) throw new StorageError('InvalidRange', `offset ${start} is beyond the end of ${path} (${size} bytes)`);
     const fetch = async (from: number, signal: AbortSignal): Promise<Readable> => {
       // Without an ETag no GET can be held to the version the HEAD saw: a broken body is not resumed.
@@ -368,10 +373,10 @@ export class S3Storage implements Storage {
     if (!head) throw await this.notFileError(path, undefined, signal);
     const stored = algorithm === 'SHA-256' ? (head.Metadata?.[SHA256_METADATA] ?? (await this.taggedHash(key, head.ETag))) : undefined;
     if (stored !== undefined && /^[0-9a-f]{64}$/.test(stored)) {
-      return { algorithm, hash: stored, size: head.ContentLength ?? 0, stored: true };
+      return { algorithm, hash: stored, size: head.ContentLength, stored: true };
     }
     // IfMatch: the hash is of the version the HEAD saw, never of two versions mixed.
-    const size = head.ContentLength!;
+    const size = head.ContentLength;
     const out = await this.call(`hash ${path}`, () =>
       this.transfer.send(new GetObjectCommand({ Bucket: this.bucket, Key: key, IfMatch: head.ETag }), { abortSignal: signal }),
     );
@@ -459,6 +464,8 @@ export class S3Storage implements Storage {
     this.directories.forget();
     // A journal left by a failed rename into this directory is no content: the user undid or gave up that rename.
     await this.deleteKeys(keys.filter((k): k is string => k !== undefined), signal);
+    // What an upload learned while the marker was being deleted (that it was there) is forgotten too.
+    this.directories.forget();
     if (this.directories.writes.under(marker) || pageHasKeys(await this.listPage(marker, undefined, undefined, signal, 1))) {
       await this.putMarker(path);
       throw notEmpty;
@@ -512,7 +519,7 @@ export class S3Storage implements Storage {
     } else {
       const head = await this.headFile(this.key(from), signal);
       if (!head) throw new StorageError('NotFound', `no such file: ${from}`);
-      await this.copy(this.key(from), this.key(to), head.ContentLength ?? 0, head.ETag, signal);
+      await this.copy(this.key(from), this.key(to), head.ContentLength, head.ETag, signal);
       // The original goes only if it is still the version copied (see deleteOriginals).
       const now = await this.headFile(this.key(from), signal);
       const kept = now?.ETag !== head.ETag || (await this.deleteKeys([{ Key: this.key(from), ETag: head.ETag }], signal)).length > 0;
@@ -535,6 +542,7 @@ export class S3Storage implements Storage {
     let removed = 0;
     let keyMarker: string | undefined;
     let uploadIdMarker: string | undefined;
+    const pages = new Pages();
     do {
       const page = await this.call('sweep', () =>
         this.client.send(
@@ -556,8 +564,11 @@ export class S3Storage implements Storage {
         if (this.aborts.pending === before) removed++;
       }
       // The marker is encoded too (S3 encodes NextKeyMarker with the keys); the next request names the key itself.
-      keyMarker = page.IsTruncated ? decodeName(page.NextKeyMarker, page.EncodingType) : undefined;
-      uploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+      const marker = page.NextKeyMarker === undefined ? undefined : `${page.NextKeyMarker}\n${page.NextUploadIdMarker ?? ''}`;
+      const first = page.Uploads?.[0];
+      const more = pages.next(page.IsTruncated, marker, first && `${first.Key}\n${first.UploadId}`) !== undefined;
+      keyMarker = more ? decodeName(page.NextKeyMarker, page.EncodingType) : undefined;
+      uploadIdMarker = more ? page.NextUploadIdMarker : undefined;
     } while (keyMarker);
     if (removed > 0) this.logger?.info({ event: 'sweep', removed }, 'removed multipart uploads left by a crashed server');
     return { removed };
@@ -605,7 +616,7 @@ export class S3Storage implements Storage {
   private async lookup(path: StoragePath, signal?: AbortSignal): Promise<FileInfo | undefined> {
     if (path === '') return this.stat(path);
     const head = await this.headFile(this.key(path), signal);
-    if (head) return { name: baseName(path), isDirectory: false, size: head.ContentLength ?? 0, mtime: head.LastModified ?? EPOCH };
+    if (head) return { name: baseName(path), isDirectory: false, size: head.ContentLength, mtime: head.LastModified ?? EPOCH };
     const prefix = this.dirPrefix(path);
     const page = await this.listPage(prefix, undefined, undefined, signal, 1);
     const first = page.Contents?.[0];
@@ -617,26 +628,35 @@ export class S3Storage implements Storage {
 
   /**
    * Sets each directory entry's mtime to its marker's LastModified, where
-   * there is a marker and S3 tells it within DIRECTORY_TIMES_BUDGET_MS.
+   * there is a marker, until a HEAD takes longer than
+   * DIRECTORY_TIME_TIMEOUT_MS: S3 is then stalling, and the page's other
+   * directories keep the epoch.
    */
   private async addDirectoryTimes(entries: FileInfo[], prefix: string, signal?: AbortSignal): Promise<void> {
     const dirs = entries.filter((e) => e.isDirectory);
-    if (dirs.length === 0) return;
-    const budget = AbortSignal.timeout(DIRECTORY_TIMES_BUDGET_MS);
-    const within = signal ? AbortSignal.any([signal, budget]) : budget;
+    const stalled = new AbortController();
+    const wanted = signal ? AbortSignal.any([signal, stalled.signal]) : stalled.signal;
     await mapLimit(dirs, DIRECTORY_TIME_CONCURRENCY, async (entry) => {
+      const key = checkKey(`${prefix}${entry.name}/`);
       try {
-        const marker = await directoryTimeSlots.run(() => this.headFile(checkKey(`${prefix}${entry.name}/`), within), within);
+        const marker = await directoryTimeSlots.run(() => {
+          const deadline = AbortSignal.timeout(DIRECTORY_TIME_TIMEOUT_MS);
+          return this.headFile(key, AbortSignal.any([wanted, deadline])).catch((err: unknown) => {
+            if (deadline.aborted) stalled.abort();
+            throw err;
+          });
+        }, wanted);
         if (marker?.LastModified) entry.mtime = marker.LastModified;
       } catch (err) {
         // A date is not worth failing (or holding) the listing for; the listing's own requests report S3's state.
         if (signal?.aborted) throw err;
-        this.logger?.debug({ err, key: `${prefix}${entry.name}/` }, 'no date for a directory marker');
+        this.logger?.debug({ err, key }, 'no date for a directory marker');
       }
     });
   }
 
-  private async headFile(key: string, signal?: AbortSignal): Promise<HeadObjectCommandOutput | undefined> {
+  /** The object's HEAD, with its size (a HEAD may leave it out: then Unavailable); undefined if there is none. */
+  private async headFile(key: string, signal?: AbortSignal): Promise<Head | undefined> {
     let head: HeadObjectCommandOutput;
     try {
       head = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), { abortSignal: signal });
@@ -650,7 +670,7 @@ export class S3Storage implements Storage {
     }
     // RFC 9110 lets a HEAD leave the length out; it is not a 0-byte file.
     if (head.ContentLength === undefined) throw new StorageError('Unavailable', `the storage gave no size for ${key}`);
-    return head;
+    return { ...head, ContentLength: head.ContentLength };
   }
 
   /**
@@ -1087,10 +1107,10 @@ export class S3Storage implements Storage {
   /** Every object under a prefix (no delimiter), page by page. */
   private async *objectPages(prefix: string, signal?: AbortSignal): AsyncGenerator<_Object[]> {
     let token: string | undefined;
-    const tokens = new Set<string>();
+    const pages = new Pages();
     do {
       const page = await this.listPage(prefix, undefined, token, signal);
-      token = continuation(page, tokens);
+      token = pages.after(page);
       yield (page.Contents ?? []).filter((o) => o.Key !== undefined);
     } while (token);
   }
@@ -1270,18 +1290,35 @@ function decodeName(name: string | undefined, encoding: string | undefined): str
 }
 
 /**
- * The token of the page after `page`, or undefined after the last. A store
- * that says there is more but gives no token, or gives one it gave before
- * (`seen`), would end a listing early (a 226 for part of it, a rename of part
- * of a directory) or never: Unavailable (451).
+ * Follows the pages of one listing. A store (or a gateway before it) that
+ * says there is more but gives no token, gives a token it gave before, or
+ * sends again a page it sent (under a new token) would end a listing early
+ * (a 226 for part of it, a rename of part of a directory) or never:
+ * Unavailable (451). A page is known by its first entry, which a listing
+ * names once.
  */
-function continuation(page: ListObjectsV2CommandOutput, seen: Set<string>): string | undefined {
-  if (!page.IsTruncated) return undefined;
-  const token = page.NextContinuationToken;
-  if (!token) throw new StorageError('Unavailable', 'the storage said a listing goes on, and gave no token for the rest');
-  if (seen.has(token)) throw new StorageError('Unavailable', 'the storage gave a listing token twice');
-  seen.add(token);
-  return token;
+class Pages {
+  readonly #seen = new Set<string>();
+
+  /** The token of the page after one that says whether it is `truncated` and starts with `first`; undefined after the last. */
+  next(truncated: boolean | undefined, token: string | undefined, first: string | undefined): string | undefined {
+    if (first !== undefined) this.#once(`page\n${first}`, 'the storage sent a listing page twice');
+    if (!truncated) return undefined;
+    if (!token) throw new StorageError('Unavailable', 'the storage said a listing goes on, and gave no token for the rest');
+    this.#once(`token\n${token}`, 'the storage gave a listing token twice');
+    return token;
+  }
+
+  /** The next page of a ListObjectsV2 listing. */
+  after(page: ListObjectsV2CommandOutput): string | undefined {
+    const first = page.Contents?.[0]?.Key ?? page.CommonPrefixes?.[0]?.Prefix;
+    return this.next(page.IsTruncated, page.NextContinuationToken, first);
+  }
+
+  #once(what: string, refusal: string): void {
+    if (this.#seen.has(what)) throw new StorageError('Unavailable', refusal);
+    this.#seen.add(what);
+  }
 }
 
 /**
@@ -1298,7 +1335,8 @@ function checkedBody(out: GetObjectCommandOutput, want: { from: number; to: numb
     (out.Body as Readable | undefined)?.destroy();
     throw new StorageError('Unavailable', `the storage answered ${what}`);
   };
-  if (want.etag !== undefined && out.ETag !== undefined && out.ETag !== want.etag) wrong('another version of the object');
+  // A store that ignores If-Match answers with the other version's ETag, or with none.
+  if (want.etag !== undefined && out.ETag !== want.etag) wrong('another version of the object');
   if (out.ContentLength !== undefined && out.ContentLength !== want.to - want.from) wrong(`${out.ContentLength} bytes where ${want.to - want.from} were asked for`);
   const range = out.ContentRange === undefined ? undefined : /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange);
   if (range) {
@@ -1444,6 +1482,9 @@ function abortError(signal: AbortSignal | undefined): Error {
   return Object.assign(new Error('aborted', { cause: signal?.reason }), { name: 'AbortError' });
 }
 
+/** A HEAD of an object, which S3 answers with its size. */
+type Head = HeadObjectCommandOutput & { ContentLength: number };
+
 /** Most times an object read resumes in a row without a byte received in between. */
 const MAX_READ_RESUMES = 3;
 
@@ -1510,9 +1551,12 @@ class ObjectStream extends Readable {
     } catch (err) {
       this.#opening = false;
       if (this.destroyed) return;
-      // The SDK has retried the request itself; a refused one (412, 404, 403) is final.
+      // The SDK has retried the request itself; a refused one (412, 404, 403) is final, and so is an
+      // answer that is not what was asked for (a StorageError of fetch's own checks): asking again would
+      // only get it again.
       const error = this.#o.classify(err);
-      if (error.code === 'Unavailable' && !isPreconditionFailed(err) && !this.#o.signal?.aborted) this.#interrupted(err);
+      const retriable = error.code === 'Unavailable' && !(err instanceof StorageError) && !isPreconditionFailed(err);
+      if (retriable && !this.#o.signal?.aborted) this.#interrupted(err);
       else this.destroy(error);
       return;
     }
@@ -1527,13 +1571,17 @@ class ObjectStream extends Readable {
   #attach(body: Readable): void {
     this.#body = body;
     let over = false;
-    const finish = (err: unknown): void => {
-      if (over) return;
+    /** Leaves the body: once, and true the first time. */
+    const detach = (): boolean => {
+      if (over) return false;
       over = true;
       body.removeAllListeners('data');
       if (this.#body === body) this.#body = undefined;
       body.destroy();
-      if (this.destroyed) return;
+      return true;
+    };
+    const finish = (err: unknown): void => {
+      if (!detach() || this.destroyed) return;
       if (err === undefined && this.#position >= this.#o.end) this.push(null);
       else this.#interrupted(err ?? new Error('the object body ended early'));
     };
@@ -1541,10 +1589,7 @@ class ObjectStream extends Readable {
       this.#position += chunk.length;
       if (this.#position > this.#o.end) {
         // More bytes than the object has (a body without a length that goes on): nothing of it is the file.
-        over = true;
-        body.removeAllListeners('data');
-        body.destroy();
-        this.destroy(new StorageError('Unavailable', 'the storage sent more bytes than the object has'));
+        if (detach()) this.destroy(new StorageError('Unavailable', 'the storage sent more bytes than the object has'));
         return;
       }
       this.#failures = 0;

@@ -76,7 +76,11 @@ export async function startS3Proxy(
               res.writeHead(changed.status, Object.fromEntries(Object.entries(changed.headers).filter(([, value]) => value !== undefined)));
               res.end(changed.body);
             });
-          } else setTimeout(pass, verdict.answerAfterMs);
+          } else {
+            const timer = setTimeout(pass, verdict.answerAfterMs);
+            // A held answer does not keep the test's process alive once the client has gone.
+            res.on('close', () => clearTimeout(timer));
+          }
         });
         out.on('error', () => res.destroy());
         // A client that leaves mid-request or mid-answer leaves S3 too, as it would without the proxy.
