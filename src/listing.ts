@@ -22,8 +22,8 @@ export function formatListLine(info: FileInfo, now = Date.now()): string {
 function lsDate(date: Date, now: number): string {
   const month = MONTHS[date.getUTCMonth()];
   const day = String(date.getUTCDate()).padStart(2);
-  // As vsftpd and ls: the year for a date over six months old, and for one in the future, which a
-  // client would otherwise read as a date of the past year.
+  // The year for a date over six months old, and for one in the future (vsftpd and ls show it for any
+  // future date; an hour of clock skew is let through), which a client would otherwise read as last year's.
   const age = now - date.getTime();
   const recent = age < SIX_MONTHS_MS && age > -CLOCK_SKEW_MS;
   if (!recent) return `${month} ${day}  ${date.getUTCFullYear()}`;

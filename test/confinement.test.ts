@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -86,7 +87,7 @@ describe('local driver confinement under concurrent renames', { skip: process.pl
 });
 
 describe('local driver: files that are neither regular files nor directories', { skip: process.platform !== 'linux' && 'mkfifo' }, () => {
-  test('a FIFO another process left in DATA_DIR is no file: 550, and a RETR of it never blocks', { timeout: 30_000 }, async () => {
+  test('a FIFO (or a socket) another process left in DATA_DIR is no file (NotFound), and nothing that opens one blocks', { timeout: 30_000 }, async () => {
     const root = mkdtempSync(join(tmpdir(), 's3ftp-fifo-'));
     try {
       execFileSync('mkfifo', [join(root, 'pipe')]);
@@ -101,6 +102,19 @@ describe('local driver: files that are neither regular files nor directories', {
       await storage.write('pipe', Readable.from([Buffer.from('appended')]), { append: true });
       const { stream } = await storage.read('pipe');
       assert.equal(Buffer.concat(await stream.toArray()).toString(), 'appended');
+      // A FIFO where a file's sidecar goes: setting its time neither blocks nor fails.
+      rmSync(join(root, '.s3ftp-meta', 'pipe.json'), { force: true });
+      execFileSync('mkfifo', [join(root, '.s3ftp-meta', 'pipe.json')]);
+      await storage.setModificationTime('pipe', new Date('2020-01-02T03:04:05Z'));
+      assert.equal((await storage.stat('pipe')).mtime.toISOString(), '2020-01-02T03:04:05.000Z');
+      // A UNIX socket (open(2) fails with ENXIO) is no file either: 550, not "try again later".
+      const socket = createServer();
+      await new Promise<void>((resolve) => socket.listen(join(root, 'socket'), resolve));
+      try {
+        await assert.rejects(storage.read('socket'), (err: StorageError) => err.code === 'NotFound');
+      } finally {
+        socket.close();
+      }
     } finally {
       rmSync(root, { recursive: true, force: true });
     }

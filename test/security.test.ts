@@ -658,9 +658,10 @@ describe('login timing', () => {
       return user + system;
     };
     try {
-      // What one check costs here, from an address that stays under the lockout.
+      // What one check costs here, from an address that stays under the lockout (after one to warm up).
+      assert.equal(await wrongLogin('127.0.0.2'), 530);
       let before = cpu();
-      for (let i = 0; i < 2; i++) assert.equal(await wrongLogin('127.0.0.2'), 530);
+      for (let i = 0; i < 2; i++) assert.equal(await wrongLogin('127.0.0.4'), 530);
       const one = (cpu() - before) / 2;
       // 30 connections send a wrong password at once: the third failure locks the address out,
       // and the checks still waiting for their turn then have nothing to decide.
@@ -677,8 +678,10 @@ describe('login timing', () => {
       for (const ftp of flood) ftp.close();
       assert.ok(codes.every(({ code }) => code === 530 || code === 421), codes.map((c) => c.code).join());
       assert.ok(codes.filter(({ code }) => code === 421).length >= 27, 'every reply after the lockout is 421');
-      // Four checks at most can run (two at a time); each check would cost 30. Counted in checks' worth of CPU.
-      assert.ok(spent < 10 * one, `the flood cost ${(spent / one).toFixed(1)} checks' worth of CPU`);
+      // The checks that run are the lockout's three and the two already in their slots when it came (a slot
+      // passes on before the finished check records its failure): five, where every connection's ran before
+      // (30). Counted in checks' worth of CPU, with room for this machine's noise.
+      assert.ok(spent < 12 * one, `the flood cost ${(spent / one).toFixed(1)} checks' worth of CPU`);
       // Another address still logs in.
       (await RawFtp.login(server.port, 'filed', 'filedpw')).close();
     } finally {

@@ -273,7 +273,7 @@ for (const driver of await drivers()) {
           await writer.expect(`${verb === 'APPE' ? 'APPE' : 'STOR'} kept.txt`, 150);
           data.end('NEW\n');
           // The other session acts while the upload is being published (the commit rule's settle is 10 ms).
-          await new Promise((r) => setTimeout(r, (round % 40) / 2));
+          await new Promise((r) => setTimeout(r, round / 2));
           const moved =
             away === 'DELE'
               ? (await other.send('DELE kept.txt')).code
@@ -308,6 +308,36 @@ for (const driver of await drivers()) {
       assert.equal((await retrieve(other, 'busy/f.txt')).body?.toString(), 'first half, second half');
       await other.expect('DELE busy/f.txt', 250);
       await other.expect('RMD busy', 250);
+      raw.close();
+      other.close();
+    });
+
+    test('an RMD racing the start of an upload into its directory: an upload that got its 150 lands, and the RMD then answers 550', async () => {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      const other = await RawFtp.login(server.port, USER, PASSWORD);
+      const wrong: string[] = [];
+      for (let round = 0; round < 60; round++) {
+        await other.expect('MKD racing', 257);
+        const data = await raw.passive();
+        // The RMD leaves first, the STOR a few loop turns later (more each round), so that it reaches the
+        // storage at every moment of the RMD's work.
+        const rmdSent = other.send('RMD racing');
+        for (let turn = 0; turn < round % 20; turn++) await new Promise((r) => setImmediate(r));
+        const [stor, rmd] = await Promise.all([raw.send('STOR racing/f.txt'), rmdSent]);
+        let done = stor.code;
+        if (stor.code === 150) {
+          data.end('landed');
+          done = (await raw.read()).code;
+        } else data.destroy();
+        // Got, on the local driver: 150, then 451 (the directory removed under the upload) beside the RMD's 250.
+        if (stor.code === 150 && (done !== 226 || rmd.code !== 550)) wrong.push(`round ${round}: STOR 150 then ${done}, RMD ${rmd.code}`);
+        // A STOR refused (550: no such directory) may still have made the RMD keep the directory (550) for
+        // it, if it came while the directory was being removed: neither then claims a change it did not make.
+        if (stor.code !== 150 && ![250, 550].includes(rmd.code)) wrong.push(`round ${round}: STOR ${stor.code}, RMD ${rmd.code}`);
+        if (done === 226) await other.expect('DELE racing/f.txt', 250);
+        if (rmd.code !== 250) await other.expect('RMD racing', 250);
+      }
+      assert.deepEqual(wrong, []);
       raw.close();
       other.close();
     });

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { constants, existsSync, type Stats } from 'node:fs';
-import { access, copyFile, lstat, lutimes, mkdir, open, opendir, readdir, readFile, realpath, rename, rm, rmdir, truncate, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { access, copyFile, lstat, lutimes, mkdir, open, opendir, readdir, realpath, rename, rm, rmdir, truncate, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -171,6 +171,8 @@ export class LocalStorage implements Storage {
         // Copied from the file as opened now, beneath the root, not from whatever the path names later.
         const source = await this.openAt(path, constants.O_RDONLY);
         try {
+          // Copied through a path that opens it again (blocking): it must be the regular file looked at.
+          if (!(await source.stat()).isFile()) throw new StorageError('Unavailable', `${path} changed during the upload`);
           await copyFile(FD_PATHS ? fdPath(source) : target.full, file, constants.COPYFILE_FICLONE);
         } finally {
           await source.close();
@@ -247,11 +249,17 @@ export class LocalStorage implements Storage {
     const found = await this.lookup(path);
     if (!found) throw new StorageError('NotFound', `no such directory: ${path}`);
     if (!found.stats.isDirectory()) throw new StorageError('NotADirectory', `not a directory: ${path}`);
-    if (this.#writes.under(`${path}/`)) throw new StorageError('NotEmpty', `directory not empty: ${path}`);
+    const notEmpty = (): boolean => this.#writes.under(`${path}/`);
+    if (notEmpty()) throw new StorageError('NotEmpty', `directory not empty: ${path}`);
     throwIfAborted(signal);
     await this.atPath(path, async (at) => {
       await dropLoneMetaDir(at);
       await fsCall(`rmdir ${path}`, () => rmdir(at));
+      // An upload that started meanwhile found the directory there: it is made again for it (550).
+      if (notEmpty()) {
+        await mkdir(at).catch(() => undefined);
+        throw new StorageError('NotEmpty', `directory not empty: ${path}`);
+      }
     });
   }
 
@@ -521,9 +529,9 @@ export class LocalStorage implements Storage {
 
   /**
    * Runs `fn` once every earlier step on any of `paths` has settled, and
-   * before any later one starts: what changes a file's name (an upload's
-   * publish, a delete, a rename at either end) is one step per name in this
-   * process. Names are taken in one order, so two renames that swap names
+   * before any later one starts: what changes a file under its name (an
+   * upload's publish, a delete, a rename at either end, MFMT) is one step
+   * per name in this process. Names are taken in one order, so two renames that swap names
    * cannot wait for each other.
    */
   async #onePerPath<T>(paths: StoragePath[], fn: () => Promise<T>): Promise<T> {
@@ -704,13 +712,19 @@ async function makeMetaDir(dir: string): Promise<void> {
 
 /** The sidecar of a file, if there is one and it still describes this very file. */
 async function readSidecar(full: string, stats: Stats): Promise<Sidecar | undefined> {
+  let handle: FileHandle | undefined;
   try {
-    const sidecar = JSON.parse(await readFile(sidecarPath(full), 'utf8')) as Partial<Sidecar>;
+    // Without blocking, and a regular file only: another process may have put a FIFO there.
+    handle = await open(sidecarPath(full), constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+    if (!(await handle.stat()).isFile()) return undefined;
+    const sidecar = JSON.parse(await handle.readFile('utf8')) as Partial<Sidecar>;
     const current = sidecar.size === stats.size && sidecar.mtimeMs === stats.mtimeMs && sidecar.ino === stats.ino;
     // Only what this version writes: older sidecars also held a SHA-256, which is no longer kept.
     return current ? { metadata: sidecar.metadata, size: stats.size, mtimeMs: stats.mtimeMs, ino: stats.ino } : undefined;
   } catch {
     return undefined;
+  } finally {
+    await handle?.close().catch(() => undefined);
   }
 }
 
@@ -751,6 +765,8 @@ async function fsCall<T>(what: string, fn: () => Promise<T>): Promise<T> {
 
 const ERRNO_CODES: Record<string, StorageErrorCode> = {
   ENOENT: 'NotFound',
+  // open(2) of a UNIX socket another process put in DATA_DIR: no file, as for a FIFO.
+  ENXIO: 'NotFound',
   // O_NOFOLLOW on a symbolic link: links are invisible, so this is NotFound too.
   ELOOP: 'NotFound',
   EEXIST: 'Exists',
