@@ -312,6 +312,27 @@ for (const driver of await drivers()) {
       other.close();
     });
 
+    test('a directory with an upload running into it is not renamed (450): the upload lands where it was sent, and RMD cannot be dodged', async () => {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      const other = await RawFtp.login(server.port, USER, PASSWORD);
+      await raw.expect('MKD moving', 257);
+      const data = await raw.passive();
+      await raw.expect('STOR moving/f.txt', 150);
+      data.write('first half, ');
+      await other.expect('RMD moving', 550);
+      await other.expect('RNFR moving', 350);
+      // Got: 250; then RMD of the new name answered 250, and the upload failed after its 150 (local driver).
+      await other.expect('RNTO moved', 450);
+      data.end('second half');
+      assert.equal((await raw.read()).code, 226);
+      assert.equal((await retrieve(other, 'moving/f.txt')).body?.toString(), 'first half, second half');
+      await other.expect('RNFR moving', 350);
+      await other.expect('RNTO moved', 250);
+      assert.equal((await retrieve(other, 'moved/f.txt')).body?.toString(), 'first half, second half');
+      raw.close();
+      other.close();
+    });
+
     test('an RMD racing the start of an upload into its directory: an upload that got its 150 lands, and the RMD then answers 550', async () => {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       const other = await RawFtp.login(server.port, USER, PASSWORD);

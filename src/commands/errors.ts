@@ -39,5 +39,7 @@ export function replyForError(err: unknown): { code: ReplyCode; text: string } {
       return { code: Reply.LocalError, text: 'Storage refused the server\'s credentials; the administrator must fix the configuration.' };
     case 'Unsupported':
       return { code: Reply.FileUnavailable, text: `${err.message}.` };
+    case 'Busy':
+      return { code: Reply.FileUnavailableBusy, text: 'An upload into it is running; try again once it is done.' };
   }
 }

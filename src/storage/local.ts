@@ -304,6 +304,8 @@ export class LocalStorage implements Storage {
   async #rename(from: StoragePath, to: StoragePath, signal?: AbortSignal): Promise<void> {
     const source = await this.lookup(from);
     if (!source) throw new StorageError('NotFound', `no such file or directory: ${from}`);
+    // An upload publishes where it was sent: moved away, its directory would lose it (and RMD would not see it).
+    if (source.stats.isDirectory() && this.#writes.under(`${from}/`)) throw new StorageError('Busy', `an upload into ${from} is running`);
     await this.requireDirectory(parentPath(to));
     const target = await this.lookup(to);
     // Same rule as S3: only a file may replace a file.

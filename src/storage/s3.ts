@@ -968,6 +968,8 @@ export class S3Storage implements Storage {
   private async renameDirectory(from: StoragePath, to: StoragePath, signal?: AbortSignal, resumed?: Resumed): Promise<void> {
     const src = this.dirPrefix(from);
     const dst = this.dirPrefix(to);
+    // An upload publishes where it was sent: after the copies, it would bring the old directory back.
+    if (this.directories.writes.under(src)) throw new StorageError('Busy', `an upload into ${from} is running`);
     const journal = checkKey(dst + RENAME_JOURNAL);
     // Objects are kept in memory (about 150 bytes each): what was copied, in which version.
     const objects: _Object[] = [];

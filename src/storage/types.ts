@@ -44,7 +44,9 @@ export type StorageErrorCode =
    */
   | 'BackendRefused'
   /** The backend cannot do this at all (e.g. setting a modification time on S3). */
-  | 'Unsupported';
+  | 'Unsupported'
+  /** Not now: an upload into it is running (a directory rename); the same request can succeed later. */
+  | 'Busy';
 
 /** The only error type drivers throw; `code` is stable, `cause` keeps the driver's error. */
 export class StorageError extends Error {
