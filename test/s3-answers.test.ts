@@ -166,8 +166,9 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
     }
   });
 
-  test('a listing whose store repeats its continuation token, or says there is more with no token, answers 451; so does a directory rename', T, async () => {
-    let mode: 'repeat' | 'no-token' | undefined;
+  test('a listing whose store repeats its continuation token, says there is more with no token, or sends empty pages with new tokens for good, answers 451; so does a directory rename', T, async () => {
+    let mode: 'repeat' | 'no-token' | 'empty' | undefined;
+    let fresh = 0;
     let firstPage: Buffer | undefined;
     const { server, close } = await serverBehind(
       ({ operation, url }) => {
@@ -175,8 +176,14 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
         return {
           rewrite: (a) => {
             if (url.searchParams.has('continuation-token') && mode === 'repeat') return { status: 200, headers: withoutLength(a.headers), body: firstPage! };
+            if (url.searchParams.has('continuation-token') && mode === 'empty') {
+              // An empty page that says there is more, under a new token each time.
+              const empty = `<?xml version="1.0" encoding="UTF-8"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><KeyCount>0</KeyCount><IsTruncated>true</IsTruncated><NextContinuationToken>fresh${++fresh}</NextContinuationToken></ListBucketResult>`;
+              return { status: 200, headers: withoutLength(a.headers), body: Buffer.from(empty) };
+            }
             let body = a.body.toString();
             if (mode === 'repeat') body = body.replace(/<NextContinuationToken>[^<]*<\/NextContinuationToken>/, '<NextContinuationToken>SAME</NextContinuationToken>');
+            else if (mode === 'empty') body = body.replace(/<NextContinuationToken>[^<]*<\/NextContinuationToken>/, `<NextContinuationToken>fresh${++fresh}</NextContinuationToken>`);
             else body = body.replace(/<NextContinuationToken>[^<]*<\/NextContinuationToken>/, '');
             firstPage = Buffer.from(body);
             return { ...a, headers: withoutLength(a.headers), body: firstPage };
@@ -189,7 +196,7 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
       const ftp = await RawFtp.login(server.port, USER, PASSWORD);
       await ftp.expect('MKD paged', 257);
       for (let i = 0; i < 5; i++) assert.equal(await store(ftp, `paged/f${i}.txt`, `file ${i}`), 226);
-      for (const m of ['repeat', 'no-token'] as const) {
+      for (const m of ['repeat', 'no-token', 'empty'] as const) {
         mode = m;
         for (const command of ['LIST paged', 'NLST paged', 'MLSD paged']) {
           const data = await ftp.passive();

@@ -1018,7 +1018,7 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
     }
   });
 
-  test('RMD of a directory another session is uploading into answers 550, whether the upload began before the RMD or during it', { ...T, skip: s3Driver.skip }, async () => {
+  test('RMD of a directory another session is uploading into answers 550, whether the upload began before the RMD or during it; an upload into a directory being renamed is refused (450)', { ...T, skip: s3Driver.skip }, async () => {
     const base = s3Driver.storageConfig();
     assert.equal(base.kind, 's3');
     // The next request of an operation is held at the proxy until opened.
@@ -1070,6 +1070,22 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
       assert.deepEqual(await listing(remover, 'NLST during'), ['f']);
       await remover.expect('DELE during/f', 250);
       await remover.expect('CWD during', 250);
+      await remover.expect('CWD /', 250);
+      // An upload that starts while a directory rename copies its objects is refused before its 150 (450).
+      await remover.expect('MKD moving', 257);
+      await send(remover, 'STOR moving/kept', Buffer.from('kept'));
+      const copy = gate('CopyObject');
+      await remover.expect('RNFR moving', 350);
+      remover.socket.write('RNTO moved\r\n');
+      await copy.hit;
+      // Got: 150 and 226, and the file under the old name after the rename's 250 (the old directory back).
+      const unused = await uploader.passive();
+      assert.equal((await uploader.send('STOR moving/late')).code, 450);
+      unused.destroy();
+      copy.open();
+      assert.equal((await remover.read()).code, 250);
+      assert.deepEqual(await listing(remover, 'NLST moved'), ['kept']);
+      await remover.expect('CWD moving', 550);
       uploader.close();
       remover.close();
     } finally {

@@ -318,6 +318,33 @@ for (const driver of await drivers()) {
       other.close();
     });
 
+    test('a directory rename racing the start of an upload into the directory: never a 250 for the rename and a failure after the 150', async () => {
+      const raw = await RawFtp.login(server.port, USER, PASSWORD);
+      const other = await RawFtp.login(server.port, USER, PASSWORD);
+      const wrong: string[] = [];
+      for (let round = 0; round < 60; round++) {
+        await other.expect(`MKD from${round}`, 257);
+        await other.expect(`RNFR from${round}`, 350);
+        const data = await raw.passive();
+        // The RNTO leaves first, the STOR a few loop turns later (more each round).
+        const moving = other.send(`RNTO to${round}`);
+        for (let turn = 0; turn < round % 12; turn++) await new Promise((r) => setImmediate(r));
+        const [stor, rnto] = await Promise.all([raw.send(`STOR from${round}/f.txt`), moving]);
+        let done = stor.code;
+        if (stor.code === 150) {
+          data.end('landed');
+          done = (await raw.read()).code;
+        } else data.destroy();
+        // Got, on the local driver: RNTO 250, then the STOR's 150 and 550 (its directory had moved); on S3, the
+        // upload landed under the old name after the rename's 250.
+        if (stor.code === 150 && (done !== 226 || rnto.code !== 450)) wrong.push(`round ${round}: STOR 150 then ${done}, RNTO ${rnto.code}`);
+        if (stor.code !== 150 && ![250, 450].includes(rnto.code)) wrong.push(`round ${round}: STOR ${stor.code}, RNTO ${rnto.code}`);
+      }
+      assert.deepEqual(wrong, []);
+      raw.close();
+      other.close();
+    });
+
     test('an RMD racing the start of an upload into its directory: an upload that got its 150 lands, and the RMD then answers 550', async () => {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       const other = await RawFtp.login(server.port, USER, PASSWORD);

@@ -40,6 +40,6 @@ export function replyForError(err: unknown): { code: ReplyCode; text: string } {
     case 'Unsupported':
       return { code: Reply.FileUnavailable, text: `${err.message}.` };
     case 'Busy':
-      return { code: Reply.FileUnavailableBusy, text: 'An upload into it is running; try again once it is done.' };
+      return { code: Reply.FileUnavailableBusy, text: 'An upload or a rename is running there; try again once it is done.' };
   }
 }

@@ -157,9 +157,10 @@ export class LocalStorage implements Storage {
     /** The file an append or resume builds on: published over only if it is still that, unchanged. */
     let base: Base | undefined;
     const received = { bytes: 0 };
-    const ended = this.#writes.start(path);
+    let ended: (() => void) | undefined;
     try {
       if (signal?.aborted) throw abortError(signal);
+      ended = this.#writes.start(path);
       const target = await this.prepareWrite(path, options);
       full = target.full;
       const { offset } = target;
@@ -199,7 +200,7 @@ export class LocalStorage implements Storage {
       if (signal?.aborted) throw new StorageError('Unavailable', 'write aborted', { cause: signal.reason });
       throw classify(err, `write ${path}`);
     } finally {
-      ended();
+      ended?.();
       if (temp) this.temps.delete(temp);
       signal?.removeEventListener('abort', onAbort);
     }
@@ -305,7 +306,15 @@ export class LocalStorage implements Storage {
     const source = await this.lookup(from);
     if (!source) throw new StorageError('NotFound', `no such file or directory: ${from}`);
     // An upload publishes where it was sent: moved away, its directory would lose it (and RMD would not see it).
-    if (source.stats.isDirectory() && this.#writes.under(`${from}/`)) throw new StorageError('Busy', `an upload into ${from} is running`);
+    const moved = source.stats.isDirectory() ? this.#writes.startMove(`${from}/`) : undefined;
+    try {
+      await this.#move(from, to, source, signal);
+    } finally {
+      moved?.();
+    }
+  }
+
+  async #move(from: StoragePath, to: StoragePath, source: { stats: Stats }, signal?: AbortSignal): Promise<void> {
     await this.requireDirectory(parentPath(to));
     const target = await this.lookup(to);
     // Same rule as S3: only a file may replace a file.

@@ -515,7 +515,13 @@ export class S3Storage implements Storage {
       if (!resumed) throw new StorageError('Exists', `already exists: ${to}`);
     }
     if (source.isDirectory) {
-      await this.renameDirectory(from, to, signal, resumed);
+      // An upload publishes where it was sent: after the copies, it would bring the old directory back.
+      const moved = this.directories.writes.startMove(this.dirPrefix(from));
+      try {
+        await this.renameDirectory(from, to, signal, resumed);
+      } finally {
+        moved();
+      }
     } else {
       const head = await this.headFile(this.key(from), signal);
       if (!head) throw new StorageError('NotFound', `no such file: ${from}`);
@@ -968,8 +974,6 @@ export class S3Storage implements Storage {
   private async renameDirectory(from: StoragePath, to: StoragePath, signal?: AbortSignal, resumed?: Resumed): Promise<void> {
     const src = this.dirPrefix(from);
     const dst = this.dirPrefix(to);
-    // An upload publishes where it was sent: after the copies, it would bring the old directory back.
-    if (this.directories.writes.under(src)) throw new StorageError('Busy', `an upload into ${from} is running`);
     const journal = checkKey(dst + RENAME_JOURNAL);
     // Objects are kept in memory (about 150 bytes each): what was copied, in which version.
     const objects: _Object[] = [];
@@ -1291,21 +1295,28 @@ function decodeName(name: string | undefined, encoding: string | undefined): str
   return name === undefined || encoding !== 'url' ? name : decodeURIComponent(name.replace(/\+/g, ' '));
 }
 
+/** Empty listing pages in a row that say there is more, before a listing is given up. */
+const MAX_EMPTY_PAGES = 100;
+
 /**
  * Follows the pages of one listing. A store (or a gateway before it) that
  * says there is more but gives no token, gives a token it gave before, or
  * sends again a page it sent (under a new token) would end a listing early
  * (a 226 for part of it, a rename of part of a directory) or never:
  * Unavailable (451). A page is known by its first entry, which a listing
- * names once.
+ * names once; one with none is allowed, a long run of them is not.
  */
 class Pages {
   readonly #seen = new Set<string>();
+  /** Empty pages in a row: S3 may send one, never a run of them that goes on. */
+  #empty = 0;
 
   /** The token of the page after one that says whether it is `truncated` and starts with `first`; undefined after the last. */
   next(truncated: boolean | undefined, token: string | undefined, first: string | undefined): string | undefined {
     if (first !== undefined) this.#once(`page\n${first}`, 'the storage sent a listing page twice');
+    this.#empty = first === undefined ? this.#empty + 1 : 0;
     if (!truncated) return undefined;
+    if (this.#empty > MAX_EMPTY_PAGES) throw new StorageError('Unavailable', `the storage sent ${this.#empty} empty listing pages in a row`);
     if (!token) throw new StorageError('Unavailable', 'the storage said a listing goes on, and gave no token for the rest');
     this.#once(`token\n${token}`, 'the storage gave a listing token twice');
     return token;

@@ -45,7 +45,7 @@ export type StorageErrorCode =
   | 'BackendRefused'
   /** The backend cannot do this at all (e.g. setting a modification time on S3). */
   | 'Unsupported'
-  /** Not now: an upload into it is running (a directory rename); the same request can succeed later. */
+  /** Not now: an upload runs into the directory to rename, or the directory to upload into is being renamed. */
   | 'Busy';
 
 /** The only error type drivers throw; `code` is stable, `cause` keeps the driver's error. */
