@@ -788,8 +788,9 @@ describe('directory rename that fails midway (s3)', async () => {
       await raw.expect('RNFR src', 350);
       raw.socket.write('RNTO dst\r\n');
       await holding;
-      // Another session changes x once it has been copied: the run leaves it (451).
-      await send(other, 'STOR src/x', Buffer.from('second x'));
+      // Another server (or S3 client) changes x once it has been copied: the run leaves it (451). Through this
+      // server the upload would be refused (450) while the rename runs.
+      await s3Driver.s3!.client.send(new PutObjectCommand({ Bucket: s3Driver.s3!.bucket, Key: objectKey(server, 'src/x'), Body: 'second x' }));
       release();
       assert.equal((await raw.read()).code, 451);
       // The user keeps the copy, as the 451 says, and removes the source.
