@@ -318,61 +318,69 @@ for (const driver of await drivers()) {
       other.close();
     });
 
-    test('a directory rename racing the start of an upload into the directory: never a 250 for the rename and a failure after the 150', async () => {
+    /**
+     * Each round, `step(round)` sets up and names a command another session sends; an upload into `dir`
+     * leaves a few loop turns after it (more each round), so that it reaches the storage at every moment
+     * of the command's work. Returns what `check` found wrong, per round.
+     */
+    async function racingUploads(
+      step: (other: RawFtp, round: number) => Promise<{ command: string; dir: string }>,
+      check: (stor: number, done: number, reply: number) => boolean,
+      cleanUp: (other: RawFtp, done: number, reply: number) => Promise<void>,
+    ): Promise<string[]> {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       const other = await RawFtp.login(server.port, USER, PASSWORD);
       const wrong: string[] = [];
       for (let round = 0; round < 60; round++) {
-        await other.expect(`MKD from${round}`, 257);
-        await other.expect(`RNFR from${round}`, 350);
+        const { command, dir } = await step(other, round);
         const data = await raw.passive();
-        // The RNTO leaves first, the STOR a few loop turns later (more each round).
-        const moving = other.send(`RNTO to${round}`);
+        const sent = other.send(command);
         for (let turn = 0; turn < round % 12; turn++) await new Promise((r) => setImmediate(r));
-        const [stor, rnto] = await Promise.all([raw.send(`STOR from${round}/f.txt`), moving]);
+        const [stor, reply] = await Promise.all([raw.send(`STOR ${dir}/f.txt`), sent]);
         let done = stor.code;
         if (stor.code === 150) {
           data.end('landed');
           done = (await raw.read()).code;
         } else data.destroy();
-        // Got, on the local driver: RNTO 250, then the STOR's 150 and 550 (its directory had moved); on S3, the
-        // upload landed under the old name after the rename's 250.
-        if (stor.code === 150 && (done !== 226 || rnto.code !== 450)) wrong.push(`round ${round}: STOR 150 then ${done}, RNTO ${rnto.code}`);
-        if (stor.code !== 150 && ![250, 450].includes(rnto.code)) wrong.push(`round ${round}: STOR ${stor.code}, RNTO ${rnto.code}`);
+        if (!check(stor.code, done, reply.code)) wrong.push(`round ${round}: STOR ${stor.code} then ${done}, ${command.split(' ')[0]} ${reply.code}`);
+        await cleanUp(other, done, reply.code);
       }
-      assert.deepEqual(wrong, []);
       raw.close();
       other.close();
+      return wrong;
+    }
+
+    test('a directory rename racing the start of an upload into the directory: never a 250 for the rename and a failure after the 150', async () => {
+      const wrong = await racingUploads(
+        async (other, round) => {
+          await other.expect(`MKD from${round}`, 257);
+          await other.expect(`RNFR from${round}`, 350);
+          return { command: `RNTO to${round}`, dir: `from${round}` };
+        },
+        // Got, on the local driver: RNTO 250, then the STOR's 150 and 550 (its directory had moved); on S3, the
+        // upload landed under the old name after the rename's 250.
+        (stor, done, rnto) => (stor === 150 ? done === 226 && rnto === 450 : [250, 450].includes(rnto)),
+        async () => undefined,
+      );
+      assert.deepEqual(wrong, []);
     });
 
     test('an RMD racing the start of an upload into its directory: an upload that got its 150 lands, and the RMD then answers 550', async () => {
-      const raw = await RawFtp.login(server.port, USER, PASSWORD);
-      const other = await RawFtp.login(server.port, USER, PASSWORD);
-      const wrong: string[] = [];
-      for (let round = 0; round < 60; round++) {
-        await other.expect('MKD racing', 257);
-        const data = await raw.passive();
-        // The RMD leaves first, the STOR a few loop turns later (more each round), so that it reaches the
-        // storage at every moment of the RMD's work.
-        const rmdSent = other.send('RMD racing');
-        for (let turn = 0; turn < round % 20; turn++) await new Promise((r) => setImmediate(r));
-        const [stor, rmd] = await Promise.all([raw.send('STOR racing/f.txt'), rmdSent]);
-        let done = stor.code;
-        if (stor.code === 150) {
-          data.end('landed');
-          done = (await raw.read()).code;
-        } else data.destroy();
+      const wrong = await racingUploads(
+        async (other) => {
+          await other.expect('MKD racing', 257);
+          return { command: 'RMD racing', dir: 'racing' };
+        },
         // Got, on the local driver: 150, then 451 (the directory removed under the upload) beside the RMD's 250.
-        if (stor.code === 150 && (done !== 226 || rmd.code !== 550)) wrong.push(`round ${round}: STOR 150 then ${done}, RMD ${rmd.code}`);
-        // A STOR refused (550: no such directory) may still have made the RMD keep the directory (550) for
-        // it, if it came while the directory was being removed: neither then claims a change it did not make.
-        if (stor.code !== 150 && ![250, 550].includes(rmd.code)) wrong.push(`round ${round}: STOR ${stor.code}, RMD ${rmd.code}`);
-        if (done === 226) await other.expect('DELE racing/f.txt', 250);
-        if (rmd.code !== 250) await other.expect('RMD racing', 250);
-      }
+        // A STOR refused (550: no such directory) may still have made the RMD keep the directory (550) for it,
+        // if it came while the directory was being removed: neither then claims a change it did not make.
+        (stor, done, rmd) => (stor === 150 ? done === 226 && rmd === 550 : [250, 550].includes(rmd)),
+        async (other, done, rmd) => {
+          if (done === 226) await other.expect('DELE racing/f.txt', 250);
+          if (rmd !== 250) await other.expect('RMD racing', 250);
+        },
+      );
       assert.deepEqual(wrong, []);
-      raw.close();
-      other.close();
     });
 
     test('STAT during a transfer reports progress; ABOR stops it with 426 then 226', async () => {
