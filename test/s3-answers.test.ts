@@ -4,8 +4,8 @@ import { describe, test } from 'node:test';
 import { S3Storage } from '../src/storage/s3.js';
 import type { StorageError } from '../src/storage/types.js';
 import { RawFtp, readAll, store } from './helpers/ftp.js';
-import { startS3Proxy, type ProxiedAnswer, type ProxiedRequest, type ProxyVerdict } from './helpers/s3-proxy.js';
-import { drivers, PASSWORD, startTestServer, USER, type Driver } from './helpers/server.js';
+import { startS3Proxy, type ProxiedAnswer, type ProxyDecide } from './helpers/s3-proxy.js';
+import { drivers, PASSWORD, startBehindS3Proxy, USER, type TestServer } from './helpers/server.js';
 
 /**
  * S3, or something between the server and it (a cache, a compressing or
@@ -18,20 +18,9 @@ import { drivers, PASSWORD, startTestServer, USER, type Driver } from './helpers
 const [, s3Driver] = await drivers();
 const T = { timeout: 120_000, skip: s3Driver?.skip };
 
-/** A server whose S3 requests go through a proxy that answers as `decide` says. */
-async function serverBehind(decide: (req: ProxiedRequest) => ProxyVerdict, storageOptions = {}, requestTimeoutMs = 3000) {
-  const base = s3Driver!.storageConfig();
-  assert.equal(base.kind, 's3');
-  const proxy = await startS3Proxy(base.endpoint!, decide);
-  const driver: Driver = { ...s3Driver!, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, requestTimeoutMs }) };
-  const server = await startTestServer(driver, {}, { storageOptions });
-  return {
-    server,
-    async close() {
-      await server.close();
-      await proxy.close();
-    },
-  };
+/** A server whose S3 requests go through a proxy that answers as `decide` says, and time out after `requestTimeoutMs`. */
+function serverBehind(decide: ProxyDecide, storageOptions = {}, requestTimeoutMs = 3000): Promise<TestServer> {
+  return startBehindS3Proxy(s3Driver!, decide, { requestTimeoutMs }, {}, { storageOptions });
 }
 
 /** RETR (after REST `from`, if given): the final reply's code and the bytes the client got. */
@@ -57,7 +46,7 @@ type Rewrite = (answer: ProxiedAnswer) => ProxiedAnswer;
 async function storedBehindGets(name: string, content: Buffer) {
   let rewrite: Rewrite | undefined;
   const behind = await serverBehind(({ operation }) => (operation === 'GetObject' && rewrite ? { rewrite } : 'forward'));
-  const ftp = await RawFtp.login(behind.server.port, USER, PASSWORD).catch(async (err: unknown) => {
+  const ftp = await RawFtp.login(behind.port, USER, PASSWORD).catch(async (err: unknown) => {
     await behind.close();
     throw err;
   });
@@ -135,7 +124,7 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
   test('HASH of a body that ends early, and SIZE of an object whose HEAD gives no length, answer 451', T, async () => {
     let rewriteGet: Rewrite | undefined;
     let rewriteHead: Rewrite | undefined;
-    const { server, close } = await serverBehind(({ operation }) => {
+    const server = await serverBehind(({ operation }) => {
       if (operation === 'GetObject' && rewriteGet) return { rewrite: rewriteGet };
       if (operation === 'HeadObject' && rewriteHead) return { rewrite: rewriteHead };
       return 'forward';
@@ -162,7 +151,7 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
       assert.equal((await ftp.expect('SIZE hashed.bin', 213)).text, '300001');
       ftp.close();
     } finally {
-      await close();
+      await server.close();
     }
   });
 
@@ -170,7 +159,7 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
     let mode: 'repeat' | 'no-token' | 'empty' | undefined;
     let fresh = 0;
     let firstPage: Buffer | undefined;
-    const { server, close } = await serverBehind(
+    const server = await serverBehind(
       ({ operation, url }) => {
         if (operation !== 'ListObjectsV2' || !mode || !url.searchParams.get('prefix')?.includes('/paged/')) return 'forward';
         return {
@@ -218,13 +207,13 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
       await ftp.expect('RNTO moved', 250);
       ftp.close();
     } finally {
-      await close();
+      await server.close();
     }
   });
 
   test('directory dates S3 does not answer hold a listing a few seconds at most: it goes out with the epoch for them', T, async () => {
     let holdMarkers = false;
-    const { server, close } = await serverBehind(
+    const server = await serverBehind(
       ({ operation, url }) => (holdMarkers && operation === 'HeadObject' && url.pathname.endsWith('/') ? { answerAfterMs: 120_000 } : 'forward'),
       {},
       60_000,
@@ -244,7 +233,7 @@ describe('S3 answers that are not what was asked for (S3)', { skip: s3Driver?.sk
       assert.ok(lines.every((line) => / 1970 d\d+$/.test(line)), lines[0]);
       ftp.close();
     } finally {
-      await close();
+      await server.close();
     }
   });
 

@@ -14,8 +14,8 @@ import { S3Storage } from '../src/storage/s3.js';
 import { StorageError, type FileInfo, type Storage } from '../src/storage/types.js';
 import { getS3, s3StorageConfig } from './helpers/minio.js';
 import { RawFtp, readAll } from './helpers/ftp.js';
-import { startS3Proxy, type ProxyVerdict } from './helpers/s3-proxy.js';
-import { drivers, noDanglingUploads, PASSWORD, startTestServer, USER, type Driver, type TestServer } from './helpers/server.js';
+import { startS3Proxy, type ProxyDecide, type ProxyVerdict } from './helpers/s3-proxy.js';
+import { drivers, noDanglingUploads, PASSWORD, startBehindS3Proxy, startTestServer, USER, type Driver, type TestServer } from './helpers/server.js';
 
 const MiB = 1024 * 1024;
 const T = { timeout: 120_000 };
@@ -609,19 +609,15 @@ describe('directory rename that fails midway (s3)', async () => {
 
   test('answers 451, loses nothing, and a second RNFR/RNTO finishes the job', { ...T, skip: s3Driver.skip }, async () => {
     const logLines: string[] = [];
-    const base = s3Driver.storageConfig();
-    assert.equal(base.kind, 's3');
     // From the seventh copy on, S3 answers 503 until the 451 is seen; two copies run at a
     // time, so the failure lands with some objects copied and some not.
     let copies = 0;
     let healed = false;
-    const proxy = await startS3Proxy(base.endpoint!, ({ operation }) =>
-      operation === 'CopyObject' && ++copies > 6 && !healed ? { status: 503, code: 'SlowDown' } : 'forward',
-    );
-    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, renameConcurrency: 2 }) };
-    const server = await startTestServer(driver, {}, { logLines, storageOptions: { pageSize: 3 } });
+    const decide: ProxyDecide = ({ operation }) =>
+      operation === 'CopyObject' && ++copies > 6 && !healed ? { status: 503, code: 'SlowDown' } : 'forward';
+    const server = await startBehindS3Proxy(s3Driver, decide, { renameConcurrency: 2 }, {}, { logLines, storageOptions: { pageSize: 3 } });
     try {
-      const s3 = driver.s3!;
+      const s3 = s3Driver.s3!;
       const prefix = server.storageConfig.kind === 's3' ? server.storageConfig.prefix : '';
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       await raw.expect('MKD src', 257);
@@ -660,7 +656,6 @@ describe('directory rename that fails midway (s3)', async () => {
       raw.close();
     } finally {
       await server.close();
-      await proxy.close();
     }
   });
 
@@ -687,15 +682,11 @@ describe('directory rename that fails midway (s3)', async () => {
   });
 
   test('run again after files were stored in the partial target: those files stay, and their sources stay too (451)', { ...T, skip: s3Driver.skip }, async () => {
-    const base = s3Driver.storageConfig();
-    assert.equal(base.kind, 's3');
     let copies = 0;
     let healed = false;
-    const proxy = await startS3Proxy(base.endpoint!, ({ operation }) =>
-      operation === 'CopyObject' && ++copies > 4 && !healed ? { status: 503, code: 'SlowDown' } : 'forward',
-    );
-    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, renameConcurrency: 1 }) };
-    const server = await startTestServer(driver);
+    const decide: ProxyDecide = ({ operation }) =>
+      operation === 'CopyObject' && ++copies > 4 && !healed ? { status: 503, code: 'SlowDown' } : 'forward';
+    const server = await startBehindS3Proxy(s3Driver, decide, { renameConcurrency: 1 });
     try {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       await raw.expect('MKD src', 257);
@@ -724,19 +715,15 @@ describe('directory rename that fails midway (s3)', async () => {
       raw.close();
     } finally {
       await server.close();
-      await proxy.close();
     }
   });
   /** A server whose DeleteObjects requests S3 refuses (500) while `failing` says so, with that request's number (1, 2, …). */
   async function failingDeletes(failing: (n: number) => boolean): Promise<{ server: TestServer; close(): Promise<void> }> {
-    const base = s3Driver.storageConfig();
-    assert.equal(base.kind, 's3');
     let deletes = 0;
-    const proxy = await startS3Proxy(base.endpoint!, ({ operation }) =>
-      operation === 'DeleteObjects' && failing(++deletes) ? { status: 500, code: 'InternalError' } : 'forward',
-    );
-    const server = await startTestServer({ ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint }) });
-    return { server, close: async () => (await server.close(), await proxy.close()) };
+    const decide: ProxyDecide = ({ operation }) =>
+      operation === 'DeleteObjects' && failing(++deletes) ? { status: 500, code: 'InternalError' } : 'forward';
+    const server = await startBehindS3Proxy(s3Driver, decide);
+    return { server, close: () => server.close() };
   }
 
   test('a run that stops while deleting the originals has recorded its copies: run again, it keeps a file stored in the target since (451)', { ...T, skip: s3Driver.skip }, async () => {
@@ -763,22 +750,20 @@ describe('directory rename that fails midway (s3)', async () => {
   });
 
   test('a source the last run left, then the user deleted (keeping the copy), does not let a later run write over that copy', { ...T, skip: s3Driver.skip }, async () => {
-    const base = s3Driver.storageConfig();
-    assert.equal(base.kind, 's3');
     // The record written before the originals' delete is held, as a slow rename's would be.
     let journalPuts = 0;
     let held!: () => void;
     const holding = new Promise<void>((resolve) => (held = resolve));
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
-    const proxy = await startS3Proxy(base.endpoint!, async ({ method, url, operation }): Promise<ProxyVerdict> => {
+    const decide: ProxyDecide = async ({ method, url, operation }): Promise<ProxyVerdict> => {
       if (operation === 'PutObject' && method === 'PUT' && url.pathname.endsWith('.s3ftp-rename') && ++journalPuts === 2) {
         held();
         await released;
       }
       return 'forward';
-    });
-    const server = await startTestServer({ ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint }) });
+    };
+    const server = await startBehindS3Proxy(s3Driver, decide);
     try {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       const other = await RawFtp.login(server.port, USER, PASSWORD);
@@ -810,22 +795,19 @@ describe('directory rename that fails midway (s3)', async () => {
     } finally {
       release();
       await server.close();
-      await proxy.close();
     }
   });
 
   test('a run whose journal S3 will not take (no kill) still keeps a file stored in the target since', { ...T, skip: s3Driver.skip }, async () => {
-    const base = s3Driver.storageConfig();
-    assert.equal(base.kind, 's3');
     let journalPuts = 0;
     let faulty = true;
-    const proxy = await startS3Proxy(base.endpoint!, ({ method, url, operation }): ProxyVerdict => {
+    const decide: ProxyDecide = ({ method, url, operation }): ProxyVerdict => {
       if (!faulty) return 'forward';
       if (operation === 'CopyObject' && url.pathname.endsWith('/y')) return { status: 503, code: 'SlowDown' };
       if (operation === 'PutObject' && method === 'PUT' && url.pathname.endsWith('.s3ftp-rename') && ++journalPuts >= 2) return { status: 503, code: 'SlowDown' };
       return 'forward';
-    });
-    const server = await startTestServer({ ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, renameConcurrency: 1 }) });
+    };
+    const server = await startBehindS3Proxy(s3Driver, decide, { renameConcurrency: 1 });
     try {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       await raw.expect('MKD src', 257);
@@ -842,7 +824,6 @@ describe('directory rename that fails midway (s3)', async () => {
       raw.close();
     } finally {
       await server.close();
-      await proxy.close();
     }
   });
 
@@ -947,19 +928,16 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
   const s3Driver = (await drivers()).find((d) => d.name === 's3')!;
 
   test('a publishing request whose answer is lost (S3 did the work, the SDK timed out and retried): 226 and the file as sent, appended once', { ...T, skip: s3Driver.skip }, async () => {
-    const base = s3Driver.storageConfig();
-    assert.equal(base.kind, 's3');
     // The first PutObject or CompleteMultipartUpload of each object reaches MinIO, which stores it;
     // its answer comes after the server's 1 s request timeout, and the SDK sends the request again.
     const late = new Set<string>();
     let holding = false;
-    const proxy = await startS3Proxy(base.endpoint!, ({ operation, url }) => {
+    const decide: ProxyDecide = ({ operation, url }) => {
       if (!holding || !['PutObject', 'CompleteMultipartUpload'].includes(operation) || late.has(url.pathname)) return 'forward';
       late.add(url.pathname);
       return { answerAfterMs: 1500 };
-    });
-    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, requestTimeoutMs: 1000 }) };
-    const server = await startTestServer(driver);
+    };
+    const server = await startBehindS3Proxy(s3Driver, decide, { requestTimeoutMs: 1000 });
     try {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       await send(raw, 'STOR big.bin', Buffer.from('old'));
@@ -978,27 +956,23 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
       assert.equal((await fetch(raw, 'appended.txt')).toString(), 'line1\nline2\n');
       assert.equal(late.size, 3);
       raw.close();
-      await noDanglingUploads(driver, server);
+      await noDanglingUploads(s3Driver, server);
     } finally {
       await server.close();
-      await proxy.close();
     }
   });
 
   test('a publishing request whose answer is lost, and S3 will not say whether it landed: 451 that says to look before sending again', { ...T, skip: s3Driver.skip }, async () => {
-    const base = s3Driver.storageConfig();
-    assert.equal(base.kind, 's3');
     let phase: 'normal' | 'hold' | 'refuse-head' = 'normal';
-    const proxy = await startS3Proxy(base.endpoint!, ({ operation }): ProxyVerdict => {
+    const decide: ProxyDecide = ({ operation }): ProxyVerdict => {
       if (phase === 'hold' && operation === 'PutObject') {
         phase = 'refuse-head';
         return { answerAfterMs: 1500 };
       }
       if (phase === 'refuse-head' && operation === 'HeadObject') return { status: 503, code: 'SlowDown' };
       return 'forward';
-    });
-    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, requestTimeoutMs: 1000 }) };
-    const server = await startTestServer(driver);
+    };
+    const server = await startBehindS3Proxy(s3Driver, decide, { requestTimeoutMs: 1000 });
     try {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       await send(raw, 'STOR log.txt', Buffer.from('line1\n'));
@@ -1015,13 +989,10 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
       raw.close();
     } finally {
       await server.close();
-      await proxy.close();
     }
   });
 
   test('RMD of a directory another session is uploading into answers 550, whether the upload began before the RMD or during it; an upload into a directory being renamed is refused (450)', { ...T, skip: s3Driver.skip }, async () => {
-    const base = s3Driver.storageConfig();
-    assert.equal(base.kind, 's3');
     // The next request of an operation is held at the proxy until opened.
     const gates = new Map<string, { reached: () => void; release: Promise<void> }>();
     const opens: Array<() => void> = [];
@@ -1033,7 +1004,7 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
       opens.push(open);
       return { hit, open };
     };
-    const proxy = await startS3Proxy(base.endpoint!, async ({ operation }): Promise<ProxyVerdict> => {
+    const decide: ProxyDecide = async ({ operation }): Promise<ProxyVerdict> => {
       const held = gates.get(operation);
       if (held) {
         gates.delete(operation);
@@ -1041,8 +1012,8 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
         await held.release;
       }
       return 'forward';
-    });
-    const server = await startTestServer({ ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint }) });
+    };
+    const server = await startBehindS3Proxy(s3Driver, decide);
     try {
       const uploader = await RawFtp.login(server.port, USER, PASSWORD);
       const remover = await RawFtp.login(server.port, USER, PASSWORD);
@@ -1092,7 +1063,6 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
     } finally {
       for (const open of opens) open();
       await server.close();
-      await proxy.close();
     }
   });
 
@@ -1132,20 +1102,17 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
   });
 
   test('copies S3 is slow to answer never hold the sockets another session LISTs and STORs with', { ...T, skip: s3Driver.skip }, async () => {
-    const base = s3Driver.storageConfig();
-    assert.equal(base.kind, 's3');
     // Every copy is held until the other session is done (or 10 s have passed).
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
     let held = 0;
-    const proxy = await startS3Proxy(base.endpoint!, async ({ operation }): Promise<ProxyVerdict> => {
+    const decide: ProxyDecide = async ({ operation }): Promise<ProxyVerdict> => {
       if (operation !== 'CopyObject' && operation !== 'UploadPartCopy') return 'forward';
       held++;
       await Promise.race([released, new Promise((r) => setTimeout(r, 10_000))]);
       return 'forward';
-    });
-    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, renameConcurrency: 100 }) };
-    const server = await startTestServer(driver);
+    };
+    const server = await startBehindS3Proxy(s3Driver, decide, { renameConcurrency: 100 });
     try {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       await raw.expect('MKD many', 257);
@@ -1172,22 +1139,18 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
     } finally {
       release();
       await server.close();
-      await proxy.close();
     }
   });
 
   test("S3 stalling during an upload the client is still sending: the reply is the storage's (451), the old file stays and no upload is left", { ...T, skip: s3Driver.skip }, async () => {
-    const base = s3Driver.storageConfig();
-    assert.equal(base.kind, 's3');
     let stalled = false;
     let heal!: () => void;
     const healed = new Promise<void>((resolve) => (heal = resolve));
-    const proxy = await startS3Proxy(base.endpoint!, async ({ operation }): Promise<ProxyVerdict> => {
+    const decide: ProxyDecide = async ({ operation }): Promise<ProxyVerdict> => {
       if (stalled && (operation === 'UploadPart' || operation === 'AbortMultipartUpload')) await healed;
       return 'forward';
-    });
-    const driver: Driver = { ...s3Driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, requestTimeoutMs: 1000 }) };
-    const server = await startTestServer(driver, {}, { storageOptions: { abortRetryMs: 300 } });
+    };
+    const server = await startBehindS3Proxy(s3Driver, decide, { requestTimeoutMs: 1000 }, {}, { storageOptions: { abortRetryMs: 300 } });
     try {
       const raw = await RawFtp.login(server.port, USER, PASSWORD);
       await send(raw, 'STOR kept.bin', Buffer.from('old'));
@@ -1204,12 +1167,11 @@ describe('S3 failing or answering late, and keys written by other tools (s3)', a
       assert.equal((await fetch(raw, 'kept.bin')).toString(), 'old');
       const deadline = Date.now() + 20_000;
       while ((await s3Driver.danglingUploads(server.storageConfig)).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-      await noDanglingUploads(driver, server);
+      await noDanglingUploads(s3Driver, server);
       raw.close();
     } finally {
       heal();
       await server.close();
-      await proxy.close();
     }
   });
 });

@@ -42,10 +42,10 @@ export interface S3Proxy {
  * Host header, so the SDK's signatures still hold. S3 itself is never mocked:
  * every forwarded request reaches MinIO.
  */
-export async function startS3Proxy(
-  target: string,
-  decide: (req: ProxiedRequest) => ProxyVerdict | Promise<ProxyVerdict> = () => 'forward',
-): Promise<S3Proxy> {
+/** What a proxy does with each request it sees. */
+export type ProxyDecide = (req: ProxiedRequest) => ProxyVerdict | Promise<ProxyVerdict>;
+
+export async function startS3Proxy(target: string, decide: ProxyDecide = () => 'forward'): Promise<S3Proxy> {
   const upstream = new URL(target);
   const agent = new Agent({ keepAlive: true });
   const server = createServer((req, res) => {

@@ -7,12 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import type { User } from '../../src/auth/users.js';
-import type { Config, StorageConfig } from '../../src/config/index.js';
+import type { Config, S3StorageConfig, StorageConfig } from '../../src/config/index.js';
 import type { Metrics } from '../../src/server/metrics.js';
 import { startServer, type FtpServer } from '../../src/server/server.js';
 import { createStorage, type StorageOptions } from '../../src/storage/index.js';
 import type { Storage } from '../../src/storage/types.js';
 import { getS3, listMultipartUploads, s3StorageConfig, type S3TestEnv } from './minio.js';
+import { startS3Proxy, type ProxyDecide } from './s3-proxy.js';
 
 export const USER = 'alice';
 export const PASSWORD = 'correct horse battery staple';
@@ -70,6 +71,36 @@ export interface TestServer {
   /** S3 requests the server's drivers finished, by operation ('GetObject'), from the drivers' onRequest metric. */
   s3Requests: Map<string, number>;
   close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * A test server on an S3 driver whose requests go through a proxy in front
+ * of MinIO that answers as `decide` says (startS3Proxy), with `settings` over
+ * the driver's S3 settings. Its close() closes the proxy too.
+ */
+export async function startBehindS3Proxy(
+  driver: Driver,
+  decide: ProxyDecide,
+  settings: Partial<S3StorageConfig> = {},
+  overrides: Partial<Config> = {},
+  options: Parameters<typeof startTestServer>[2] = {},
+): Promise<TestServer> {
+  const base = driver.storageConfig();
+  assert.equal(base.kind, 's3');
+  const proxy = await startS3Proxy(base.endpoint!, decide);
+  const server = await startTestServer({ ...driver, storageConfig: () => ({ ...base, endpoint: proxy.endpoint, ...settings }) }, overrides, options).catch(
+    async (err: unknown) => {
+      await proxy.close();
+      throw err;
+    },
+  );
+  return {
+    ...server,
+    async close(graceMs?: number) {
+      await server.close(graceMs);
+      await proxy.close();
+    },
+  };
 }
 
 /** Starts an s3ftp server on 127.0.0.1, port 0, with user alice, on the given driver. */
