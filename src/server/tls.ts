@@ -88,7 +88,7 @@ export class TlsSessionContext {
 
   constructor(ftps: FtpsConfig) {
     this.#policy = ftps;
-    this.#context = ticketsFor(buildContext(ftps), () => this.#tickets);
+    this.#context = this.#fresh();
   }
 
   /** The context for this control connection and its data connections. */
@@ -104,7 +104,12 @@ export class TlsSessionContext {
    * handshake, TLS 1.3 right after it) before we can refuse it.
    */
   revoke(): void {
-    this.#context = ticketsFor(buildContext(this.#policy), () => this.#tickets);
+    this.#context = this.#fresh();
+  }
+
+  /** A new context with its own ticket keys, issuing tickets as #tickets says. */
+  #fresh(): SecureContext {
+    return ticketsFor(buildContext(this.#policy), () => this.#tickets);
   }
 
   /** The next handshake is a data connection's: an upload's gets no ticket. */
